@@ -1,0 +1,159 @@
+//! The lake's layout: where each table's files go and how they are named and encoded.
+//!
+//! `<LAKE>/<table>/account_id=<id>/region=<region>/date=<YYYY-MM-DD>/<stem>[-<part>].parquet`.
+//! The stem is derived from the source object, so re-processing an object replaces its files
+//! instead of adding rows, and the Athena tables (partition projection) rely on these names.
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use sha2::{Digest, Sha256};
+
+/// The CloudTrail records table.
+pub const CLOUDTRAIL_TABLE: &str = "cloudtrail";
+/// Where rejected records and files are written, with the reason, as JSON Lines.
+pub const REJECTED_DIR: &str = "_rejected";
+/// Scratch space inside a local lake: staged files are renamed from here, so readers never see
+/// half-written Parquet.
+pub const STAGING_DIR: &str = "_staging";
+
+/// Every top-level folder the pipeline itself writes. Inputs under these are never read back,
+/// so the pipeline cannot loop on its own output.
+pub const OWN_FOLDERS: &[&str] = &[
+    CLOUDTRAIL_TABLE,
+    REJECTED_DIR,
+    STAGING_DIR,
+    "lambda_invocations",
+    "lambda_metrics",
+    "findings",
+];
+
+/// The value used for a partition whose value is missing or unusable.
+pub const UNKNOWN: &str = "unknown";
+
+/// The Hive partition of one row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub account_id: String,
+    pub region: String,
+    pub date: String,
+}
+
+impl Partition {
+    /// Builds a partition from candidate values, sanitising each: an account id must be 12 digits
+    /// and a region lowercase letters, digits and dashes, else the value becomes `unknown`, so a
+    /// placeholder such as `"recipientAccountId"` cannot invent partitions Athena will not project.
+    pub fn new(account_id: Option<&str>, region: Option<&str>, date: String) -> Self {
+        Partition {
+            account_id: account_id
+                .filter(|a| is_account_id(a))
+                .unwrap_or(UNKNOWN)
+                .to_string(),
+            region: region
+                .filter(|r| is_region(r))
+                .unwrap_or(UNKNOWN)
+                .to_string(),
+            date,
+        }
+    }
+
+    /// The folder of this partition in `table`, relative to the lake root.
+    pub fn dir(&self, table: &str) -> String {
+        format!(
+            "{table}/account_id={}/region={}/date={}",
+            self.account_id, self.region, self.date
+        )
+    }
+}
+
+/// Twelve ASCII digits (leading zeros are common: ids are strings everywhere).
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A plausible AWS region name: `xx-xxxx-N` style, lowercase, at most 32 characters.
+pub fn is_region(s: &str) -> bool {
+    (4..=32).contains(&s.len())
+        && s.contains('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == '-' as u8)
+        && s.as_bytes().last().is_some_and(|b| b.is_ascii_digit())
+}
+
+/// The stem shared by every file made from one source object: a hash of where it came from and
+/// which version of it was read (its ETag, or a hash of its content when there is no ETag).
+pub fn object_stem(bucket: &str, key: &str, version: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [bucket, key, version] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex(&h.finalize()[..16])
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Rows per row group. CloudTrail rows are ~1-2 KB of JSON and compress ~15x with zstd, so 64k
+/// rows make row groups of a few MB to tens of MB: large enough for Athena's scans, small enough
+/// that the writer's buffer stays inside the ingest Lambda's memory budget.
+pub const ROW_GROUP_ROWS: usize = 65_536;
+
+/// Parquet settings for every file in the lake: zstd, chunk statistics for predicate pushdown,
+/// dictionary encoding (Parquet falls back to plain per page when a dictionary stops paying).
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_dictionary_enabled(true)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(concat!("trailwatch ", env!("CARGO_PKG_VERSION")).to_string())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_sanitise_values() {
+        let p = Partition::new(Some("012345678901"), Some("eu-west-3"), "2023-05-19".into());
+        assert_eq!(
+            p.dir("cloudtrail"),
+            "cloudtrail/account_id=012345678901/region=eu-west-3/date=2023-05-19"
+        );
+        let p = Partition::new(
+            Some("recipientAccountId"),
+            Some("../../etc"),
+            "2023-05-19".into(),
+        );
+        assert_eq!(
+            (p.account_id.as_str(), p.region.as_str()),
+            (UNKNOWN, UNKNOWN)
+        );
+        assert_eq!(
+            Partition::new(None, Some("awsRegion"), "d".into()).region,
+            UNKNOWN
+        );
+        assert!(is_region("us-gov-west-1") && is_region("cn-north-1") && !is_region("US-EAST-1"));
+    }
+
+    #[test]
+    fn stems_depend_on_every_part() {
+        let a = object_stem("b", "k", "e");
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, object_stem("b", "k", "e"));
+        assert_ne!(a, object_stem("b", "k", "f"));
+        assert_ne!(object_stem("ab", "c", ""), object_stem("a", "bc", ""));
+    }
+}

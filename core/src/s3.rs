@@ -1,0 +1,240 @@
+//! S3 through the AWS SDK, behind the synchronous store traits. The SDK is async; these adapters
+//! are used from blocking threads (`spawn_blocking` in a Lambda, a plain thread in the CLI) and
+//! drive each call with the runtime handle they were built with.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use tokio::runtime::Handle;
+
+use crate::store::{LakeStore, ObjectRef, ObjectSource, StoreError, TransientIo};
+
+/// Builds an S3 client from the environment's AWS configuration, optionally pointed at another
+/// endpoint (a local S3-compatible server); path-style addressing is then forced.
+pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_s3::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let shared = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(endpoint_url.is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    op: &'static str,
+    uri: String,
+    e: SdkError<E, R>,
+) -> StoreError {
+    let (retryable, message) = match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("");
+            // A missing object or bucket will not appear by retrying; everything else (throttling,
+            // 5xx, AccessDenied that a policy fix can cure) is retried and then dead-lettered.
+            let gone = matches!(
+                code,
+                "NoSuchKey" | "NoSuchBucket" | "NotFound" | "InvalidObjectState"
+            );
+            (
+                !gone,
+                format!("{code}: {}", se.err().message().unwrap_or("")),
+            )
+        }
+        SdkError::ConstructionFailure(_) => (false, DisplayErrorContext(&e).to_string()),
+        _ => (true, DisplayErrorContext(&e).to_string()),
+    };
+    StoreError {
+        op,
+        uri,
+        message,
+        retryable,
+    }
+}
+
+/// S3 as an [`ObjectSource`].
+#[derive(Clone)]
+pub struct S3Source {
+    client: aws_sdk_s3::Client,
+    handle: Handle,
+}
+
+impl S3Source {
+    pub fn new(client: aws_sdk_s3::Client, handle: Handle) -> Self {
+        S3Source { client, handle }
+    }
+}
+
+/// An S3 object body read chunk by chunk: memory holds one network chunk, never the object.
+struct BodyReader {
+    body: ByteStream,
+    chunk: bytes::Bytes,
+    handle: Handle,
+    uri: String,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.body.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => {
+                    return Err(io::Error::other(TransientIo(format!(
+                        "reading {}: {e}",
+                        self.uri
+                    ))))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+impl ObjectSource for S3Source {
+    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let out = self
+            .handle
+            .block_on(
+                self.client
+                    .get_object()
+                    .bucket(&obj.bucket)
+                    .key(&obj.key)
+                    .send(),
+            )
+            .map_err(|e| classify("get", obj.uri(), e))?;
+        Ok(Box::new(BodyReader {
+            body: out.body,
+            chunk: bytes::Bytes::new(),
+            handle: self.handle.clone(),
+            uri: obj.uri(),
+        }))
+    }
+
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .handle
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token)
+                        .send(),
+                )
+                .map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    out.push(ObjectRef {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        etag: o.e_tag().map(str::to_string),
+                        size: o.size().map(|s| s as u64),
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// A lake in an S3 bucket under a prefix, staging files in a local folder (`/tmp` in Lambda).
+#[derive(Clone)]
+pub struct S3Lake {
+    client: aws_sdk_s3::Client,
+    handle: Handle,
+    bucket: String,
+    prefix: String,
+    staging: PathBuf,
+}
+
+impl S3Lake {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        handle: Handle,
+        bucket: &str,
+        prefix: &str,
+        staging: PathBuf,
+    ) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        S3Lake {
+            client,
+            handle,
+            bucket: bucket.to_string(),
+            prefix,
+            staging,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key prefix lake objects are written under (empty or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl LakeStore for S3Lake {
+    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+        let full = format!("{}{key}", self.prefix);
+        let uri = format!("s3://{}/{full}", self.bucket);
+        let body = self
+            .handle
+            .block_on(ByteStream::from_path(local))
+            .map_err(|e| StoreError {
+                op: "put",
+                uri: uri.clone(),
+                message: e.to_string(),
+                retryable: false,
+            })?;
+        self.handle
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .body(body)
+                    .send(),
+            )
+            .map_err(|e| classify("put", uri, e))?;
+        let _ = std::fs::remove_file(local);
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.staging.clone()
+    }
+
+    fn root_uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    fn is_own_output(&self, obj: &ObjectRef) -> bool {
+        if obj.bucket != self.bucket {
+            return false;
+        }
+        if !self.prefix.is_empty() {
+            return obj.key.starts_with(&self.prefix);
+        }
+        let first = obj.key.split('/').next().unwrap_or("");
+        crate::lake::OWN_FOLDERS.contains(&first)
+    }
+}

@@ -1,0 +1,228 @@
+//! The small traits stages use to read objects and write the lake, so the libraries stay
+//! synchronous and SDK-free: local folders implement them here, S3 in [`crate::s3`].
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// An object to read: an S3 object, or a local file (empty bucket, key is the path).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    /// The S3 ETag, when known: it names the version that was read.
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+}
+
+impl ObjectRef {
+    pub fn s3(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        ObjectRef {
+            bucket: bucket.into(),
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn local(path: &Path) -> Self {
+        ObjectRef {
+            key: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// `s3://bucket/key`, or the path of a local file: how errors and rejects name the object.
+    pub fn uri(&self) -> String {
+        if self.bucket.is_empty() {
+            self.key.clone()
+        } else {
+            format!("s3://{}/{}", self.bucket, self.key)
+        }
+    }
+}
+
+/// A store operation that failed, naming the object and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {uri}: {message}")]
+pub struct StoreError {
+    pub op: &'static str,
+    pub uri: String,
+    pub message: String,
+    /// True for throttling, 5xx, timeouts, network and permission errors: a retry (or a fix to a
+    /// policy followed by a redrive) can succeed. False when the object is gone or invalid.
+    pub retryable: bool,
+}
+
+/// Marks an I/O error from a store read as transient (the network, not the data), so decoders
+/// can tell a dropped connection from a corrupt file.
+#[derive(Debug)]
+pub struct TransientIo(pub String);
+
+impl std::fmt::Display for TransientIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for TransientIo {}
+
+/// True when `e` came from the store rather than from the bytes.
+pub fn is_transient_io(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TransientIo>())
+}
+
+/// Where inputs come from.
+pub trait ObjectSource: Sync {
+    /// Opens the object for streaming; nothing is read up front.
+    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    /// Every object under `prefix` (a folder, recursively, for local files).
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError>;
+}
+
+/// Where the lake lives.
+pub trait LakeStore: Sync {
+    /// Stores the local file at `key` (relative to the lake root), replacing any object there.
+    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError>;
+    /// A local folder where files are staged before [`LakeStore::put_file`].
+    fn staging_dir(&self) -> PathBuf;
+    /// The lake's root as a user would write it (`./lake`, `s3://bucket/prefix`).
+    fn root_uri(&self) -> String;
+    /// True when `obj` is something the pipeline wrote itself (lake files, rejects, staging):
+    /// such objects are never read back as input, so the pipeline cannot loop on itself.
+    fn is_own_output(&self, obj: &ObjectRef) -> bool;
+}
+
+/// Local files and folders as an [`ObjectSource`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalFiles;
+
+fn local_err(op: &'static str, path: &Path, e: io::Error) -> StoreError {
+    StoreError {
+        op,
+        uri: path.display().to_string(),
+        retryable: matches!(
+            e.kind(),
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut
+        ),
+        message: e.to_string(),
+    }
+}
+
+impl ObjectSource for LocalFiles {
+    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let path = Path::new(&obj.key);
+        Ok(Box::new(
+            fs::File::open(path).map_err(|e| local_err("open", path, e))?,
+        ))
+    }
+
+    fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        let mut out = Vec::new();
+        let mut stack = vec![PathBuf::from(prefix)];
+        while let Some(p) = stack.pop() {
+            let meta = fs::metadata(&p).map_err(|e| local_err("stat", &p, e))?;
+            if meta.is_dir() {
+                let mut entries: Vec<PathBuf> = fs::read_dir(&p)
+                    .map_err(|e| local_err("list", &p, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                entries.sort();
+                stack.extend(entries.into_iter().rev());
+            } else if meta.is_file() {
+                out.push(ObjectRef {
+                    size: Some(meta.len()),
+                    ..ObjectRef::local(&p)
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A lake in a local folder. Files are staged under `_staging/` inside it and renamed into
+/// place, so a reader never sees a half-written file and a crash leaves only staging debris.
+#[derive(Debug, Clone)]
+pub struct LocalLake {
+    root: PathBuf,
+}
+
+impl LocalLake {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalLake { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl LakeStore for LocalLake {
+    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+        let dest = self.root.join(key);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| local_err("mkdir", parent, e))?;
+        }
+        if fs::rename(local, &dest).is_err() {
+            // Staging on another filesystem: copy to a sibling, then rename atomically.
+            let tmp = dest.with_extension("partial");
+            fs::copy(local, &tmp).map_err(|e| local_err("copy", &tmp, e))?;
+            fs::rename(&tmp, &dest).map_err(|e| local_err("rename", &dest, e))?;
+            let _ = fs::remove_file(local);
+        }
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.root.join(crate::lake::STAGING_DIR)
+    }
+
+    fn root_uri(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn is_own_output(&self, obj: &ObjectRef) -> bool {
+        if !obj.bucket.is_empty() {
+            return false;
+        }
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        abs(Path::new(&obj.key)).starts_with(abs(&self.root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_lake_replaces_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalLake::new(dir.path());
+        fs::create_dir_all(lake.staging_dir()).unwrap();
+        for body in ["one", "two"] {
+            let staged = lake.staging_dir().join("x");
+            fs::write(&staged, body).unwrap();
+            lake.put_file("t/a=1/f.parquet", &staged).unwrap();
+        }
+        assert_eq!(
+            fs::read_to_string(dir.path().join("t/a=1/f.parquet")).unwrap(),
+            "two"
+        );
+        let listed = LocalFiles
+            .list("", dir.path().join("t").to_str().unwrap())
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(lake.is_own_output(&listed[0]));
+        assert!(!lake.is_own_output(&ObjectRef::local(Path::new("/elsewhere/x.json"))));
+        assert!(!lake.is_own_output(&ObjectRef::s3("b", "t/a=1/f.parquet")));
+        assert_eq!(listed[0].size, Some(3));
+    }
+
+    #[test]
+    fn transient_marker_survives_io_error() {
+        let e = io::Error::other(TransientIo("reset".into()));
+        assert!(is_transient_io(&e));
+        assert!(!is_transient_io(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad gzip"
+        )));
+    }
+}

@@ -1,0 +1,626 @@
+//! Turns one CloudTrail record's JSON into a row of the `cloudtrail` table.
+//!
+//! Conversion is driven by the column tree in `trailwatch_core::schema`, in two phases: parse
+//! the record into a [`Row`] (which may fail with a reason, rejecting the record and nothing
+//! else), then append the row to Arrow builders (which cannot fail), so a bad record never leaves
+//! half a row behind.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_schema::{DataType, Field, Fields, SchemaRef};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use trailwatch_core::schema::{self, Col, Kind};
+use trailwatch_core::time::parse_rfc3339_millis;
+
+/// A parsed value of one column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Json(&'a str),
+    Bool(bool),
+    Time(i64),
+    Struct(Vec<Val<'a>>),
+    List(Vec<Vec<Val<'a>>>),
+}
+
+/// One record, parsed: a value per top-level column, the members the schema does not know, and
+/// the few fields ingest needs for partitioning.
+#[derive(Debug)]
+pub struct Row<'a> {
+    pub values: Vec<Val<'a>>,
+    pub unknown: Vec<(String, &'a RawValue)>,
+    pub event_time: i64,
+}
+
+impl Row<'_> {
+    fn str_at(&self, name: &str) -> Option<&str> {
+        let i = schema::CLOUDTRAIL.iter().position(|c| c.name == name)?;
+        match &self.values[i] {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn recipient_account_id(&self) -> Option<&str> {
+        self.str_at("recipient_account_id")
+    }
+    pub fn aws_region(&self) -> Option<&str> {
+        self.str_at("aws_region")
+    }
+}
+
+/// Why a record was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject(pub String);
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An object key or string that borrows from the input when it has no escapes.
+struct MaybeBorrowed<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeBorrowed<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON object's members, in order, values unparsed.
+pub struct RawObject<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(32));
+                while let Some((k, val)) = m.next_entry::<MaybeBorrowed<'de>, &'de RawValue>()? {
+                    v.push((k.0, val));
+                }
+                Ok(RawObject(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON array's elements, unparsed.
+struct RawArray<'a>(Vec<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for RawArray<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawArray<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<&'de RawValue>()? {
+                    v.push(x);
+                }
+                Ok(RawArray(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+fn describe(raw: &RawValue) -> String {
+    let s = raw.get();
+    let kind = match s.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    let mut shown: String = s.chars().take(40).collect();
+    if shown.len() < s.len() {
+        shown.push('…');
+    }
+    format!("{kind} {shown}")
+}
+
+fn type_err(path: &str, expected: &str, raw: &RawValue) -> Reject {
+    Reject(format!(
+        "{path}: expected {expected}, found {}",
+        describe(raw)
+    ))
+}
+
+fn parse_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    serde_json::from_str::<MaybeBorrowed<'a>>(raw.get())
+        .ok()
+        .map(|m| m.0)
+}
+
+fn parse_value<'a>(
+    col: &Col,
+    raw: &'a RawValue,
+    path: &str,
+    unknown: &mut Vec<(String, &'a RawValue)>,
+) -> Result<Val<'a>, Reject> {
+    let text = raw.get();
+    if text == "null" {
+        return Ok(Val::Null);
+    }
+    let first = text.as_bytes()[0];
+    Ok(match col.kind {
+        Kind::Json => Val::Json(text),
+        Kind::Str if first == b'"' => {
+            Val::Str(parse_str(raw).ok_or_else(|| type_err(path, "a string", raw))?)
+        }
+        Kind::Str => return Err(type_err(path, "a string", raw)),
+        Kind::Bool => match text {
+            "true" => Val::Bool(true),
+            "false" => Val::Bool(false),
+            _ if first == b'"' => match parse_str(raw)
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("true") => Val::Bool(true),
+                Some("false") => Val::Bool(false),
+                _ => return Err(type_err(path, "a boolean", raw)),
+            },
+            _ => return Err(type_err(path, "a boolean", raw)),
+        },
+        Kind::Time => {
+            let s = (first == b'"').then(|| parse_str(raw)).flatten();
+            match s.as_deref().and_then(parse_rfc3339_millis) {
+                Some(ms) => Val::Time(ms),
+                None => return Err(type_err(path, "an ISO-8601 time", raw)),
+            }
+        }
+        Kind::Struct(cols) if first == b'{' => Val::Struct(parse_object(cols, raw, path, unknown)?),
+        Kind::Struct(_) => return Err(type_err(path, "an object", raw)),
+        Kind::ListOfStruct(cols) if first == b'[' => {
+            let items = serde_json::from_str::<RawArray<'a>>(text)
+                .map_err(|e| Reject(format!("{path}: {e}")))?;
+            let mut out = Vec::with_capacity(items.0.len());
+            for (i, item) in items.0.into_iter().enumerate() {
+                let p = format!("{path}.{i}");
+                if !item.get().starts_with('{') {
+                    return Err(type_err(&p, "an object", item));
+                }
+                out.push(parse_object(cols, item, &p, unknown)?);
+            }
+            Val::List(out)
+        }
+        Kind::ListOfStruct(_) => return Err(type_err(path, "an array", raw)),
+    })
+}
+
+fn parse_object<'a>(
+    cols: &[Col],
+    raw: &'a RawValue,
+    path: &str,
+    unknown: &mut Vec<(String, &'a RawValue)>,
+) -> Result<Vec<Val<'a>>, Reject> {
+    let obj = serde_json::from_str::<RawObject<'a>>(raw.get())
+        .map_err(|e| Reject(format!("{path}: {e}")))?;
+    let mut vals = vec![Val::Null; cols.len()];
+    for (k, v) in obj.0 {
+        match cols.iter().position(|c| c.json == k) {
+            Some(i) => {
+                let p = if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match parse_value(&cols[i], v, &p, unknown) {
+                    Ok(val) => vals[i] = val,
+                    // Only the event time is required. Any other value of the wrong type is kept,
+                    // as written, in `unknown_fields` under its path, and its column stays null.
+                    Err(e) if path.is_empty() && cols[i].name == "event_time" => return Err(e),
+                    Err(_) => unknown.push((p, v)),
+                }
+            }
+            None => unknown.push((
+                if path.is_empty() {
+                    k.into_owned()
+                } else {
+                    format!("{path}.{k}")
+                },
+                v,
+            )),
+        }
+    }
+    Ok(vals)
+}
+
+/// Parses one record. `bytes` must be one JSON object; anything else is a reject.
+pub fn parse_record(raw: &RawValue) -> Result<Row<'_>, Reject> {
+    if !raw.get().starts_with('{') {
+        return Err(Reject(format!(
+            "record: expected an object, found {}",
+            describe(raw)
+        )));
+    }
+    let mut unknown = Vec::new();
+    let values = parse_object(schema::CLOUDTRAIL, raw, "", &mut unknown)?;
+    let et = schema::CLOUDTRAIL
+        .iter()
+        .position(|c| c.name == "event_time")
+        .expect("schema has event_time");
+    let event_time = match values[et] {
+        Val::Time(ms) => ms,
+        _ => return Err(Reject("eventTime: missing".into())),
+    };
+    Ok(Row {
+        values,
+        unknown,
+        event_time,
+    })
+}
+
+/// Builds Arrow arrays for one level of the column tree.
+enum ColBuilder {
+    Str(StringBuilder),
+    Bool(BooleanBuilder),
+    Time(TimestampMillisecondBuilder),
+    Struct {
+        fields: Fields,
+        children: Vec<ColBuilder>,
+        nulls: NullBufferBuilder,
+    },
+    List {
+        item: Arc<Field>,
+        fields: Fields,
+        children: Vec<ColBuilder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
+}
+
+impl ColBuilder {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Str | Kind::Json => ColBuilder::Str(StringBuilder::new()),
+            Kind::Bool => ColBuilder::Bool(BooleanBuilder::new()),
+            Kind::Time => ColBuilder::Time(TimestampMillisecondBuilder::new().with_timezone("UTC")),
+            Kind::Struct(cols) => ColBuilder::Struct {
+                fields: schema::fields(cols),
+                children: cols.iter().map(|c| ColBuilder::new(c.kind)).collect(),
+                nulls: NullBufferBuilder::new(0),
+            },
+            Kind::ListOfStruct(cols) => {
+                let DataType::List(item) = schema::data_type(kind) else {
+                    unreachable!("list kind")
+                };
+                ColBuilder::List {
+                    item,
+                    fields: schema::fields(cols),
+                    children: cols.iter().map(|c| ColBuilder::new(c.kind)).collect(),
+                    offsets: vec![0],
+                    nulls: NullBufferBuilder::new(0),
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, v: &Val) {
+        match (self, v) {
+            (ColBuilder::Str(b), Val::Str(s)) => b.append_value(s),
+            (ColBuilder::Str(b), Val::Json(s)) => b.append_value(s),
+            (ColBuilder::Bool(b), Val::Bool(x)) => b.append_value(*x),
+            (ColBuilder::Time(b), Val::Time(x)) => b.append_value(*x),
+            (
+                ColBuilder::Struct {
+                    children, nulls, ..
+                },
+                Val::Struct(vals),
+            ) => {
+                for (c, v) in children.iter_mut().zip(vals) {
+                    c.append(v);
+                }
+                nulls.append_non_null();
+            }
+            (
+                ColBuilder::List {
+                    children,
+                    offsets,
+                    nulls,
+                    ..
+                },
+                Val::List(items),
+            ) => {
+                for item in items {
+                    for (c, v) in children.iter_mut().zip(item) {
+                        c.append(v);
+                    }
+                }
+                offsets.push(offsets.last().copied().unwrap_or(0) + items.len() as i32);
+                nulls.append_non_null();
+            }
+            (b, _) => b.append_null(),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColBuilder::Str(b) => b.append_null(),
+            ColBuilder::Bool(b) => b.append_null(),
+            ColBuilder::Time(b) => b.append_null(),
+            ColBuilder::Struct {
+                children, nulls, ..
+            } => {
+                children.iter_mut().for_each(ColBuilder::append_null);
+                nulls.append_null();
+            }
+            ColBuilder::List { offsets, nulls, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                nulls.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColBuilder::Str(b) => Arc::new(b.finish()),
+            ColBuilder::Bool(b) => Arc::new(b.finish()),
+            ColBuilder::Time(b) => Arc::new(b.finish()),
+            ColBuilder::Struct {
+                fields,
+                children,
+                nulls,
+            } => {
+                let arrays = children.iter_mut().map(ColBuilder::finish).collect();
+                Arc::new(StructArray::new(fields.clone(), arrays, nulls.finish()))
+            }
+            ColBuilder::List {
+                item,
+                fields,
+                children,
+                offsets,
+                nulls,
+            } => {
+                let arrays = children.iter_mut().map(ColBuilder::finish).collect();
+                let values = StructArray::new(fields.clone(), arrays, None);
+                let offs = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(
+                    item.clone(),
+                    offs,
+                    Arc::new(values),
+                    nulls.finish(),
+                ))
+            }
+        }
+    }
+}
+
+/// Accumulates rows of the `cloudtrail` table into a `RecordBatch`.
+pub struct CloudTrailBatch {
+    schema: SchemaRef,
+    cols: Vec<ColBuilder>,
+    unknown: StringBuilder,
+    rows: usize,
+    bytes: usize,
+    scratch: String,
+}
+
+impl Default for CloudTrailBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CloudTrailBatch {
+    pub fn new() -> Self {
+        CloudTrailBatch {
+            schema: schema::cloudtrail_schema(),
+            cols: schema::CLOUDTRAIL
+                .iter()
+                .map(|c| ColBuilder::new(c.kind))
+                .collect(),
+            unknown: StringBuilder::new(),
+            rows: 0,
+            bytes: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Rows buffered since the last [`CloudTrailBatch::finish`].
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Approximate JSON bytes buffered, to bound memory across partitions.
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a parsed row; `size` is the record's JSON length, for memory accounting.
+    pub fn push(&mut self, row: &Row, size: usize) {
+        for (b, v) in self.cols.iter_mut().zip(&row.values) {
+            b.append(v);
+        }
+        if row.unknown.is_empty() {
+            self.unknown.append_null();
+        } else {
+            self.scratch.clear();
+            self.scratch.push('{');
+            for (i, (k, v)) in row.unknown.iter().enumerate() {
+                if i > 0 {
+                    self.scratch.push(',');
+                }
+                self.scratch
+                    .push_str(&serde_json::to_string(k).expect("a string serialises"));
+                self.scratch.push(':');
+                self.scratch.push_str(v.get());
+            }
+            self.scratch.push('}');
+            self.unknown.append_value(&self.scratch);
+        }
+        self.rows += 1;
+        self.bytes += size;
+    }
+
+    /// The buffered rows as a batch; the builder is empty afterwards.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut arrays: Vec<ArrayRef> = self.cols.iter_mut().map(ColBuilder::finish).collect();
+        arrays.push(Arc::new(self.unknown.finish()));
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn parses_a_record_with_string_booleans_and_unknown_members() {
+        let r = raw(
+            r#"{"eventVersion":"1.08","eventTime":"2023-05-19T07:44:30Z","readOnly":"True","newField":{"x":1},
+            "userIdentity":{"type":"AssumedRole","sessionContext":{"attributes":{"mfaAuthenticated":"false","creationDate":"2023-05-19T07:00:00Z"},"brandNew":2}},
+            "resources":[{"ARN":"arn:aws:s3:::b","type":"AWS::S3::Bucket","extra":true}],"requestParameters":{"a":[1,2]}}"#,
+        );
+        let row = parse_record(&r).unwrap();
+        assert_eq!(row.event_time, 1_684_482_270_000);
+        let mut b = CloudTrailBatch::new();
+        b.push(&row, 10);
+        let batch = b.finish();
+        assert_eq!(batch.num_rows(), 1);
+        let ro = batch.column_by_name("read_only").unwrap().as_boolean();
+        assert!(ro.value(0));
+        let uf = batch
+            .column_by_name("unknown_fields")
+            .unwrap()
+            .as_string::<i32>();
+        let uf: serde_json::Value = serde_json::from_str(uf.value(0)).unwrap();
+        assert_eq!(uf["newField"]["x"], 1);
+        assert_eq!(uf["userIdentity.sessionContext.brandNew"], 2);
+        assert_eq!(uf["resources.0.extra"], true);
+        let rp = batch
+            .column_by_name("request_parameters")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(rp.value(0), r#"{"a":[1,2]}"#);
+        let res = batch.column_by_name("resources").unwrap().as_list::<i32>();
+        assert_eq!(res.value(0).len(), 1);
+        let ui = batch.column_by_name("user_identity").unwrap().as_struct();
+        let sc = ui.column_by_name("session_context").unwrap().as_struct();
+        let attrs = sc.column_by_name("attributes").unwrap().as_struct();
+        assert!(!attrs
+            .column_by_name("mfa_authenticated")
+            .unwrap()
+            .as_boolean()
+            .value(0));
+    }
+
+    #[test]
+    fn rejects_with_a_reason() {
+        let cases = [
+            (
+                r#"{"eventTime":"eventTime"}"#,
+                "eventTime: expected an ISO-8601 time, found a string \"eventTime\"",
+            ),
+            (r#"{"eventName":"X"}"#, "eventTime: missing"),
+            (
+                r#"{"eventTime":5}"#,
+                "eventTime: expected an ISO-8601 time, found a number 5",
+            ),
+            (r#"[1]"#, "record: expected an object"),
+        ];
+        for (input, want) in cases {
+            let r = raw(input);
+            let err = parse_record(&r).unwrap_err();
+            assert!(err.0.starts_with(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_kept_in_unknown_fields() {
+        let r = raw(
+            r#"{"eventTime":"2017-01-01T00:20:50Z","readOnly":"maybe","eventName":5,"userIdentity":{"type":"IAMUser","sessionContext":{"attributes":{"creationDate":"..."}}},"resources":"x"}"#,
+        );
+        let row = parse_record(&r).unwrap();
+        let mut b = CloudTrailBatch::new();
+        b.push(&row, 1);
+        let batch = b.finish();
+        assert!(batch.column_by_name("read_only").unwrap().is_null(0));
+        assert!(batch.column_by_name("event_name").unwrap().is_null(0));
+        let uf: serde_json::Value = serde_json::from_str(
+            batch
+                .column_by_name("unknown_fields")
+                .unwrap()
+                .as_string::<i32>()
+                .value(0),
+        )
+        .unwrap();
+        assert_eq!(uf["readOnly"], "maybe");
+        assert_eq!(uf["eventName"], 5);
+        assert_eq!(
+            uf["userIdentity.sessionContext.attributes.creationDate"],
+            "..."
+        );
+        assert_eq!(uf["resources"], "x");
+        let ui = batch.column_by_name("user_identity").unwrap().as_struct();
+        assert_eq!(
+            ui.column_by_name("type")
+                .unwrap()
+                .as_string::<i32>()
+                .value(0),
+            "IAMUser"
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let r = raw(r#"{"eventTime":"2023-05-19T07:44:30Z","userAgent":"a\"b\u00e9\n"}"#);
+        let row = parse_record(&r).unwrap();
+        let mut b = CloudTrailBatch::new();
+        b.push(&row, 1);
+        let batch = b.finish();
+        assert_eq!(
+            batch
+                .column_by_name("user_agent")
+                .unwrap()
+                .as_string::<i32>()
+                .value(0),
+            "a\"bé\n"
+        );
+    }
+}

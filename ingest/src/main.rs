@@ -1,0 +1,70 @@
+//! The `ingest` Lambda: reads its configuration once, builds the S3 client once, and hands each
+//! event to the pure handler on a blocking thread (the handler streams objects synchronously).
+//!
+//! Environment: `LAKE_BUCKET` (required), `LAKE_PREFIX` (default empty), `AWS_ENDPOINT_URL_S3`
+//! (optional, for a local S3), `STAGING_DIR` (default `/tmp/trailwatch`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+use trailwatch_core::s3::{client, S3Lake, S3Source};
+use trailwatch_ingest::handler::{handle_event, Reply};
+use trailwatch_ingest::Config;
+
+struct Deps {
+    src: S3Source,
+    lake: S3Lake,
+    cfg: Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let bucket = std::env::var("LAKE_BUCKET").context("LAKE_BUCKET must name the lake bucket")?;
+    let prefix = std::env::var("LAKE_PREFIX").unwrap_or_default();
+    let staging = std::env::var("STAGING_DIR").unwrap_or_else(|_| "/tmp/trailwatch".into());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3").ok();
+    let s3 = client(endpoint.as_deref()).await;
+    let handle = tokio::runtime::Handle::current();
+    let deps = Arc::new(Deps {
+        src: S3Source::new(s3.clone(), handle.clone()),
+        lake: S3Lake::new(s3, handle, &bucket, &prefix, staging.into()),
+        cfg: Config::default(),
+    });
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
+        let deps = deps.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                handle_event(&ev.payload, &deps.src, &deps.lake, &deps.cfg)
+            })
+            .await
+            .map_err(|e| Diagnostic {
+                error_type: "Retryable".into(),
+                error_message: format!("handler panicked: {e}"),
+            })?;
+            match out {
+                Ok((reply, summary)) => {
+                    tracing::info!(?summary, "event handled");
+                    Ok::<Value, Diagnostic>(
+                        serde_json::to_value(match reply {
+                            Reply::Sqs(r) => serde_json::to_value(r).unwrap_or_default(),
+                            Reply::Summary(s) => serde_json::to_value(s).unwrap_or_default(),
+                        })
+                        .unwrap_or_default(),
+                    )
+                }
+                Err(e) => Err(Diagnostic {
+                    error_type: "Retryable".into(),
+                    error_message: e.to_string(),
+                }),
+            }
+        }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

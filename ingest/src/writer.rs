@@ -1,0 +1,314 @@
+//! Writes rows to Parquet files per Hive partition, and rejects to JSON Lines, staged locally and
+//! handed to the lake only when the whole object has been read, so a failed object leaves nothing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::ArrowWriter;
+use serde::Serialize;
+use trailwatch_core::lake::{self, Partition};
+use trailwatch_core::store::LakeStore;
+
+use crate::convert::{CloudTrailBatch, Row};
+use crate::error::IngestError;
+
+/// Bounds on what the writer keeps in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Rows a partition buffers before they are encoded.
+    pub batch_rows: usize,
+    /// JSON bytes buffered across all partitions before every buffer is encoded.
+    pub max_buffered_bytes: usize,
+    /// Parquet writers open at once; the least recently used is closed beyond this, and its
+    /// partition continues in a new part file if more rows arrive.
+    pub max_open_partitions: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits {
+            batch_rows: 4096,
+            max_buffered_bytes: 8 << 20,
+            max_open_partitions: 16,
+        }
+    }
+}
+
+struct OpenPart {
+    writer: ArrowWriter<File>,
+    batch: CloudTrailBatch,
+    part: u32,
+    path: PathBuf,
+    last_used: u64,
+}
+
+/// The Parquet side of one object's ingest.
+pub struct PartitionedWriter {
+    uri: String,
+    table: &'static str,
+    dir: tempfile::TempDir,
+    limits: WriterLimits,
+    open: HashMap<Partition, OpenPart>,
+    closed: Vec<(Partition, u32, PathBuf)>,
+    parts: HashMap<Partition, u32>,
+    buffered: usize,
+    tick: u64,
+    rows: u64,
+}
+
+fn staging_err(uri: &str, path: &Path, source: std::io::Error) -> IngestError {
+    IngestError::Staging {
+        uri: uri.to_string(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn encode_err(uri: &str, e: impl std::fmt::Display) -> IngestError {
+    IngestError::Encode {
+        uri: uri.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// A private staging folder for one object inside the lake's staging area.
+pub fn staging_dir(lake: &dyn LakeStore, uri: &str) -> Result<tempfile::TempDir, IngestError> {
+    let root = lake.staging_dir();
+    std::fs::create_dir_all(&root).map_err(|e| staging_err(uri, &root, e))?;
+    tempfile::Builder::new()
+        .prefix("ingest-")
+        .tempdir_in(&root)
+        .map_err(|e| staging_err(uri, &root, e))
+}
+
+impl PartitionedWriter {
+    pub fn new(
+        lake: &dyn LakeStore,
+        uri: &str,
+        table: &'static str,
+        limits: WriterLimits,
+    ) -> Result<Self, IngestError> {
+        Ok(PartitionedWriter {
+            uri: uri.to_string(),
+            table,
+            dir: staging_dir(lake, uri)?,
+            limits,
+            open: HashMap::new(),
+            closed: Vec::new(),
+            parts: HashMap::new(),
+            buffered: 0,
+            tick: 0,
+            rows: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The object's private staging folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn push(&mut self, p: Partition, row: &Row, size: usize) -> Result<(), IngestError> {
+        self.tick += 1;
+        if !self.open.contains_key(&p) {
+            if self.open.len() >= self.limits.max_open_partitions {
+                self.close_least_recent()?;
+            }
+            let part = *self
+                .parts
+                .entry(p.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
+            let path = self
+                .dir
+                .path()
+                .join(format!("{}.parquet", self.closed.len() + self.open.len()));
+            let file = File::create(&path).map_err(|e| staging_err(&self.uri, &path, e))?;
+            let writer = ArrowWriter::try_new(
+                file,
+                trailwatch_core::schema::cloudtrail_schema(),
+                Some(lake::writer_properties()),
+            )
+            .map_err(|e| encode_err(&self.uri, e))?;
+            self.open.insert(
+                p.clone(),
+                OpenPart {
+                    writer,
+                    batch: CloudTrailBatch::new(),
+                    part,
+                    path,
+                    last_used: 0,
+                },
+            );
+        }
+        let open = self.open.get_mut(&p).expect("inserted above");
+        open.last_used = self.tick;
+        open.batch.push(row, size);
+        self.buffered += size;
+        self.rows += 1;
+        if open.batch.len() >= self.limits.batch_rows {
+            self.buffered -= open.batch.approx_bytes();
+            let batch = open.batch.finish();
+            open.writer
+                .write(&batch)
+                .map_err(|e| encode_err(&self.uri, e))?;
+        }
+        if self.buffered > self.limits.max_buffered_bytes {
+            self.flush_all()?;
+        }
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> Result<(), IngestError> {
+        for open in self.open.values_mut() {
+            if !open.batch.is_empty() {
+                let batch = open.batch.finish();
+                open.writer
+                    .write(&batch)
+                    .map_err(|e| encode_err(&self.uri, e))?;
+            }
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    fn close(&mut self, p: Partition) -> Result<(), IngestError> {
+        let mut open = self.open.remove(&p).expect("closing an open partition");
+        if !open.batch.is_empty() {
+            self.buffered -= open.batch.approx_bytes();
+            let batch = open.batch.finish();
+            open.writer
+                .write(&batch)
+                .map_err(|e| encode_err(&self.uri, e))?;
+        }
+        open.writer.close().map_err(|e| encode_err(&self.uri, e))?;
+        self.closed.push((p, open.part, open.path));
+        Ok(())
+    }
+
+    fn close_least_recent(&mut self) -> Result<(), IngestError> {
+        if let Some(p) = self
+            .open
+            .iter()
+            .min_by_key(|(_, o)| o.last_used)
+            .map(|(p, _)| p.clone())
+        {
+            self.close(p)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every file and stores it in the lake as `<partition>/<stem>[-<part>].parquet`.
+    /// Returns the lake keys written.
+    pub fn commit(mut self, lake: &dyn LakeStore, stem: &str) -> Result<Vec<String>, IngestError> {
+        let parts: Vec<Partition> = self.open.keys().cloned().collect();
+        for p in parts {
+            self.close(p)?;
+        }
+        let mut keys = Vec::with_capacity(self.closed.len());
+        self.closed.sort();
+        for (p, part, path) in &self.closed {
+            let name = if *part == 0 {
+                format!("{stem}.parquet")
+            } else {
+                format!("{stem}-{part}.parquet")
+            };
+            let key = format!("{}/{name}", p.dir(self.table));
+            lake.put_file(&key, path)?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+/// One rejected record or object, as written under `_rejected/`.
+#[derive(Debug, Serialize)]
+pub struct RejectLine<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub reason: &'a str,
+    /// The record's text, cut at [`MAX_REJECT_TEXT`] bytes, so it can be fixed and replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<&'a str>,
+}
+
+/// Longest record text kept in a reject line.
+pub const MAX_REJECT_TEXT: usize = 64 << 10;
+
+/// Rejects of one object, staged as JSON Lines.
+pub struct RejectWriter {
+    uri: String,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    count: u64,
+}
+
+impl RejectWriter {
+    pub fn new(dir: &Path, uri: &str) -> Self {
+        RejectWriter {
+            uri: uri.to_string(),
+            path: dir.join("rejected.jsonl"),
+            out: None,
+            count: 0,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn push(&mut self, line: &RejectLine) -> Result<(), IngestError> {
+        if self.out.is_none() {
+            let f = File::create(&self.path).map_err(|e| staging_err(&self.uri, &self.path, e))?;
+            self.out = Some(BufWriter::new(f));
+        }
+        let out = self.out.as_mut().expect("opened above");
+        serde_json::to_writer(&mut *out, line)
+            .map_err(|e| staging_err(&self.uri, &self.path, e.into()))?;
+        out.write_all(b"\n")
+            .map_err(|e| staging_err(&self.uri, &self.path, e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Stores the rejects (if any) as `_rejected/<table>/<stem>.jsonl`.
+    pub fn commit(
+        self,
+        lake: &dyn LakeStore,
+        table: &str,
+        stem: &str,
+    ) -> Result<Option<String>, IngestError> {
+        let Some(out) = self.out else { return Ok(None) };
+        out.into_inner()
+            .map_err(|e| staging_err(&self.uri, &self.path, e.into_error()))?;
+        let key = rejected_key(table, stem);
+        lake.put_file(&key, &self.path)?;
+        Ok(Some(key))
+    }
+}
+
+/// Where an object's rejects go.
+pub fn rejected_key(table: &str, stem: &str) -> String {
+    format!("{}/{table}/{stem}.jsonl", lake::REJECTED_DIR)
+}
+
+/// Truncates `s` to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

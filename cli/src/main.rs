@@ -10,11 +10,7 @@ use trailwatch_core::store::{LakeStore, LocalFiles, LocalLake, ObjectRef, Object
 use trailwatch_ingest::{ingest_object, record_failure, Config, Outcome};
 
 #[derive(Parser)]
-#[command(
-    name = "trailwatch",
-    version,
-    about = "Find attacks and failures in CloudTrail and CloudWatch logs"
-)]
+#[command(name = "trailwatch", version, about = "Find attacks and failures in CloudTrail and CloudWatch logs")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,8 +46,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -66,11 +61,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ingest {
-            inputs,
-            lake,
-            endpoint_url,
-        } => ingest(&inputs, &lake, endpoint_url.as_deref()),
+        Command::Ingest { inputs, lake, endpoint_url } => ingest(&inputs, &lake, endpoint_url.as_deref()),
     }
 }
 
@@ -86,10 +77,7 @@ struct Totals {
 
 fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<ExitCode> {
     let needs_s3 = parse_s3(lake_arg).is_some() || inputs.iter().any(|i| parse_s3(i).is_some());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let s3 = needs_s3.then(|| rt.block_on(trailwatch_core::s3::client(endpoint)));
     let handle = rt.handle().clone();
 
@@ -114,22 +102,13 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<E
         let (src, objects): (&dyn ObjectSource, Vec<ObjectRef>) = match parse_s3(input) {
             Some((bucket, prefix)) => {
                 let src = s3_src.as_ref().expect("client built");
-                (
-                    src,
-                    src.list(&bucket, &prefix)
-                        .with_context(|| format!("listing {input}"))?,
-                )
+                (src, src.list(&bucket, &prefix).with_context(|| format!("listing {input}"))?)
             }
             None => {
                 if !std::path::Path::new(input).exists() {
                     bail!("{input}: no such file or folder");
                 }
-                (
-                    &LocalFiles,
-                    LocalFiles
-                        .list("", input)
-                        .with_context(|| format!("listing {input}"))?,
-                )
+                (&LocalFiles, LocalFiles.list("", input).with_context(|| format!("listing {input}"))?)
             }
         };
         for obj in objects {
@@ -175,9 +154,5 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<E
         lake.root_uri()
     );
     drop(rt);
-    Ok(if totals.failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if totals.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

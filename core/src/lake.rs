@@ -18,14 +18,8 @@ pub const STAGING_DIR: &str = "_staging";
 
 /// Every top-level folder the pipeline itself writes. Inputs under these are never read back,
 /// so the pipeline cannot loop on its own output.
-pub const OWN_FOLDERS: &[&str] = &[
-    CLOUDTRAIL_TABLE,
-    REJECTED_DIR,
-    STAGING_DIR,
-    "lambda_invocations",
-    "lambda_metrics",
-    "findings",
-];
+pub const OWN_FOLDERS: &[&str] =
+    &[CLOUDTRAIL_TABLE, REJECTED_DIR, STAGING_DIR, "lambda_invocations", "lambda_metrics", "findings"];
 
 /// The value used for a partition whose value is missing or unusable.
 pub const UNKNOWN: &str = "unknown";
@@ -44,24 +38,15 @@ impl Partition {
     /// placeholder such as `"recipientAccountId"` cannot invent partitions Athena will not project.
     pub fn new(account_id: Option<&str>, region: Option<&str>, date: String) -> Self {
         Partition {
-            account_id: account_id
-                .filter(|a| is_account_id(a))
-                .unwrap_or(UNKNOWN)
-                .to_string(),
-            region: region
-                .filter(|r| is_region(r))
-                .unwrap_or(UNKNOWN)
-                .to_string(),
+            account_id: account_id.filter(|a| is_account_id(a)).unwrap_or(UNKNOWN).to_string(),
+            region: region.filter(|r| is_region(r)).unwrap_or(UNKNOWN).to_string(),
             date,
         }
     }
 
     /// The folder of this partition in `table`, relative to the lake root.
     pub fn dir(&self, table: &str) -> String {
-        format!(
-            "{table}/account_id={}/region={}/date={}",
-            self.account_id, self.region, self.date
-        )
+        format!("{table}/account_id={}/region={}/date={}", self.account_id, self.region, self.date)
     }
 }
 
@@ -74,8 +59,7 @@ pub fn is_account_id(s: &str) -> bool {
 pub fn is_region(s: &str) -> bool {
     (4..=32).contains(&s.len())
         && s.contains('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == '-' as u8)
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == '-' as u8)
         && s.as_bytes().last().is_some_and(|b| b.is_ascii_digit())
 }
 
@@ -111,9 +95,7 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid zstd level"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(true)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -128,23 +110,10 @@ mod tests {
     #[test]
     fn partitions_sanitise_values() {
         let p = Partition::new(Some("012345678901"), Some("eu-west-3"), "2023-05-19".into());
-        assert_eq!(
-            p.dir("cloudtrail"),
-            "cloudtrail/account_id=012345678901/region=eu-west-3/date=2023-05-19"
-        );
-        let p = Partition::new(
-            Some("recipientAccountId"),
-            Some("../../etc"),
-            "2023-05-19".into(),
-        );
-        assert_eq!(
-            (p.account_id.as_str(), p.region.as_str()),
-            (UNKNOWN, UNKNOWN)
-        );
-        assert_eq!(
-            Partition::new(None, Some("awsRegion"), "d".into()).region,
-            UNKNOWN
-        );
+        assert_eq!(p.dir("cloudtrail"), "cloudtrail/account_id=012345678901/region=eu-west-3/date=2023-05-19");
+        let p = Partition::new(Some("recipientAccountId"), Some("../../etc"), "2023-05-19".into());
+        assert_eq!((p.account_id.as_str(), p.region.as_str()), (UNKNOWN, UNKNOWN));
+        assert_eq!(Partition::new(None, Some("awsRegion"), "d".into()).region, UNKNOWN);
         assert!(is_region("us-gov-west-1") && is_region("cn-north-1") && !is_region("US-EAST-1"));
     }
 

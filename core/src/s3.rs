@@ -9,7 +9,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::runtime::Handle;
 
-use crate::store::{LakeStore, ObjectRef, ObjectSource, StoreError, TransientIo};
+use crate::store::{LakeStore, ObjectBody, ObjectRef, ObjectSource, StoreError, TransientIo};
 
 /// Builds an S3 client from the environment's AWS configuration, optionally pointed at another
 /// endpoint (a local S3-compatible server); path-style addressing is then forced.
@@ -19,9 +19,7 @@ pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_s3::Client {
         loader = loader.endpoint_url(url);
     }
     let shared = loader.load().await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(endpoint_url.is_some())
-        .build();
+    let conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(endpoint_url.is_some()).build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
@@ -35,24 +33,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             let code = se.err().code().unwrap_or("");
             // A missing object or bucket will not appear by retrying; everything else (throttling,
             // 5xx, AccessDenied that a policy fix can cure) is retried and then dead-lettered.
-            let gone = matches!(
-                code,
-                "NoSuchKey" | "NoSuchBucket" | "NotFound" | "InvalidObjectState"
-            );
-            (
-                !gone,
-                format!("{code}: {}", se.err().message().unwrap_or("")),
-            )
+            let gone = matches!(code, "NoSuchKey" | "NoSuchBucket" | "NotFound" | "InvalidObjectState");
+            (!gone, format!("{code}: {}", se.err().message().unwrap_or("")))
         }
         SdkError::ConstructionFailure(_) => (false, DisplayErrorContext(&e).to_string()),
         _ => (true, DisplayErrorContext(&e).to_string()),
     };
-    StoreError {
-        op,
-        uri,
-        message,
-        retryable,
-    }
+    StoreError { op, uri, message, retryable }
 }
 
 /// S3 as an [`ObjectSource`].
@@ -82,12 +69,7 @@ impl Read for BodyReader {
             match self.handle.block_on(self.body.next()) {
                 None => return Ok(0),
                 Some(Ok(b)) => self.chunk = b,
-                Some(Err(e)) => {
-                    return Err(io::Error::other(TransientIo(format!(
-                        "reading {}: {e}",
-                        self.uri
-                    ))))
-                }
+                Some(Err(e)) => return Err(io::Error::other(TransientIo(format!("reading {}: {e}", self.uri)))),
             }
         }
         let n = buf.len().min(self.chunk.len());
@@ -97,23 +79,15 @@ impl Read for BodyReader {
 }
 
 impl ObjectSource for S3Source {
-    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+    fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError> {
         let out = self
             .handle
-            .block_on(
-                self.client
-                    .get_object()
-                    .bucket(&obj.bucket)
-                    .key(&obj.key)
-                    .send(),
-            )
+            .block_on(self.client.get_object().bucket(&obj.bucket).key(&obj.key).send())
             .map_err(|e| classify("get", obj.uri(), e))?;
-        Ok(Box::new(BodyReader {
-            body: out.body,
-            chunk: bytes::Bytes::new(),
-            handle: self.handle.clone(),
-            uri: obj.uri(),
-        }))
+        let etag = out.e_tag().map(str::to_string);
+        let reader =
+            BodyReader { body: out.body, chunk: bytes::Bytes::new(), handle: self.handle.clone(), uri: obj.uri() };
+        Ok(ObjectBody { reader: Box::new(reader), etag })
     }
 
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
@@ -123,12 +97,7 @@ impl ObjectSource for S3Source {
             let page = self
                 .handle
                 .block_on(
-                    self.client
-                        .list_objects_v2()
-                        .bucket(bucket)
-                        .prefix(prefix)
-                        .set_continuation_token(token)
-                        .send(),
+                    self.client.list_objects_v2().bucket(bucket).prefix(prefix).set_continuation_token(token).send(),
                 )
                 .map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
             for o in page.contents() {
@@ -160,26 +129,10 @@ pub struct S3Lake {
 }
 
 impl S3Lake {
-    pub fn new(
-        client: aws_sdk_s3::Client,
-        handle: Handle,
-        bucket: &str,
-        prefix: &str,
-        staging: PathBuf,
-    ) -> Self {
+    pub fn new(client: aws_sdk_s3::Client, handle: Handle, bucket: &str, prefix: &str, staging: PathBuf) -> Self {
         let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
-        S3Lake {
-            client,
-            handle,
-            bucket: bucket.to_string(),
-            prefix,
-            staging,
-        }
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        S3Lake { client, handle, bucket: bucket.to_string(), prefix, staging }
     }
 
     pub fn bucket(&self) -> &str {
@@ -196,24 +149,14 @@ impl LakeStore for S3Lake {
     fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
         let full = format!("{}{key}", self.prefix);
         let uri = format!("s3://{}/{full}", self.bucket);
-        let body = self
-            .handle
-            .block_on(ByteStream::from_path(local))
-            .map_err(|e| StoreError {
-                op: "put",
-                uri: uri.clone(),
-                message: e.to_string(),
-                retryable: false,
-            })?;
+        let body = self.handle.block_on(ByteStream::from_path(local)).map_err(|e| StoreError {
+            op: "put",
+            uri: uri.clone(),
+            message: e.to_string(),
+            retryable: false,
+        })?;
         self.handle
-            .block_on(
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .body(body)
-                    .send(),
-            )
+            .block_on(self.client.put_object().bucket(&self.bucket).key(&full).body(body).send())
             .map_err(|e| classify("put", uri, e))?;
         let _ = std::fs::remove_file(local);
         Ok(())

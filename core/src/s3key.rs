@@ -56,9 +56,7 @@ pub fn cloudtrail_key_hints(key: &str) -> KeyHints {
     let mut i = awslogs + 1;
     // Organization trails add the organization id: AWSLogs/o-abc123/<account>/...
     if parts.get(i).is_some_and(|p| p.starts_with("o-"))
-        && parts
-            .get(i + 1)
-            .is_some_and(|p| crate::lake::is_account_id(p))
+        && parts.get(i + 1).is_some_and(|p| crate::lake::is_account_id(p))
     {
         i += 1;
     }
@@ -97,13 +95,8 @@ mod tests {
         assert_eq!(h.account_id.as_deref(), Some("012345678901"));
         assert_eq!(h.region.as_deref(), Some("eu-west-1"));
         assert!(!h.is_digest);
-        let h = cloudtrail_key_hints(
-            "prefix/AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/20/x.json.gz",
-        );
+        let h = cloudtrail_key_hints("prefix/AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/20/x.json.gz");
         assert!(h.is_digest);
-        assert_eq!(
-            cloudtrail_key_hints("random/file.json"),
-            KeyHints::default()
-        );
+        assert_eq!(cloudtrail_key_hints("random/file.json"), KeyHints::default());
     }
 }

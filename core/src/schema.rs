@@ -46,33 +46,22 @@ const SESSION_ISSUER: &[Col] = &[
     col("user_name", "userName", Str),
 ];
 
-const WEB_ID_FEDERATION: &[Col] = &[
-    col("federated_provider", "federatedProvider", Str),
-    col("attributes", "attributes", Json),
-];
+const WEB_ID_FEDERATION: &[Col] =
+    &[col("federated_provider", "federatedProvider", Str), col("attributes", "attributes", Json)];
 
-const SESSION_ATTRIBUTES: &[Col] = &[
-    col("creation_date", "creationDate", Time),
-    col("mfa_authenticated", "mfaAuthenticated", Bool),
-];
+const SESSION_ATTRIBUTES: &[Col] =
+    &[col("creation_date", "creationDate", Time), col("mfa_authenticated", "mfaAuthenticated", Bool)];
 
 const SESSION_CONTEXT: &[Col] = &[
     col("attributes", "attributes", Struct(SESSION_ATTRIBUTES)),
     col("session_issuer", "sessionIssuer", Struct(SESSION_ISSUER)),
-    col(
-        "web_id_federation_data",
-        "webIdFederationData",
-        Struct(WEB_ID_FEDERATION),
-    ),
+    col("web_id_federation_data", "webIdFederationData", Struct(WEB_ID_FEDERATION)),
     col("source_identity", "sourceIdentity", Str),
     col("ec2_role_delivery", "ec2RoleDelivery", Str),
     col("assumed_root", "assumedRoot", Bool),
 ];
 
-const ON_BEHALF_OF: &[Col] = &[
-    col("user_id", "userId", Str),
-    col("identity_store_arn", "identityStoreArn", Str),
-];
+const ON_BEHALF_OF: &[Col] = &[col("user_id", "userId", Str), col("identity_store_arn", "identityStoreArn", Str)];
 
 const USER_IDENTITY: &[Col] = &[
     col("type", "type", Str),
@@ -89,20 +78,12 @@ const USER_IDENTITY: &[Col] = &[
     col("in_scope_of", "inScopeOf", Json),
 ];
 
-const RESOURCE: &[Col] = &[
-    col("arn", "ARN", Str),
-    col("account_id", "accountId", Str),
-    col("type", "type", Str),
-];
+const RESOURCE: &[Col] = &[col("arn", "ARN", Str), col("account_id", "accountId", Str), col("type", "type", Str)];
 
 const TLS_DETAILS: &[Col] = &[
     col("tls_version", "tlsVersion", Str),
     col("cipher_suite", "cipherSuite", Str),
-    col(
-        "client_provided_host_header",
-        "clientProvidedHostHeader",
-        Str,
-    ),
+    col("client_provided_host_header", "clientProvidedHostHeader", Str),
     col("key_exchange", "keyExchange", Str),
 ];
 
@@ -140,11 +121,7 @@ pub const CLOUDTRAIL: &[Col] = &[
     col("vpc_endpoint_account_id", "vpcEndpointAccountId", Str),
     col("event_category", "eventCategory", Str),
     col("addendum", "addendum", Json),
-    col(
-        "session_credential_from_console",
-        "sessionCredentialFromConsole",
-        Bool,
-    ),
+    col("session_credential_from_console", "sessionCredentialFromConsole", Bool),
     col("edge_device_details", "edgeDeviceDetails", Json),
     col("tls_details", "tlsDetails", Struct(TLS_DETAILS)),
 ];
@@ -161,19 +138,13 @@ pub fn data_type(kind: Kind) -> DataType {
         Bool => DataType::Boolean,
         Time => timestamp_type(),
         Struct(cols) => DataType::Struct(fields(cols)),
-        ListOfStruct(cols) => DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Struct(fields(cols)),
-            true,
-        ))),
+        ListOfStruct(cols) => DataType::List(Arc::new(Field::new("item", DataType::Struct(fields(cols)), true))),
     }
 }
 
 /// The Arrow fields of a level of the tree. `event_time` is the only non-nullable column.
 pub fn fields(cols: &[Col]) -> Fields {
-    cols.iter()
-        .map(|c| Field::new(c.name, data_type(c.kind), c.name != "event_time"))
-        .collect()
+    cols.iter().map(|c| Field::new(c.name, data_type(c.kind), c.name != "event_time")).collect()
 }
 
 /// The `cloudtrail` table's Arrow schema: [`CLOUDTRAIL`] plus `unknown_fields`. Partition columns
@@ -182,10 +153,7 @@ pub fn cloudtrail_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
-            let mut f: Vec<Field> = fields(CLOUDTRAIL)
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
+            let mut f: Vec<Field> = fields(CLOUDTRAIL).iter().map(|f| f.as_ref().clone()).collect();
             f.push(Field::new(UNKNOWN_FIELDS, DataType::Utf8, true));
             Arc::new(Schema::new(f))
         })
@@ -203,9 +171,7 @@ mod tests {
             for c in cols {
                 assert!(seen.insert(c.name), "duplicate column {}", c.name);
                 assert!(
-                    c.name
-                        .chars()
-                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+                    c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
                     "{}",
                     c.name
                 );

@@ -17,18 +17,11 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn s3(bucket: impl Into<String>, key: impl Into<String>) -> Self {
-        ObjectRef {
-            bucket: bucket.into(),
-            key: key.into(),
-            ..Default::default()
-        }
+        ObjectRef { bucket: bucket.into(), key: key.into(), ..Default::default() }
     }
 
     pub fn local(path: &Path) -> Self {
-        ObjectRef {
-            key: path.to_string_lossy().into_owned(),
-            ..Default::default()
-        }
+        ObjectRef { key: path.to_string_lossy().into_owned(), ..Default::default() }
     }
 
     /// `s3://bucket/key`, or the path of a local file: how errors and rejects name the object.
@@ -70,10 +63,19 @@ pub fn is_transient_io(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<TransientIo>())
 }
 
+/// An object opened for streaming.
+pub struct ObjectBody<'a> {
+    pub reader: Box<dyn Read + Send + 'a>,
+    /// The ETag of the version being read, as the store reported it when opening (not as an
+    /// event claimed it): it names the object's lake files, so every route to the same object
+    /// names them alike. `None` for local files, whose content hash is used instead.
+    pub etag: Option<String>,
+}
+
 /// Where inputs come from.
 pub trait ObjectSource: Sync {
     /// Opens the object for streaming; nothing is read up front.
-    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError>;
     /// Every object under `prefix` (a folder, recursively, for local files).
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError>;
 }
@@ -99,20 +101,16 @@ fn local_err(op: &'static str, path: &Path, e: io::Error) -> StoreError {
     StoreError {
         op,
         uri: path.display().to_string(),
-        retryable: matches!(
-            e.kind(),
-            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut
-        ),
+        retryable: matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::TimedOut),
         message: e.to_string(),
     }
 }
 
 impl ObjectSource for LocalFiles {
-    fn open(&self, obj: &ObjectRef) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+    fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError> {
         let path = Path::new(&obj.key);
-        Ok(Box::new(
-            fs::File::open(path).map_err(|e| local_err("open", path, e))?,
-        ))
+        let file = fs::File::open(path).map_err(|e| local_err("open", path, e))?;
+        Ok(ObjectBody { reader: Box::new(file), etag: None })
     }
 
     fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
@@ -128,10 +126,7 @@ impl ObjectSource for LocalFiles {
                 entries.sort();
                 stack.extend(entries.into_iter().rev());
             } else if meta.is_file() {
-                out.push(ObjectRef {
-                    size: Some(meta.len()),
-                    ..ObjectRef::local(&p)
-                });
+                out.push(ObjectRef { size: Some(meta.len()), ..ObjectRef::local(&p) });
             }
         }
         Ok(out)
@@ -202,13 +197,8 @@ mod tests {
             fs::write(&staged, body).unwrap();
             lake.put_file("t/a=1/f.parquet", &staged).unwrap();
         }
-        assert_eq!(
-            fs::read_to_string(dir.path().join("t/a=1/f.parquet")).unwrap(),
-            "two"
-        );
-        let listed = LocalFiles
-            .list("", dir.path().join("t").to_str().unwrap())
-            .unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join("t/a=1/f.parquet")).unwrap(), "two");
+        let listed = LocalFiles.list("", dir.path().join("t").to_str().unwrap()).unwrap();
         assert_eq!(listed.len(), 1);
         assert!(lake.is_own_output(&listed[0]));
         assert!(!lake.is_own_output(&ObjectRef::local(Path::new("/elsewhere/x.json"))));
@@ -220,9 +210,6 @@ mod tests {
     fn transient_marker_survives_io_error() {
         let e = io::Error::other(TransientIo("reset".into()));
         assert!(is_transient_io(&e));
-        assert!(!is_transient_io(&io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad gzip"
-        )));
+        assert!(!is_transient_io(&io::Error::new(io::ErrorKind::InvalidData, "bad gzip")));
     }
 }

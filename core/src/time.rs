@@ -64,13 +64,7 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<EpochMillis> {
     }
     let (y, mo, d) = (digits(b, 0, 4)?, digits(b, 5, 2)?, digits(b, 8, 2)?);
     let (h, mi, sec) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
-    if !(1..=12).contains(&mo)
-        || d == 0
-        || d > days_in_month(y as i64, mo)
-        || h > 23
-        || mi > 59
-        || sec > 60
-    {
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y as i64, mo) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -141,27 +135,12 @@ mod tests {
     #[test]
     fn parses_cloudtrail_shapes() {
         assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_millis("2023-05-19T07:44:30Z"),
-            Some(1_684_482_270_000)
-        );
-        assert_eq!(
-            parse_rfc3339_millis("2023-05-19T07:44:30.123456Z"),
-            Some(1_684_482_270_123)
-        );
-        assert_eq!(
-            parse_rfc3339_millis("2023-05-19T07:44:30.5Z"),
-            Some(1_684_482_270_500)
-        );
+        assert_eq!(parse_rfc3339_millis("2023-05-19T07:44:30Z"), Some(1_684_482_270_000));
+        assert_eq!(parse_rfc3339_millis("2023-05-19T07:44:30.123456Z"), Some(1_684_482_270_123));
+        assert_eq!(parse_rfc3339_millis("2023-05-19T07:44:30.5Z"), Some(1_684_482_270_500));
         // LookupEvents export: space separator and an offset.
-        assert_eq!(
-            parse_rfc3339_millis("2022-02-08 09:23:37+11:00"),
-            parse_rfc3339_millis("2022-02-07T22:23:37Z")
-        );
-        assert_eq!(
-            parse_rfc3339_millis("2022-02-07T22:23:37-0130"),
-            parse_rfc3339_millis("2022-02-07T23:53:37Z")
-        );
+        assert_eq!(parse_rfc3339_millis("2022-02-08 09:23:37+11:00"), parse_rfc3339_millis("2022-02-07T22:23:37Z"));
+        assert_eq!(parse_rfc3339_millis("2022-02-07T22:23:37-0130"), parse_rfc3339_millis("2022-02-07T23:53:37Z"));
     }
 
     #[test]
@@ -186,10 +165,7 @@ mod tests {
         assert_eq!(utc_date(0), "1970-01-01");
         assert_eq!(utc_date(-1), "1969-12-31");
         assert_eq!(utc_date(1_684_482_270_000), "2023-05-19");
-        assert_eq!(
-            format_rfc3339_millis(1_684_482_270_123),
-            "2023-05-19T07:44:30.123Z"
-        );
+        assert_eq!(format_rfc3339_millis(1_684_482_270_123), "2023-05-19T07:44:30.123Z");
     }
 
     proptest! {

@@ -152,16 +152,11 @@ fn describe(raw: &RawValue) -> String {
 }
 
 fn type_err(path: &str, expected: &str, raw: &RawValue) -> Reject {
-    Reject(format!(
-        "{path}: expected {expected}, found {}",
-        describe(raw)
-    ))
+    Reject(format!("{path}: expected {expected}, found {}", describe(raw)))
 }
 
 fn parse_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    serde_json::from_str::<MaybeBorrowed<'a>>(raw.get())
-        .ok()
-        .map(|m| m.0)
+    serde_json::from_str::<MaybeBorrowed<'a>>(raw.get()).ok().map(|m| m.0)
 }
 
 fn parse_value<'a>(
@@ -177,18 +172,12 @@ fn parse_value<'a>(
     let first = text.as_bytes()[0];
     Ok(match col.kind {
         Kind::Json => Val::Json(text),
-        Kind::Str if first == b'"' => {
-            Val::Str(parse_str(raw).ok_or_else(|| type_err(path, "a string", raw))?)
-        }
+        Kind::Str if first == b'"' => Val::Str(parse_str(raw).ok_or_else(|| type_err(path, "a string", raw))?),
         Kind::Str => return Err(type_err(path, "a string", raw)),
         Kind::Bool => match text {
             "true" => Val::Bool(true),
             "false" => Val::Bool(false),
-            _ if first == b'"' => match parse_str(raw)
-                .as_deref()
-                .map(str::to_ascii_lowercase)
-                .as_deref()
-            {
+            _ if first == b'"' => match parse_str(raw).as_deref().map(str::to_ascii_lowercase).as_deref() {
                 Some("true") => Val::Bool(true),
                 Some("false") => Val::Bool(false),
                 _ => return Err(type_err(path, "a boolean", raw)),
@@ -205,8 +194,7 @@ fn parse_value<'a>(
         Kind::Struct(cols) if first == b'{' => Val::Struct(parse_object(cols, raw, path, unknown)?),
         Kind::Struct(_) => return Err(type_err(path, "an object", raw)),
         Kind::ListOfStruct(cols) if first == b'[' => {
-            let items = serde_json::from_str::<RawArray<'a>>(text)
-                .map_err(|e| Reject(format!("{path}: {e}")))?;
+            let items = serde_json::from_str::<RawArray<'a>>(text).map_err(|e| Reject(format!("{path}: {e}")))?;
             let mut out = Vec::with_capacity(items.0.len());
             for (i, item) in items.0.into_iter().enumerate() {
                 let p = format!("{path}.{i}");
@@ -227,17 +215,12 @@ fn parse_object<'a>(
     path: &str,
     unknown: &mut Vec<(String, &'a RawValue)>,
 ) -> Result<Vec<Val<'a>>, Reject> {
-    let obj = serde_json::from_str::<RawObject<'a>>(raw.get())
-        .map_err(|e| Reject(format!("{path}: {e}")))?;
+    let obj = serde_json::from_str::<RawObject<'a>>(raw.get()).map_err(|e| Reject(format!("{path}: {e}")))?;
     let mut vals = vec![Val::Null; cols.len()];
     for (k, v) in obj.0 {
         match cols.iter().position(|c| c.json == k) {
             Some(i) => {
-                let p = if path.is_empty() {
-                    k.to_string()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
                 match parse_value(&cols[i], v, &p, unknown) {
                     Ok(val) => vals[i] = val,
                     // Only the event time is required. Any other value of the wrong type is kept,
@@ -246,14 +229,7 @@ fn parse_object<'a>(
                     Err(_) => unknown.push((p, v)),
                 }
             }
-            None => unknown.push((
-                if path.is_empty() {
-                    k.into_owned()
-                } else {
-                    format!("{path}.{k}")
-                },
-                v,
-            )),
+            None => unknown.push((if path.is_empty() { k.into_owned() } else { format!("{path}.{k}") }, v)),
         }
     }
     Ok(vals)
@@ -262,26 +238,16 @@ fn parse_object<'a>(
 /// Parses one record. `bytes` must be one JSON object; anything else is a reject.
 pub fn parse_record(raw: &RawValue) -> Result<Row<'_>, Reject> {
     if !raw.get().starts_with('{') {
-        return Err(Reject(format!(
-            "record: expected an object, found {}",
-            describe(raw)
-        )));
+        return Err(Reject(format!("record: expected an object, found {}", describe(raw))));
     }
     let mut unknown = Vec::new();
     let values = parse_object(schema::CLOUDTRAIL, raw, "", &mut unknown)?;
-    let et = schema::CLOUDTRAIL
-        .iter()
-        .position(|c| c.name == "event_time")
-        .expect("schema has event_time");
+    let et = schema::CLOUDTRAIL.iter().position(|c| c.name == "event_time").expect("schema has event_time");
     let event_time = match values[et] {
         Val::Time(ms) => ms,
         _ => return Err(Reject("eventTime: missing".into())),
     };
-    Ok(Row {
-        values,
-        unknown,
-        event_time,
-    })
+    Ok(Row { values, unknown, event_time })
 }
 
 /// Builds Arrow arrays for one level of the column tree.
@@ -289,18 +255,8 @@ enum ColBuilder {
     Str(StringBuilder),
     Bool(BooleanBuilder),
     Time(TimestampMillisecondBuilder),
-    Struct {
-        fields: Fields,
-        children: Vec<ColBuilder>,
-        nulls: NullBufferBuilder,
-    },
-    List {
-        item: Arc<Field>,
-        fields: Fields,
-        children: Vec<ColBuilder>,
-        offsets: Vec<i32>,
-        nulls: NullBufferBuilder,
-    },
+    Struct { fields: Fields, children: Vec<ColBuilder>, nulls: NullBufferBuilder },
+    List { item: Arc<Field>, fields: Fields, children: Vec<ColBuilder>, offsets: Vec<i32>, nulls: NullBufferBuilder },
 }
 
 impl ColBuilder {
@@ -315,9 +271,7 @@ impl ColBuilder {
                 nulls: NullBufferBuilder::new(0),
             },
             Kind::ListOfStruct(cols) => {
-                let DataType::List(item) = schema::data_type(kind) else {
-                    unreachable!("list kind")
-                };
+                let DataType::List(item) = schema::data_type(kind) else { unreachable!("list kind") };
                 ColBuilder::List {
                     item,
                     fields: schema::fields(cols),
@@ -335,26 +289,13 @@ impl ColBuilder {
             (ColBuilder::Str(b), Val::Json(s)) => b.append_value(s),
             (ColBuilder::Bool(b), Val::Bool(x)) => b.append_value(*x),
             (ColBuilder::Time(b), Val::Time(x)) => b.append_value(*x),
-            (
-                ColBuilder::Struct {
-                    children, nulls, ..
-                },
-                Val::Struct(vals),
-            ) => {
+            (ColBuilder::Struct { children, nulls, .. }, Val::Struct(vals)) => {
                 for (c, v) in children.iter_mut().zip(vals) {
                     c.append(v);
                 }
                 nulls.append_non_null();
             }
-            (
-                ColBuilder::List {
-                    children,
-                    offsets,
-                    nulls,
-                    ..
-                },
-                Val::List(items),
-            ) => {
+            (ColBuilder::List { children, offsets, nulls, .. }, Val::List(items)) => {
                 for item in items {
                     for (c, v) in children.iter_mut().zip(item) {
                         c.append(v);
@@ -372,9 +313,7 @@ impl ColBuilder {
             ColBuilder::Str(b) => b.append_null(),
             ColBuilder::Bool(b) => b.append_null(),
             ColBuilder::Time(b) => b.append_null(),
-            ColBuilder::Struct {
-                children, nulls, ..
-            } => {
+            ColBuilder::Struct { children, nulls, .. } => {
                 children.iter_mut().for_each(ColBuilder::append_null);
                 nulls.append_null();
             }
@@ -390,30 +329,15 @@ impl ColBuilder {
             ColBuilder::Str(b) => Arc::new(b.finish()),
             ColBuilder::Bool(b) => Arc::new(b.finish()),
             ColBuilder::Time(b) => Arc::new(b.finish()),
-            ColBuilder::Struct {
-                fields,
-                children,
-                nulls,
-            } => {
+            ColBuilder::Struct { fields, children, nulls } => {
                 let arrays = children.iter_mut().map(ColBuilder::finish).collect();
                 Arc::new(StructArray::new(fields.clone(), arrays, nulls.finish()))
             }
-            ColBuilder::List {
-                item,
-                fields,
-                children,
-                offsets,
-                nulls,
-            } => {
+            ColBuilder::List { item, fields, children, offsets, nulls } => {
                 let arrays = children.iter_mut().map(ColBuilder::finish).collect();
                 let values = StructArray::new(fields.clone(), arrays, None);
                 let offs = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
-                Arc::new(ListArray::new(
-                    item.clone(),
-                    offs,
-                    Arc::new(values),
-                    nulls.finish(),
-                ))
+                Arc::new(ListArray::new(item.clone(), offs, Arc::new(values), nulls.finish()))
             }
         }
     }
@@ -439,10 +363,7 @@ impl CloudTrailBatch {
     pub fn new() -> Self {
         CloudTrailBatch {
             schema: schema::cloudtrail_schema(),
-            cols: schema::CLOUDTRAIL
-                .iter()
-                .map(|c| ColBuilder::new(c.kind))
-                .collect(),
+            cols: schema::CLOUDTRAIL.iter().map(|c| ColBuilder::new(c.kind)).collect(),
             unknown: StringBuilder::new(),
             rows: 0,
             bytes: 0,
@@ -478,8 +399,7 @@ impl CloudTrailBatch {
                 if i > 0 {
                     self.scratch.push(',');
                 }
-                self.scratch
-                    .push_str(&serde_json::to_string(k).expect("a string serialises"));
+                self.scratch.push_str(&serde_json::to_string(k).expect("a string serialises"));
                 self.scratch.push(':');
                 self.scratch.push_str(v.get());
             }
@@ -512,11 +432,9 @@ mod tests {
 
     #[test]
     fn parses_a_record_with_string_booleans_and_unknown_members() {
-        let r = raw(
-            r#"{"eventVersion":"1.08","eventTime":"2023-05-19T07:44:30Z","readOnly":"True","newField":{"x":1},
+        let r = raw(r#"{"eventVersion":"1.08","eventTime":"2023-05-19T07:44:30Z","readOnly":"True","newField":{"x":1},
             "userIdentity":{"type":"AssumedRole","sessionContext":{"attributes":{"mfaAuthenticated":"false","creationDate":"2023-05-19T07:00:00Z"},"brandNew":2}},
-            "resources":[{"ARN":"arn:aws:s3:::b","type":"AWS::S3::Bucket","extra":true}],"requestParameters":{"a":[1,2]}}"#,
-        );
+            "resources":[{"ARN":"arn:aws:s3:::b","type":"AWS::S3::Bucket","extra":true}],"requestParameters":{"a":[1,2]}}"#);
         let row = parse_record(&r).unwrap();
         assert_eq!(row.event_time, 1_684_482_270_000);
         let mut b = CloudTrailBatch::new();
@@ -525,43 +443,27 @@ mod tests {
         assert_eq!(batch.num_rows(), 1);
         let ro = batch.column_by_name("read_only").unwrap().as_boolean();
         assert!(ro.value(0));
-        let uf = batch
-            .column_by_name("unknown_fields")
-            .unwrap()
-            .as_string::<i32>();
+        let uf = batch.column_by_name("unknown_fields").unwrap().as_string::<i32>();
         let uf: serde_json::Value = serde_json::from_str(uf.value(0)).unwrap();
         assert_eq!(uf["newField"]["x"], 1);
         assert_eq!(uf["userIdentity.sessionContext.brandNew"], 2);
         assert_eq!(uf["resources.0.extra"], true);
-        let rp = batch
-            .column_by_name("request_parameters")
-            .unwrap()
-            .as_string::<i32>();
+        let rp = batch.column_by_name("request_parameters").unwrap().as_string::<i32>();
         assert_eq!(rp.value(0), r#"{"a":[1,2]}"#);
         let res = batch.column_by_name("resources").unwrap().as_list::<i32>();
         assert_eq!(res.value(0).len(), 1);
         let ui = batch.column_by_name("user_identity").unwrap().as_struct();
         let sc = ui.column_by_name("session_context").unwrap().as_struct();
         let attrs = sc.column_by_name("attributes").unwrap().as_struct();
-        assert!(!attrs
-            .column_by_name("mfa_authenticated")
-            .unwrap()
-            .as_boolean()
-            .value(0));
+        assert!(!attrs.column_by_name("mfa_authenticated").unwrap().as_boolean().value(0));
     }
 
     #[test]
     fn rejects_with_a_reason() {
         let cases = [
-            (
-                r#"{"eventTime":"eventTime"}"#,
-                "eventTime: expected an ISO-8601 time, found a string \"eventTime\"",
-            ),
+            (r#"{"eventTime":"eventTime"}"#, "eventTime: expected an ISO-8601 time, found a string \"eventTime\""),
             (r#"{"eventName":"X"}"#, "eventTime: missing"),
-            (
-                r#"{"eventTime":5}"#,
-                "eventTime: expected an ISO-8601 time, found a number 5",
-            ),
+            (r#"{"eventTime":5}"#, "eventTime: expected an ISO-8601 time, found a number 5"),
             (r#"[1]"#, "record: expected an object"),
         ];
         for (input, want) in cases {
@@ -582,29 +484,14 @@ mod tests {
         let batch = b.finish();
         assert!(batch.column_by_name("read_only").unwrap().is_null(0));
         assert!(batch.column_by_name("event_name").unwrap().is_null(0));
-        let uf: serde_json::Value = serde_json::from_str(
-            batch
-                .column_by_name("unknown_fields")
-                .unwrap()
-                .as_string::<i32>()
-                .value(0),
-        )
-        .unwrap();
+        let uf: serde_json::Value =
+            serde_json::from_str(batch.column_by_name("unknown_fields").unwrap().as_string::<i32>().value(0)).unwrap();
         assert_eq!(uf["readOnly"], "maybe");
         assert_eq!(uf["eventName"], 5);
-        assert_eq!(
-            uf["userIdentity.sessionContext.attributes.creationDate"],
-            "..."
-        );
+        assert_eq!(uf["userIdentity.sessionContext.attributes.creationDate"], "...");
         assert_eq!(uf["resources"], "x");
         let ui = batch.column_by_name("user_identity").unwrap().as_struct();
-        assert_eq!(
-            ui.column_by_name("type")
-                .unwrap()
-                .as_string::<i32>()
-                .value(0),
-            "IAMUser"
-        );
+        assert_eq!(ui.column_by_name("type").unwrap().as_string::<i32>().value(0), "IAMUser");
     }
 
     #[test]
@@ -614,13 +501,6 @@ mod tests {
         let mut b = CloudTrailBatch::new();
         b.push(&row, 1);
         let batch = b.finish();
-        assert_eq!(
-            batch
-                .column_by_name("user_agent")
-                .unwrap()
-                .as_string::<i32>()
-                .value(0),
-            "a\"bé\n"
-        );
+        assert_eq!(batch.column_by_name("user_agent").unwrap().as_string::<i32>().value(0), "a\"bé\n");
     }
 }

@@ -22,11 +22,7 @@ pub struct DecompressLimits {
 
 impl Default for DecompressLimits {
     fn default() -> Self {
-        DecompressLimits {
-            max_bytes: 16 << 30,
-            max_ratio: 200,
-            ratio_after: 8 << 20,
-        }
+        DecompressLimits { max_bytes: 16 << 30, max_ratio: 200, ratio_after: 8 << 20 }
     }
 }
 
@@ -115,19 +111,11 @@ impl ContentHash {
 }
 
 /// Wraps a raw object stream: sniffs, decodes, caps, and (with `hash_content`) hashes it.
-pub fn open<'a>(
-    raw: impl Read + 'a,
-    limits: DecompressLimits,
-    hash_content: bool,
-) -> io::Result<Opened<'a>> {
+pub fn open<'a>(raw: impl Read + 'a, limits: DecompressLimits, hash_content: bool) -> io::Result<Opened<'a>> {
     let count = Arc::new(AtomicU64::new(0));
     let hasher = Arc::new(std::sync::Mutex::new(None::<Sha256>));
     let tap = HashTap {
-        inner: Tap {
-            inner: raw,
-            count: count.clone(),
-            hash: hash_content.then(Sha256::new),
-        },
+        inner: Tap { inner: raw, count: count.clone(), hash: hash_content.then(Sha256::new) },
         out: hasher.clone(),
     };
     let mut buffered = BufReader::with_capacity(64 << 10, tap);
@@ -145,21 +133,12 @@ pub fn open<'a>(
     };
     let reader: Box<dyn BufRead + 'a> = match encoding {
         Encoding::Gzip => {
-            let capped = Capped {
-                inner: MultiGzDecoder::new(buffered),
-                compressed: count,
-                out: 0,
-                limits,
-            };
+            let capped = Capped { inner: MultiGzDecoder::new(buffered), compressed: count, out: 0, limits };
             Box::new(BufReader::with_capacity(256 << 10, capped))
         }
         _ => Box::new(buffered),
     };
-    Ok(Opened {
-        reader,
-        encoding,
-        hash: ContentHash(hash_content.then_some(hasher)),
-    })
+    Ok(Opened { reader, encoding, hash: ContentHash(hash_content.then_some(hasher)) })
 }
 
 /// Publishes the finished hash when the stream ends, so [`Opened::content_hash`] can read it
@@ -198,15 +177,8 @@ mod tests {
         e.finish().unwrap()
     }
 
-    fn read_all(
-        bytes: &[u8],
-        limits: DecompressLimits,
-    ) -> io::Result<(Encoding, Vec<u8>, Option<String>)> {
-        let Opened {
-            mut reader,
-            encoding,
-            hash,
-        } = open(bytes, limits, true)?;
+    fn read_all(bytes: &[u8], limits: DecompressLimits) -> io::Result<(Encoding, Vec<u8>, Option<String>)> {
+        let Opened { mut reader, encoding, hash } = open(bytes, limits, true)?;
         let mut out = Vec::new();
         reader.read_to_end(&mut out)?;
         drop(reader);
@@ -220,18 +192,12 @@ mod tests {
         let (enc, out, hash) = read_all(&data, DecompressLimits::default()).unwrap();
         assert_eq!(enc, Encoding::Gzip);
         assert_eq!(out, b"{\"Records\":[{\"a\":1}]}{\"Records\":[{\"a\":2}]}");
-        assert_eq!(
-            hash.unwrap(),
-            trailwatch_core::lake::hex(&Sha256::digest(&data))
-        );
+        assert_eq!(hash.unwrap(), trailwatch_core::lake::hex(&Sha256::digest(&data)));
     }
 
     #[test]
     fn plain_and_empty() {
-        assert_eq!(
-            read_all(b"", DecompressLimits::default()).unwrap().0,
-            Encoding::Empty
-        );
+        assert_eq!(read_all(b"", DecompressLimits::default()).unwrap().0, Encoding::Empty);
         let (enc, out, _) = read_all(b"[1]", DecompressLimits::default()).unwrap();
         assert_eq!((enc, out.as_slice()), (Encoding::Plain, &b"[1]"[..]));
     }
@@ -250,18 +216,10 @@ mod tests {
     #[test]
     fn bombs_are_refused_early() {
         let data = gz(&vec![0u8; 64 << 20]);
-        let limits = DecompressLimits {
-            max_bytes: 1 << 40,
-            max_ratio: 100,
-            ratio_after: 1 << 20,
-        };
+        let limits = DecompressLimits { max_bytes: 1 << 40, max_ratio: 100, ratio_after: 1 << 20 };
         let err = read_all(&data, limits).unwrap_err();
         assert!(is_bomb(&err), "{err}");
-        let limits = DecompressLimits {
-            max_bytes: 1 << 20,
-            max_ratio: 1 << 20,
-            ratio_after: 1 << 40,
-        };
+        let limits = DecompressLimits { max_bytes: 1 << 20, max_ratio: 1 << 20, ratio_after: 1 << 40 };
         assert!(is_bomb(&read_all(&data, limits).unwrap_err()));
     }
 }

@@ -36,25 +36,13 @@ pub enum IngestError {
     Store(#[from] StoreError),
     /// The object's content cannot be ingested; it is recorded under `_rejected/`.
     #[error("{uri}: {}: {detail}", kind.as_str())]
-    BadObject {
-        uri: String,
-        kind: BadKind,
-        detail: String,
-    },
+    BadObject { uri: String, kind: BadKind, detail: String },
     /// The connection dropped while streaming the object.
     #[error("{uri}: reading failed at line {line}: {detail}")]
-    Interrupted {
-        uri: String,
-        line: u64,
-        detail: String,
-    },
+    Interrupted { uri: String, line: u64, detail: String },
     /// The local staging area failed (disk full, permissions).
     #[error("{uri}: staging in {}: {source}", path.display())]
-    Staging {
-        uri: String,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Staging { uri: String, path: PathBuf, source: io::Error },
     /// Arrow or Parquet refused a batch: a bug, reported with the object that triggered it.
     #[error("{uri}: writing Parquet: {detail}")]
     Encode { uri: String, detail: String },
@@ -67,9 +55,7 @@ impl IngestError {
         match self {
             IngestError::Store(e) => e.retryable,
             IngestError::BadObject { .. } => false,
-            IngestError::Interrupted { .. }
-            | IngestError::Staging { .. }
-            | IngestError::Encode { .. } => true,
+            IngestError::Interrupted { .. } | IngestError::Staging { .. } | IngestError::Encode { .. } => true,
         }
     }
 }

@@ -108,10 +108,7 @@ pub fn handle_event(
         return Ok((Reply::Sqs(resp), summary));
     }
     if let Some(first) = first_transient {
-        return Err(RetryableFailure {
-            failures: summary.objects_retry,
-            first,
-        });
+        return Err(RetryableFailure { failures: summary.objects_retry, first });
     }
     Ok((Reply::Summary(summary.clone()), summary))
 }

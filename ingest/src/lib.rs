@@ -105,16 +105,12 @@ fn looks_like_cloudtrail(bytes: &[u8]) -> bool {
 /// the content's fault.
 fn split_error(uri: &str, e: SplitError) -> IngestError {
     match e {
-        SplitError::Io { line, source } if is_transient_io(&source) => IngestError::Interrupted {
-            uri: uri.to_string(),
-            line,
-            detail: source.to_string(),
-        },
-        SplitError::Io { source, .. } if decompress::is_bomb(&source) => IngestError::BadObject {
-            uri: uri.to_string(),
-            kind: BadKind::Bomb,
-            detail: source.to_string(),
-        },
+        SplitError::Io { line, source } if is_transient_io(&source) => {
+            IngestError::Interrupted { uri: uri.to_string(), line, detail: source.to_string() }
+        }
+        SplitError::Io { source, .. } if decompress::is_bomb(&source) => {
+            IngestError::BadObject { uri: uri.to_string(), kind: BadKind::Bomb, detail: source.to_string() }
+        }
         SplitError::Io { line, source } => {
             let detail = match source.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
@@ -122,17 +118,9 @@ fn split_error(uri: &str, e: SplitError) -> IngestError {
                 }
                 _ => format!("{source} (at line {line})"),
             };
-            IngestError::BadObject {
-                uri: uri.to_string(),
-                kind: BadKind::Gzip,
-                detail,
-            }
+            IngestError::BadObject { uri: uri.to_string(), kind: BadKind::Gzip, detail }
         }
-        other => IngestError::BadObject {
-            uri: uri.to_string(),
-            kind: BadKind::Json,
-            detail: other.to_string(),
-        },
+        other => IngestError::BadObject { uri: uri.to_string(), kind: BadKind::Json, detail: other.to_string() },
     }
 }
 
@@ -148,24 +136,14 @@ pub fn ingest_object(
         return Ok(ObjectReport::skipped(obj, why));
     }
     let uri = obj.uri();
-    let raw = src.open(obj)?;
-    let decompress::Opened {
-        mut reader,
-        encoding,
-        hash,
-    } = decompress::open(raw, cfg.decompress, obj.etag.is_none()).map_err(|e| {
+    let body = src.open(obj)?;
+    let etag = body.etag.or_else(|| obj.etag.clone());
+    let opened = decompress::open(body.reader, cfg.decompress, etag.is_none());
+    let decompress::Opened { mut reader, encoding, hash } = opened.map_err(|e| {
         if is_transient_io(&e) {
-            IngestError::Interrupted {
-                uri: uri.clone(),
-                line: 0,
-                detail: e.to_string(),
-            }
+            IngestError::Interrupted { uri: uri.clone(), line: 0, detail: e.to_string() }
         } else {
-            IngestError::BadObject {
-                uri: uri.clone(),
-                kind: BadKind::Gzip,
-                detail: e.to_string(),
-            }
+            IngestError::BadObject { uri: uri.clone(), kind: BadKind::Gzip, detail: e.to_string() }
         }
     })?;
     if encoding == Encoding::Empty {
@@ -180,12 +158,7 @@ pub fn ingest_object(
     let mut inner = String::new();
 
     let reject = |rejects: &mut RejectWriter, m: &RecordMeta, reason: &str, text: Option<&[u8]>| {
-        let text = text.map(|t| {
-            writer::truncate(
-                std::str::from_utf8(t).unwrap_or("<not UTF-8>"),
-                MAX_REJECT_TEXT,
-            )
-        });
+        let text = text.map(|t| writer::truncate(std::str::from_utf8(t).unwrap_or("<not UTF-8>"), MAX_REJECT_TEXT));
         rejects.push(&RejectLine {
             bucket: &obj.bucket,
             key: &obj.key,
@@ -196,27 +169,14 @@ pub fn ingest_object(
         })
     };
 
-    while let Some(m) = splitter
-        .next_record(&mut buf)
-        .map_err(|e| split_error(&uri, e))?
-    {
+    while let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? {
         if let Some(size) = m.oversized {
             let cap = cfg.split.max_record_bytes;
-            reject(
-                &mut rejects,
-                &m,
-                &format!("record of {size} bytes exceeds the cap of {cap} bytes"),
-                None,
-            )?;
+            reject(&mut rejects, &m, &format!("record of {size} bytes exceeds the cap of {cap} bytes"), None)?;
             continue;
         }
         if m.too_deep {
-            reject(
-                &mut rejects,
-                &m,
-                &format!("record nests deeper than {} levels", cfg.split.max_depth),
-                None,
-            )?;
+            reject(&mut rejects, &m, &format!("record nests deeper than {} levels", cfg.split.max_depth), None)?;
             continue;
         }
         if cloudtrail_like == 0 && looks_like_cloudtrail(&buf) {
@@ -230,16 +190,7 @@ pub fn ingest_object(
             }
         };
         if m.top_level {
-            if m.index == 0
-                && has_key(
-                    raw,
-                    &[
-                        "digestStartTime",
-                        "digestS3Object",
-                        "digestPublicKeyFingerprint",
-                    ],
-                )
-            {
+            if m.index == 0 && has_key(raw, &["digestStartTime", "digestS3Object", "digestPublicKeyFingerprint"]) {
                 return Ok(ObjectReport::skipped(obj, "CloudTrail digest file"));
             }
             // A LookupEvents export row carries the record as a JSON string.
@@ -256,12 +207,7 @@ pub fn ingest_object(
                 match serde_json::from_str::<&RawValue>(&inner) {
                     Ok(r) => raw = r,
                     Err(e) => {
-                        reject(
-                            &mut rejects,
-                            &m,
-                            &format!("CloudTrailEvent: invalid JSON: {e}"),
-                            Some(&buf),
-                        )?;
+                        reject(&mut rejects, &m, &format!("CloudTrailEvent: invalid JSON: {e}"), Some(&buf))?;
                         inner.clear();
                         continue;
                     }
@@ -270,8 +216,7 @@ pub fn ingest_object(
         }
         match convert::parse_record(raw) {
             Ok(row) => {
-                if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight")
-                {
+                if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight") {
                     insights += 1;
                 } else {
                     let account = hints.account_id.as_deref().or(row.recipient_account_id());
@@ -297,7 +242,7 @@ pub fn ingest_object(
         return Ok(ObjectReport::skipped(obj, "no records"));
     }
     drop(reader);
-    let version = match &obj.etag {
+    let version = match &etag {
         Some(etag) => etag.trim_matches('"').to_string(),
         None => hash.finish().unwrap_or_default(),
     };
@@ -307,23 +252,12 @@ pub fn ingest_object(
     let rejects_key = rejects.commit(lake, lake::CLOUDTRAIL_TABLE, &stem)?;
     let mut lake_keys = out.commit(lake, &stem)?;
     lake_keys.extend(rejects_key);
-    Ok(ObjectReport {
-        uri,
-        outcome: Outcome::Ingested,
-        records,
-        rejected,
-        skipped_records: insights,
-        lake_keys,
-    })
+    Ok(ObjectReport { uri, outcome: Outcome::Ingested, records, rejected, skipped_records: insights, lake_keys })
 }
 
 /// Records an object that could not be ingested under `_rejected/`, with the reason, so a
 /// permanently bad object is acknowledged without disappearing. Returns the key written.
-pub fn record_failure(
-    lake: &dyn LakeStore,
-    obj: &ObjectRef,
-    err: &IngestError,
-) -> Result<String, IngestError> {
+pub fn record_failure(lake: &dyn LakeStore, obj: &ObjectRef, err: &IngestError) -> Result<String, IngestError> {
     let uri = obj.uri();
     let dir = writer::staging_dir(lake, &uri)?;
     let mut rejects = RejectWriter::new(dir.path(), &uri);
@@ -336,22 +270,13 @@ pub fn record_failure(
         reason: &reason,
         record: None,
     })?;
-    let stem = lake::object_stem(
-        &obj.bucket,
-        &obj.key,
-        obj.etag.as_deref().unwrap_or("").trim_matches('"'),
-    );
-    Ok(rejects
-        .commit(lake, lake::CLOUDTRAIL_TABLE, &stem)?
-        .expect("one line was written"))
+    let stem = lake::object_stem(&obj.bucket, &obj.key, obj.etag.as_deref().unwrap_or("").trim_matches('"'));
+    Ok(rejects.commit(lake, lake::CLOUDTRAIL_TABLE, &stem)?.expect("one line was written"))
 }
 
 fn event_type_index() -> usize {
     static I: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *I.get_or_init(|| {
-        trailwatch_core::schema::CLOUDTRAIL
-            .iter()
-            .position(|c| c.name == "event_type")
-            .expect("schema has event_type")
+        trailwatch_core::schema::CLOUDTRAIL.iter().position(|c| c.name == "event_type").expect("schema has event_type")
     })
 }

@@ -21,10 +21,7 @@ struct Deps {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let bucket = std::env::var("LAKE_BUCKET").context("LAKE_BUCKET must name the lake bucket")?;
     let prefix = std::env::var("LAKE_PREFIX").unwrap_or_default();
     let staging = std::env::var("STAGING_DIR").unwrap_or_else(|_| "/tmp/trailwatch".into());
@@ -39,14 +36,12 @@ async fn main() -> anyhow::Result<()> {
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let deps = deps.clone();
         async move {
-            let out = tokio::task::spawn_blocking(move || {
-                handle_event(&ev.payload, &deps.src, &deps.lake, &deps.cfg)
-            })
-            .await
-            .map_err(|e| Diagnostic {
-                error_type: "Retryable".into(),
-                error_message: format!("handler panicked: {e}"),
-            })?;
+            let out = tokio::task::spawn_blocking(move || handle_event(&ev.payload, &deps.src, &deps.lake, &deps.cfg))
+                .await
+                .map_err(|e| Diagnostic {
+                    error_type: "Retryable".into(),
+                    error_message: format!("handler panicked: {e}"),
+                })?;
             match out {
                 Ok((reply, summary)) => {
                     tracing::info!(?summary, "event handled");
@@ -58,10 +53,7 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_default(),
                     )
                 }
-                Err(e) => Err(Diagnostic {
-                    error_type: "Retryable".into(),
-                    error_message: e.to_string(),
-                }),
+                Err(e) => Err(Diagnostic { error_type: "Retryable".into(), error_message: e.to_string() }),
             }
         }
     }))

@@ -31,11 +31,7 @@ pub enum SplitError {
     #[error("line {line}: truncated JSON (the input ends inside a value)")]
     Truncated { line: u64 },
     #[error("line {line}: expected {expected} in the Records envelope, found {found:?}")]
-    Envelope {
-        line: u64,
-        expected: &'static str,
-        found: char,
-    },
+    Envelope { line: u64, expected: &'static str, found: char },
     #[error("line {line}: {source}")]
     Io { line: u64, source: io::Error },
 }
@@ -59,10 +55,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_record_bytes: 1 << 20,
-            max_depth: 64,
-        }
+        Limits { max_record_bytes: 1 << 20, max_depth: 64 }
     }
 }
 
@@ -77,13 +70,7 @@ pub struct Splitter<R> {
 
 impl<R: BufRead> Splitter<R> {
     pub fn new(r: R, limits: Limits) -> Self {
-        Splitter {
-            r,
-            limits,
-            state: State::Top,
-            line: 1,
-            index: 0,
-        }
+        Splitter { r, limits, state: State::Top, line: 1, index: 0 }
     }
 
     /// Total records returned so far.
@@ -92,10 +79,7 @@ impl<R: BufRead> Splitter<R> {
     }
 
     fn io(&self, source: io::Error) -> SplitError {
-        SplitError::Io {
-            line: self.line,
-            source,
-        }
+        SplitError::Io { line: self.line, source }
     }
 
     /// Skips whitespace (and a UTF-8 byte-order mark) and returns the next byte, unconsumed.
@@ -134,22 +118,14 @@ impl<R: BufRead> Splitter<R> {
                 self.r.consume(1);
                 Ok(())
             }
-            Some(b) => Err(SplitError::Envelope {
-                line: self.line,
-                expected,
-                found: b as char,
-            }),
+            Some(b) => Err(SplitError::Envelope { line: self.line, expected, found: b as char }),
             None => Err(SplitError::Truncated { line: self.line }),
         }
     }
 
     /// Reads one complete JSON value into `buf` (appending), starting at depth `depth` (1 when
     /// the caller already consumed an opening brace). Returns (oversized bytes, too deep).
-    fn read_value(
-        &mut self,
-        buf: &mut Vec<u8>,
-        mut depth: u32,
-    ) -> Result<(Option<u64>, bool), SplitError> {
+    fn read_value(&mut self, buf: &mut Vec<u8>, mut depth: u32) -> Result<(Option<u64>, bool), SplitError> {
         let cap = self.limits.max_record_bytes;
         let max_depth = self.limits.max_depth;
         let mut total = buf.len() as u64;
@@ -163,12 +139,7 @@ impl<R: BufRead> Splitter<R> {
             let chunk = match self.r.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(SplitError::Io {
-                        line: self.line,
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(SplitError::Io { line: self.line, source: e }),
             };
             if chunk.is_empty() {
                 if scalar && !in_str {
@@ -267,10 +238,7 @@ impl<R: BufRead> Splitter<R> {
                             return Err(SplitError::Truncated { line: self.line });
                         }
                     }
-                    self.state = State::Array {
-                        envelope,
-                        first: false,
-                    };
+                    self.state = State::Array { envelope, first: false };
                     let line = self.line;
                     let (oversized, too_deep) = self.read_value(buf, 0)?;
                     return Ok(Some(self.meta(line, false, oversized, too_deep)));
@@ -283,10 +251,7 @@ impl<R: BufRead> Splitter<R> {
                     match b {
                         b'[' => {
                             self.r.consume(1);
-                            self.state = State::Array {
-                                envelope: false,
-                                first: true,
-                            };
+                            self.state = State::Array { envelope: false, first: true };
                         }
                         b'{' => {
                             self.r.consume(1);
@@ -299,10 +264,7 @@ impl<R: BufRead> Splitter<R> {
                                     if self.peek()? == Some(b'[') {
                                         self.r.consume(1);
                                         buf.clear();
-                                        self.state = State::Array {
-                                            envelope: true,
-                                            first: true,
-                                        };
+                                        self.state = State::Array { envelope: true, first: true };
                                         continue;
                                     }
                                     buf.push(b':');
@@ -311,12 +273,7 @@ impl<R: BufRead> Splitter<R> {
                             let (oversized, too_deep) = self.read_value(buf, 1)?;
                             return Ok(Some(self.meta(line, true, oversized, too_deep)));
                         }
-                        other => {
-                            return Err(SplitError::NotJson {
-                                line,
-                                found: other as char,
-                            })
-                        }
+                        other => return Err(SplitError::NotJson { line, found: other as char }),
                     }
                 }
             }
@@ -341,33 +298,17 @@ impl<R: BufRead> Splitter<R> {
                     self.read_value(&mut scratch, 0)?; // value
                 }
                 Some(b) => {
-                    return Err(SplitError::Envelope {
-                        line: self.line,
-                        expected: "',' or '}'",
-                        found: b as char,
-                    })
+                    return Err(SplitError::Envelope { line: self.line, expected: "',' or '}'", found: b as char })
                 }
                 None => return Err(SplitError::Truncated { line: self.line }),
             }
         }
     }
 
-    fn meta(
-        &mut self,
-        line: u64,
-        top_level: bool,
-        oversized: Option<u64>,
-        too_deep: bool,
-    ) -> RecordMeta {
+    fn meta(&mut self, line: u64, top_level: bool, oversized: Option<u64>, too_deep: bool) -> RecordMeta {
         let index = self.index;
         self.index += 1;
-        RecordMeta {
-            index,
-            line,
-            top_level,
-            oversized,
-            too_deep,
-        }
+        RecordMeta { index, line, top_level, oversized, too_deep }
     }
 }
 
@@ -375,19 +316,9 @@ impl<R: BufRead> Splitter<R> {
 mod tests {
     use super::*;
 
-    fn split_with(
-        input: &[u8],
-        cap: usize,
-        bufsize: usize,
-    ) -> Result<Vec<(String, RecordMeta)>, SplitError> {
+    fn split_with(input: &[u8], cap: usize, bufsize: usize) -> Result<Vec<(String, RecordMeta)>, SplitError> {
         let r = io::BufReader::with_capacity(bufsize, input);
-        let mut s = Splitter::new(
-            r,
-            Limits {
-                max_record_bytes: cap,
-                max_depth: 8,
-            },
-        );
+        let mut s = Splitter::new(r, Limits { max_record_bytes: cap, max_depth: 8 });
         let mut out = Vec::new();
         let mut buf = Vec::new();
         while let Some(m) = s.next_record(&mut buf)? {
@@ -414,51 +345,34 @@ mod tests {
 
     #[test]
     fn envelopes_back_to_back_and_extra_members() {
-        let recs = split("{\"Records\":[{\"a\":1}],\"x\":{\"y\":[1]}}\n{\"Records\":[]}{\"Records\":[{\"c\":3}]}").unwrap();
+        let recs =
+            split("{\"Records\":[{\"a\":1}],\"x\":{\"y\":[1]}}\n{\"Records\":[]}{\"Records\":[{\"c\":3}]}").unwrap();
         assert_eq!(recs, vec!["{\"a\":1}", "{\"c\":3}"]);
     }
 
     #[test]
     fn bare_array_and_json_lines() {
-        assert_eq!(
-            split("[{\"a\":1},\n{\"a\":2}]").unwrap(),
-            vec!["{\"a\":1}", "{\"a\":2}"]
-        );
+        assert_eq!(split("[{\"a\":1},\n{\"a\":2}]").unwrap(), vec!["{\"a\":1}", "{\"a\":2}"]);
         let input = "{\"a\":1}\n{\"Records2\":2}\r\n\n{}\n";
         let r = split_with(input.as_bytes(), 100, 8192).unwrap();
-        assert_eq!(
-            r.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
-            vec!["{\"a\":1}", "{\"Records2\":2}", "{}"]
-        );
-        assert_eq!(
-            r.iter().map(|x| x.1.line).collect::<Vec<_>>(),
-            vec![1, 2, 4]
-        );
+        assert_eq!(r.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), vec!["{\"a\":1}", "{\"Records2\":2}", "{}"]);
+        assert_eq!(r.iter().map(|x| x.1.line).collect::<Vec<_>>(), vec![1, 2, 4]);
         assert!(r.iter().all(|x| x.1.top_level));
     }
 
     #[test]
     fn scalar_elements_are_returned_for_the_caller_to_reject() {
-        assert_eq!(
-            split("[1, \"s\", null, {\"a\":1}]").unwrap(),
-            vec!["1", "\"s\"", "null", "{\"a\":1}"]
-        );
+        assert_eq!(split("[1, \"s\", null, {\"a\":1}]").unwrap(), vec!["1", "\"s\"", "null", "{\"a\":1}"]);
     }
 
     #[test]
     fn records_key_with_non_array_value_is_a_plain_object() {
-        assert_eq!(
-            split("{\"Records\":null}").unwrap(),
-            vec!["{\"Records\":null}"]
-        );
+        assert_eq!(split("{\"Records\":null}").unwrap(), vec!["{\"Records\":null}"]);
     }
 
     #[test]
     fn oversized_and_deep_records_are_flagged_and_neighbours_kept() {
-        let big = format!(
-            "[{{\"a\":\"{}\"}},{{\"b\":1}},[[[[[[[[[[1]]]]]]]]]],{{\"c\":2}}]",
-            "x".repeat(200)
-        );
+        let big = format!("[{{\"a\":\"{}\"}},{{\"b\":1}},[[[[[[[[[[1]]]]]]]]]],{{\"c\":2}}]", "x".repeat(200));
         let r = split_with(big.as_bytes(), 100, 16).unwrap();
         assert_eq!(r.len(), 4);
         assert_eq!(r[0].1.oversized, Some(208));
@@ -469,26 +383,11 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(matches!(
-            split("{\"Records\":[{\"a\":1},"),
-            Err(SplitError::Truncated { .. })
-        ));
-        assert!(matches!(
-            split("{\"Records\":[{\"a\":1}"),
-            Err(SplitError::Truncated { .. })
-        ));
-        assert!(matches!(
-            split("hello"),
-            Err(SplitError::NotJson { found: 'h', .. })
-        ));
-        assert!(matches!(
-            split("\n\n2023-01-01 text"),
-            Err(SplitError::NotJson { line: 3, .. })
-        ));
-        assert!(matches!(
-            split("[{\"a\":1} {\"b\":2}]"),
-            Err(SplitError::Envelope { .. })
-        ));
+        assert!(matches!(split("{\"Records\":[{\"a\":1},"), Err(SplitError::Truncated { .. })));
+        assert!(matches!(split("{\"Records\":[{\"a\":1}"), Err(SplitError::Truncated { .. })));
+        assert!(matches!(split("hello"), Err(SplitError::NotJson { found: 'h', .. })));
+        assert!(matches!(split("\n\n2023-01-01 text"), Err(SplitError::NotJson { line: 3, .. })));
+        assert!(matches!(split("[{\"a\":1} {\"b\":2}]"), Err(SplitError::Envelope { .. })));
         assert_eq!(split("").unwrap(), Vec::<String>::new());
         assert_eq!(split(" \n ").unwrap(), Vec::<String>::new());
     }

@@ -28,11 +28,7 @@ pub struct WriterLimits {
 
 impl Default for WriterLimits {
     fn default() -> Self {
-        WriterLimits {
-            batch_rows: 4096,
-            max_buffered_bytes: 8 << 20,
-            max_open_partitions: 16,
-        }
+        WriterLimits { batch_rows: 4096, max_buffered_bytes: 8 << 20, max_open_partitions: 16 }
     }
 }
 
@@ -59,28 +55,18 @@ pub struct PartitionedWriter {
 }
 
 fn staging_err(uri: &str, path: &Path, source: std::io::Error) -> IngestError {
-    IngestError::Staging {
-        uri: uri.to_string(),
-        path: path.to_path_buf(),
-        source,
-    }
+    IngestError::Staging { uri: uri.to_string(), path: path.to_path_buf(), source }
 }
 
 fn encode_err(uri: &str, e: impl std::fmt::Display) -> IngestError {
-    IngestError::Encode {
-        uri: uri.to_string(),
-        detail: e.to_string(),
-    }
+    IngestError::Encode { uri: uri.to_string(), detail: e.to_string() }
 }
 
 /// A private staging folder for one object inside the lake's staging area.
 pub fn staging_dir(lake: &dyn LakeStore, uri: &str) -> Result<tempfile::TempDir, IngestError> {
     let root = lake.staging_dir();
     std::fs::create_dir_all(&root).map_err(|e| staging_err(uri, &root, e))?;
-    tempfile::Builder::new()
-        .prefix("ingest-")
-        .tempdir_in(&root)
-        .map_err(|e| staging_err(uri, &root, e))
+    tempfile::Builder::new().prefix("ingest-").tempdir_in(&root).map_err(|e| staging_err(uri, &root, e))
 }
 
 impl PartitionedWriter {
@@ -119,15 +105,8 @@ impl PartitionedWriter {
             if self.open.len() >= self.limits.max_open_partitions {
                 self.close_least_recent()?;
             }
-            let part = *self
-                .parts
-                .entry(p.clone())
-                .and_modify(|n| *n += 1)
-                .or_insert(0);
-            let path = self
-                .dir
-                .path()
-                .join(format!("{}.parquet", self.closed.len() + self.open.len()));
+            let part = *self.parts.entry(p.clone()).and_modify(|n| *n += 1).or_insert(0);
+            let path = self.dir.path().join(format!("{}.parquet", self.closed.len() + self.open.len()));
             let file = File::create(&path).map_err(|e| staging_err(&self.uri, &path, e))?;
             let writer = ArrowWriter::try_new(
                 file,
@@ -135,16 +114,7 @@ impl PartitionedWriter {
                 Some(lake::writer_properties()),
             )
             .map_err(|e| encode_err(&self.uri, e))?;
-            self.open.insert(
-                p.clone(),
-                OpenPart {
-                    writer,
-                    batch: CloudTrailBatch::new(),
-                    part,
-                    path,
-                    last_used: 0,
-                },
-            );
+            self.open.insert(p.clone(), OpenPart { writer, batch: CloudTrailBatch::new(), part, path, last_used: 0 });
         }
         let open = self.open.get_mut(&p).expect("inserted above");
         open.last_used = self.tick;
@@ -154,9 +124,7 @@ impl PartitionedWriter {
         if open.batch.len() >= self.limits.batch_rows {
             self.buffered -= open.batch.approx_bytes();
             let batch = open.batch.finish();
-            open.writer
-                .write(&batch)
-                .map_err(|e| encode_err(&self.uri, e))?;
+            open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
         }
         if self.buffered > self.limits.max_buffered_bytes {
             self.flush_all()?;
@@ -168,9 +136,7 @@ impl PartitionedWriter {
         for open in self.open.values_mut() {
             if !open.batch.is_empty() {
                 let batch = open.batch.finish();
-                open.writer
-                    .write(&batch)
-                    .map_err(|e| encode_err(&self.uri, e))?;
+                open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
             }
         }
         self.buffered = 0;
@@ -182,9 +148,7 @@ impl PartitionedWriter {
         if !open.batch.is_empty() {
             self.buffered -= open.batch.approx_bytes();
             let batch = open.batch.finish();
-            open.writer
-                .write(&batch)
-                .map_err(|e| encode_err(&self.uri, e))?;
+            open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
         }
         open.writer.close().map_err(|e| encode_err(&self.uri, e))?;
         self.closed.push((p, open.part, open.path));
@@ -192,12 +156,7 @@ impl PartitionedWriter {
     }
 
     fn close_least_recent(&mut self) -> Result<(), IngestError> {
-        if let Some(p) = self
-            .open
-            .iter()
-            .min_by_key(|(_, o)| o.last_used)
-            .map(|(p, _)| p.clone())
-        {
+        if let Some(p) = self.open.iter().min_by_key(|(_, o)| o.last_used).map(|(p, _)| p.clone()) {
             self.close(p)?;
         }
         Ok(())
@@ -213,11 +172,7 @@ impl PartitionedWriter {
         let mut keys = Vec::with_capacity(self.closed.len());
         self.closed.sort();
         for (p, part, path) in &self.closed {
-            let name = if *part == 0 {
-                format!("{stem}.parquet")
-            } else {
-                format!("{stem}-{part}.parquet")
-            };
+            let name = if *part == 0 { format!("{stem}.parquet") } else { format!("{stem}-{part}.parquet") };
             let key = format!("{}/{name}", p.dir(self.table));
             lake.put_file(&key, path)?;
             keys.push(key);
@@ -254,12 +209,7 @@ pub struct RejectWriter {
 
 impl RejectWriter {
     pub fn new(dir: &Path, uri: &str) -> Self {
-        RejectWriter {
-            uri: uri.to_string(),
-            path: dir.join("rejected.jsonl"),
-            out: None,
-            count: 0,
-        }
+        RejectWriter { uri: uri.to_string(), path: dir.join("rejected.jsonl"), out: None, count: 0 }
     }
 
     pub fn count(&self) -> u64 {
@@ -272,24 +222,16 @@ impl RejectWriter {
             self.out = Some(BufWriter::new(f));
         }
         let out = self.out.as_mut().expect("opened above");
-        serde_json::to_writer(&mut *out, line)
-            .map_err(|e| staging_err(&self.uri, &self.path, e.into()))?;
-        out.write_all(b"\n")
-            .map_err(|e| staging_err(&self.uri, &self.path, e))?;
+        serde_json::to_writer(&mut *out, line).map_err(|e| staging_err(&self.uri, &self.path, e.into()))?;
+        out.write_all(b"\n").map_err(|e| staging_err(&self.uri, &self.path, e))?;
         self.count += 1;
         Ok(())
     }
 
     /// Stores the rejects (if any) as `_rejected/<table>/<stem>.jsonl`.
-    pub fn commit(
-        self,
-        lake: &dyn LakeStore,
-        table: &str,
-        stem: &str,
-    ) -> Result<Option<String>, IngestError> {
+    pub fn commit(self, lake: &dyn LakeStore, table: &str, stem: &str) -> Result<Option<String>, IngestError> {
         let Some(out) = self.out else { return Ok(None) };
-        out.into_inner()
-            .map_err(|e| staging_err(&self.uri, &self.path, e.into_error()))?;
+        out.into_inner().map_err(|e| staging_err(&self.uri, &self.path, e.into_error()))?;
         let key = rejected_key(table, stem);
         lake.put_file(&key, &self.path)?;
         Ok(Some(key))

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs the Python test tools (moto, DuckDB, sqlglot,
+# pytest) into .venv, runs the Rust tests (the Lambda tests start and stop their own moto
+# server on 127.0.0.1), then reads the lake back with DuckDB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${TRAILWATCH_VENV:-$PWD/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+export PATH="$venv/bin:$PATH"
+export MOTO_SERVER="$venv/bin/moto_server"
+
+cargo test --workspace --features trailwatch-ingest/lambda
+cargo build -p trailwatch-cli
+target_dir=$(cargo metadata --format-version 1 --no-deps | python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q tests/python

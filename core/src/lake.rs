@@ -59,7 +59,7 @@ pub fn is_account_id(s: &str) -> bool {
 pub fn is_region(s: &str) -> bool {
     (4..=32).contains(&s.len())
         && s.contains('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == '-' as u8)
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes().last().is_some_and(|b| b.is_ascii_digit())
 }
 

@@ -230,7 +230,6 @@ pub fn ingest_object(
         inner.clear();
     }
     let seen = splitter.records_seen();
-    drop(splitter);
     if seen > 0 && cloudtrail_like == 0 {
         return Err(IngestError::BadObject {
             uri,

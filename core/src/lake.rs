@@ -99,6 +99,8 @@ pub fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(true)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_size_limit(256 << 10)
+        .set_dictionary_page_size_limit(256 << 10)
         .set_created_by(concat!("trailwatch ", env!("CARGO_PKG_VERSION")).to_string())
         .build()
 }

@@ -24,11 +24,20 @@ pub struct WriterLimits {
     /// Parquet writers open at once; the least recently used is closed beyond this, and its
     /// partition continues in a new part file if more rows arrive.
     pub max_open_partitions: usize,
+    /// Memory all Parquet writers together may hold for their row groups in progress (they keep
+    /// dictionaries and encoded pages until a row group closes). Beyond it, the largest row group
+    /// is closed early: smaller row groups, bounded memory.
+    pub max_writer_bytes: usize,
 }
 
 impl Default for WriterLimits {
     fn default() -> Self {
-        WriterLimits { batch_rows: 4096, max_buffered_bytes: 8 << 20, max_open_partitions: 16 }
+        WriterLimits {
+            batch_rows: 1024,
+            max_buffered_bytes: 4 << 20,
+            max_open_partitions: 16,
+            max_writer_bytes: 12 << 20,
+        }
     }
 }
 
@@ -123,8 +132,8 @@ impl PartitionedWriter {
         self.rows += 1;
         if open.batch.len() >= self.limits.batch_rows {
             self.buffered -= open.batch.approx_bytes();
-            let batch = open.batch.finish();
-            open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
+            write(&self.uri, open)?;
+            self.bound_writers()?;
         }
         if self.buffered > self.limits.max_buffered_bytes {
             self.flush_all()?;
@@ -135,20 +144,30 @@ impl PartitionedWriter {
     fn flush_all(&mut self) -> Result<(), IngestError> {
         for open in self.open.values_mut() {
             if !open.batch.is_empty() {
-                let batch = open.batch.finish();
-                open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
+                write(&self.uri, open)?;
             }
         }
         self.buffered = 0;
-        Ok(())
+        self.bound_writers()
+    }
+
+    /// Closes row groups early, largest first, while the writers hold more than their budget.
+    fn bound_writers(&mut self) -> Result<(), IngestError> {
+        loop {
+            let total: usize = self.open.values().map(|o| o.writer.memory_size()).sum();
+            if total <= self.limits.max_writer_bytes {
+                return Ok(());
+            }
+            let largest = self.open.values_mut().max_by_key(|o| o.writer.memory_size()).expect("writers hold memory");
+            largest.writer.flush().map_err(|e| encode_err(&self.uri, e))?;
+        }
     }
 
     fn close(&mut self, p: Partition) -> Result<(), IngestError> {
         let mut open = self.open.remove(&p).expect("closing an open partition");
         if !open.batch.is_empty() {
             self.buffered -= open.batch.approx_bytes();
-            let batch = open.batch.finish();
-            open.writer.write(&batch).map_err(|e| encode_err(&self.uri, e))?;
+            write(&self.uri, &mut open)?;
         }
         open.writer.close().map_err(|e| encode_err(&self.uri, e))?;
         self.closed.push((p, open.part, open.path));
@@ -179,6 +198,12 @@ impl PartitionedWriter {
         }
         Ok(keys)
     }
+}
+
+/// Encodes a partition's buffered rows.
+fn write(uri: &str, open: &mut OpenPart) -> Result<(), IngestError> {
+    let batch = open.batch.finish();
+    open.writer.write(&batch).map_err(|e| encode_err(uri, e))
 }
 
 /// One rejected record or object, as written under `_rejected/`.
@@ -253,4 +278,42 @@ pub fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::parse_record;
+    use serde_json::value::RawValue;
+    use trailwatch_core::store::LocalLake;
+
+    #[test]
+    fn partitions_beyond_the_open_limit_continue_in_part_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalLake::new(dir.path());
+        let limits =
+            WriterLimits { batch_rows: 2, max_buffered_bytes: 1 << 20, max_open_partitions: 2, max_writer_bytes: 1 };
+        let mut w = PartitionedWriter::new(&lake, "test", "cloudtrail", limits).unwrap();
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"eventTime":"2024-01-01T00:00:00Z"}"#).unwrap();
+        let row = parse_record(&raw).unwrap();
+        // Three days round-robin with room for two writers: every switch closes the least
+        // recently used one, so days come back in new part files.
+        for i in 0..9 {
+            let p = Partition::new(Some("111122223333"), Some("eu-west-1"), format!("2024-01-0{}", i % 3 + 1));
+            w.push(p, &row, 10).unwrap();
+        }
+        assert_eq!(w.rows(), 9);
+        let keys = w.commit(&lake, "stem").unwrap();
+        assert!(keys
+            .contains(&"cloudtrail/account_id=111122223333/region=eu-west-1/date=2024-01-01/stem.parquet".to_string()));
+        assert!(keys.iter().any(|k| k.ends_with("date=2024-01-01/stem-1.parquet")), "{keys:?}");
+        let mut rows = 0;
+        for k in &keys {
+            let bytes = bytes::Bytes::from(std::fs::read(dir.path().join(k)).unwrap());
+            let r =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            rows += r.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        }
+        assert_eq!(rows, 9);
+    }
 }

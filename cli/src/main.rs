@@ -29,7 +29,19 @@ enum Command {
         /// An S3-compatible endpoint to use instead of AWS (e.g. http://127.0.0.1:5000).
         #[arg(long)]
         endpoint_url: Option<String>,
+        /// Region of CloudWatch Logs data whose key names none (subscription payloads carry no
+        /// region).
+        #[arg(long)]
+        region: Option<String>,
+        /// The log group of export-task files under a key prefix: PREFIX=GROUP (repeatable).
+        #[arg(long = "export-log-group", value_name = "PREFIX=GROUP", value_parser = parse_pair)]
+        export_log_groups: Vec<(String, String)>,
     },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (a, b) = s.split_once('=').ok_or("expected PREFIX=GROUP")?;
+    Ok((a.to_string(), b.to_string()))
 }
 
 /// An `s3://bucket/prefix` location.
@@ -61,7 +73,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ingest { inputs, lake, endpoint_url } => ingest(&inputs, &lake, endpoint_url.as_deref()),
+        Command::Ingest { inputs, lake, endpoint_url, region, export_log_groups } => {
+            let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
+            ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg)
+        }
     }
 }
 
@@ -75,7 +90,7 @@ struct Totals {
     rejected: u64,
 }
 
-fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<ExitCode> {
+fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Config) -> Result<ExitCode> {
     let needs_s3 = parse_s3(lake_arg).is_some() || inputs.iter().any(|i| parse_s3(i).is_some());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let s3 = needs_s3.then(|| rt.block_on(trailwatch_core::s3::client(endpoint)));
@@ -95,7 +110,6 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<E
         None => Box::new(LocalLake::new(PathBuf::from(lake_arg))),
     };
     let s3_src = s3.map(|c| trailwatch_core::s3::S3Source::new(c, handle));
-    let cfg = Config::default();
     let mut totals = Totals::default();
 
     for input in inputs {
@@ -112,7 +126,7 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>) -> Result<E
             }
         };
         for obj in objects {
-            match ingest_object(src, &obj, lake.as_ref(), &cfg) {
+            match ingest_object(src, &obj, lake.as_ref(), cfg) {
                 Ok(r) => {
                     match r.outcome {
                         Outcome::Ingested => totals.read += 1,

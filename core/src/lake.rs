@@ -10,6 +10,10 @@ use sha2::{Digest, Sha256};
 
 /// The CloudTrail records table.
 pub const CLOUDTRAIL_TABLE: &str = "cloudtrail";
+/// One row per Lambda invocation, from CloudWatch Logs.
+pub const LAMBDA_INVOCATIONS_TABLE: &str = "lambda_invocations";
+/// One row per `AWS/Lambda` metric-stream datapoint.
+pub const LAMBDA_METRICS_TABLE: &str = "lambda_metrics";
 /// Where rejected records and files are written, with the reason, as JSON Lines.
 pub const REJECTED_DIR: &str = "_rejected";
 /// Scratch space inside a local lake: staged files are renamed from here, so readers never see
@@ -19,7 +23,7 @@ pub const STAGING_DIR: &str = "_staging";
 /// Every top-level folder the pipeline itself writes. Inputs under these are never read back,
 /// so the pipeline cannot loop on its own output.
 pub const OWN_FOLDERS: &[&str] =
-    &[CLOUDTRAIL_TABLE, REJECTED_DIR, STAGING_DIR, "lambda_invocations", "lambda_metrics", "findings"];
+    &[CLOUDTRAIL_TABLE, LAMBDA_INVOCATIONS_TABLE, LAMBDA_METRICS_TABLE, REJECTED_DIR, STAGING_DIR, "findings"];
 
 /// The value used for a partition whose value is missing or unusable.
 pub const UNKNOWN: &str = "unknown";

@@ -160,6 +160,71 @@ pub fn cloudtrail_schema() -> SchemaRef {
         .clone()
 }
 
+/// The `lambda_invocations` table: one row per invocation, from Lambda's REPORT lines (text or
+/// JSON log format). `log_event_id` (the REPORT line's id) is the duplicate key: retries of one
+/// asynchronous event share a request id.
+pub fn lambda_invocations_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let s = |n: &str| Field::new(n, DataType::Utf8, true);
+            let f = |n: &str| Field::new(n, DataType::Float64, true);
+            let i = |n: &str| Field::new(n, DataType::Int64, true);
+            Arc::new(Schema::new(vec![
+                s("function_name"),
+                s("function_version"),
+                s("request_id"),
+                Field::new("start_time", timestamp_type(), false),
+                Field::new("end_time", timestamp_type(), false),
+                f("duration_ms"),
+                i("billed_duration_ms"),
+                i("memory_size_mb"),
+                i("max_memory_used_mb"),
+                f("init_duration_ms"),
+                f("restore_duration_ms"),
+                Field::new("status", DataType::Utf8, false),
+                s("error_type"),
+                f("timeout_seconds"),
+                s("log_group"),
+                s("log_stream"),
+                Field::new("log_event_id", DataType::Utf8, false),
+                s("xray_trace_id"),
+            ]))
+        })
+        .clone()
+}
+
+/// The `lambda_metrics` table: one row per CloudWatch metric-stream datapoint of `AWS/Lambda`,
+/// account-level ones (empty dimensions) included.
+pub fn lambda_metrics_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let entries = Field::new(
+                "entries",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("key", DataType::Utf8, false),
+                    Field::new("value", DataType::Utf8, true),
+                ])),
+                false,
+            );
+            let f = |n: &str| Field::new(n, DataType::Float64, true);
+            Arc::new(Schema::new(vec![
+                Field::new("metric_stream_name", DataType::Utf8, true),
+                Field::new("namespace", DataType::Utf8, false),
+                Field::new("metric_name", DataType::Utf8, false),
+                Field::new("dimensions", DataType::Map(Arc::new(entries), false), false),
+                Field::new("timestamp", timestamp_type(), false),
+                f("value_max"),
+                f("value_min"),
+                f("value_sum"),
+                f("value_count"),
+                Field::new("unit", DataType::Utf8, true),
+            ]))
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

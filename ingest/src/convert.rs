@@ -359,6 +359,26 @@ impl Default for CloudTrailBatch {
     }
 }
 
+impl crate::writer::TableBatch for CloudTrailBatch {
+    type Row<'r> = Row<'r>;
+    const TABLE: &'static str = trailwatch_core::lake::CLOUDTRAIL_TABLE;
+    fn schema() -> SchemaRef {
+        schema::cloudtrail_schema()
+    }
+    fn push(&mut self, row: &Row<'_>, size: usize) {
+        CloudTrailBatch::push(self, row, size)
+    }
+    fn len(&self) -> usize {
+        self.rows
+    }
+    fn approx_bytes(&self) -> usize {
+        self.bytes
+    }
+    fn finish(&mut self) -> RecordBatch {
+        CloudTrailBatch::finish(self)
+    }
+}
+
 impl CloudTrailBatch {
     pub fn new() -> Self {
         CloudTrailBatch {

@@ -39,6 +39,49 @@ pub enum Reply {
     Summary(Summary),
 }
 
+/// A Lambda subscription event from CloudWatch Logs (`{"awslogs":{"data":...}}`): there is no
+/// S3 object, so its lake files are named from the payload's owner, log group, stream and first
+/// and last event ids, and a redelivery replaces them.
+fn handle_awslogs(event: &Value, lake: &dyn LakeStore, cfg: &Config) -> Result<(Reply, Summary), RetryableFailure> {
+    let data = event.pointer("/awslogs/data").and_then(Value::as_str).unwrap_or_default();
+    let mut summary = Summary::default();
+    let json = match crate::object::decode_awslogs(data, cfg) {
+        Ok(j) => j,
+        Err(why) => {
+            // Malformed by the sender: nothing a retry can fix.
+            tracing::error!(reason = %why, "awslogs event rejected");
+            summary.objects_rejected += 1;
+            return Ok((Reply::Summary(summary.clone()), summary));
+        }
+    };
+    let head: Value = serde_json::from_slice(&json).unwrap_or_default();
+    let field = |k: &str| head.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (owner, group, stream) = (field("owner"), field("logGroup"), field("logStream"));
+    let ids: Vec<&str> = head
+        .get("logEvents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("id").and_then(Value::as_str))
+        .collect();
+    let version = format!("{}:{}", ids.first().unwrap_or(&""), ids.last().unwrap_or(&""));
+    let key = format!("awslogs/{owner}/{}/{stream}", group.trim_start_matches('/'));
+    match crate::ingest_reader(&json[..], "", &key, Some(version), lake, cfg) {
+        Ok(r) => {
+            summary.objects_ingested += 1;
+            summary.records += r.records;
+            summary.records_rejected += r.rejected;
+            summary.lake_keys = r.lake_keys;
+        }
+        Err(e) if e.is_retryable() => return Err(RetryableFailure { failures: 1, first: e.to_string() }),
+        Err(e) => {
+            tracing::error!(error = %e, "awslogs payload rejected");
+            summary.objects_rejected += 1;
+        }
+    }
+    Ok((Reply::Summary(summary.clone()), summary))
+}
+
 /// Handles one Lambda event.
 pub fn handle_event(
     event: &Value,
@@ -46,6 +89,9 @@ pub fn handle_event(
     lake: &dyn LakeStore,
     cfg: &Config,
 ) -> Result<(Reply, Summary), RetryableFailure> {
+    if event.get("awslogs").is_some() {
+        return handle_awslogs(event, lake, cfg);
+    }
     let units = decode_event(event);
     let from_sqs = units.iter().any(|u| u.message_id.is_some());
     let mut summary = Summary::default();

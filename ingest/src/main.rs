@@ -2,7 +2,9 @@
 //! event to the pure handler on a blocking thread (the handler streams objects synchronously).
 //!
 //! Environment: `LAKE_BUCKET` (required), `LAKE_PREFIX` (default empty), `AWS_ENDPOINT_URL_S3`
-//! (optional, for a local S3), `STAGING_DIR` (default `/tmp/trailwatch`).
+//! (optional, for a local S3), `STAGING_DIR` (default `/tmp/trailwatch`), `LOGS_DEFAULT_REGION`
+//! (the region of CloudWatch Logs data whose key names none; default `AWS_REGION`), and
+//! `EXPORT_LOG_GROUPS` (`prefix=group,prefix=group` for export-task files).
 
 use std::sync::Arc;
 
@@ -31,7 +33,15 @@ async fn main() -> anyhow::Result<()> {
     let deps = Arc::new(Deps {
         src: S3Source::new(s3.clone(), handle.clone()),
         lake: S3Lake::new(s3, handle, &bucket, &prefix, staging.into()),
-        cfg: Config::default(),
+        cfg: Config {
+            default_region: std::env::var("LOGS_DEFAULT_REGION").or_else(|_| std::env::var("AWS_REGION")).ok(),
+            export_log_groups: std::env::var("EXPORT_LOG_GROUPS")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|p| p.split_once('=').map(|(a, b)| (a.trim().to_string(), b.trim().to_string())))
+                .collect(),
+            ..Config::default()
+        },
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let deps = deps.clone();

@@ -47,7 +47,8 @@ enum State {
 /// Limits the splitter enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest record kept, in bytes. CloudTrail caps events at 256 KB; real ones are ~1-2 KB.
+    /// Largest record kept, in bytes. CloudTrail caps events at 256 KB (real ones are ~1-2 KB);
+    /// a CloudWatch Logs payload is at most ~1 MB, a Lambda subscription event 6 MB of base64.
     pub max_record_bytes: usize,
     /// Deepest nesting kept. Real records nest fewer than 20 levels.
     pub max_depth: u32,
@@ -55,7 +56,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_record_bytes: 1 << 20, max_depth: 64 }
+        Limits { max_record_bytes: 8 << 20, max_depth: 64 }
     }
 }
 

@@ -11,8 +11,29 @@ use serde::Serialize;
 use trailwatch_core::lake::{self, Partition};
 use trailwatch_core::store::LakeStore;
 
-use crate::convert::{CloudTrailBatch, Row};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
 use crate::error::IngestError;
+
+/// Rows of one lake table being accumulated into a `RecordBatch`.
+pub trait TableBatch: Default {
+    /// One parsed row, borrowing from the input.
+    type Row<'r>;
+    /// The lake table the rows belong to.
+    const TABLE: &'static str;
+    fn schema() -> SchemaRef;
+    /// Appends a row; `size` is its input size, for memory accounting.
+    fn push(&mut self, row: &Self::Row<'_>, size: usize);
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Approximate input bytes buffered.
+    fn approx_bytes(&self) -> usize;
+    /// The buffered rows as a batch; the builder is empty afterwards.
+    fn finish(&mut self) -> RecordBatch;
+}
 
 /// Bounds on what the writer keeps in memory.
 #[derive(Debug, Clone, Copy)]
@@ -41,21 +62,20 @@ impl Default for WriterLimits {
     }
 }
 
-struct OpenPart {
+struct OpenPart<B> {
     writer: ArrowWriter<File>,
-    batch: CloudTrailBatch,
+    batch: B,
     part: u32,
     path: PathBuf,
     last_used: u64,
 }
 
-/// The Parquet side of one object's ingest.
-pub struct PartitionedWriter {
+/// The Parquet side of one object's ingest, for one table.
+pub struct PartitionedWriter<B> {
     uri: String,
-    table: &'static str,
     dir: tempfile::TempDir,
     limits: WriterLimits,
-    open: HashMap<Partition, OpenPart>,
+    open: HashMap<Partition, OpenPart<B>>,
     closed: Vec<(Partition, u32, PathBuf)>,
     parts: HashMap<Partition, u32>,
     buffered: usize,
@@ -78,16 +98,10 @@ pub fn staging_dir(lake: &dyn LakeStore, uri: &str) -> Result<tempfile::TempDir,
     tempfile::Builder::new().prefix("ingest-").tempdir_in(&root).map_err(|e| staging_err(uri, &root, e))
 }
 
-impl PartitionedWriter {
-    pub fn new(
-        lake: &dyn LakeStore,
-        uri: &str,
-        table: &'static str,
-        limits: WriterLimits,
-    ) -> Result<Self, IngestError> {
+impl<B: TableBatch> PartitionedWriter<B> {
+    pub fn new(lake: &dyn LakeStore, uri: &str, limits: WriterLimits) -> Result<Self, IngestError> {
         Ok(PartitionedWriter {
             uri: uri.to_string(),
-            table,
             dir: staging_dir(lake, uri)?,
             limits,
             open: HashMap::new(),
@@ -108,7 +122,7 @@ impl PartitionedWriter {
         self.dir.path()
     }
 
-    pub fn push(&mut self, p: Partition, row: &Row, size: usize) -> Result<(), IngestError> {
+    pub fn push(&mut self, p: Partition, row: &B::Row<'_>, size: usize) -> Result<(), IngestError> {
         self.tick += 1;
         if !self.open.contains_key(&p) {
             if self.open.len() >= self.limits.max_open_partitions {
@@ -117,13 +131,9 @@ impl PartitionedWriter {
             let part = *self.parts.entry(p.clone()).and_modify(|n| *n += 1).or_insert(0);
             let path = self.dir.path().join(format!("{}.parquet", self.closed.len() + self.open.len()));
             let file = File::create(&path).map_err(|e| staging_err(&self.uri, &path, e))?;
-            let writer = ArrowWriter::try_new(
-                file,
-                trailwatch_core::schema::cloudtrail_schema(),
-                Some(lake::writer_properties()),
-            )
-            .map_err(|e| encode_err(&self.uri, e))?;
-            self.open.insert(p.clone(), OpenPart { writer, batch: CloudTrailBatch::new(), part, path, last_used: 0 });
+            let writer = ArrowWriter::try_new(file, B::schema(), Some(lake::writer_properties()))
+                .map_err(|e| encode_err(&self.uri, e))?;
+            self.open.insert(p.clone(), OpenPart { writer, batch: B::default(), part, path, last_used: 0 });
         }
         let open = self.open.get_mut(&p).expect("inserted above");
         open.last_used = self.tick;
@@ -192,7 +202,7 @@ impl PartitionedWriter {
         self.closed.sort();
         for (p, part, path) in &self.closed {
             let name = if *part == 0 { format!("{stem}.parquet") } else { format!("{stem}-{part}.parquet") };
-            let key = format!("{}/{name}", p.dir(self.table));
+            let key = format!("{}/{name}", p.dir(B::TABLE));
             lake.put_file(&key, path)?;
             keys.push(key);
         }
@@ -201,7 +211,7 @@ impl PartitionedWriter {
 }
 
 /// Encodes a partition's buffered rows.
-fn write(uri: &str, open: &mut OpenPart) -> Result<(), IngestError> {
+fn write<B: TableBatch>(uri: &str, open: &mut OpenPart<B>) -> Result<(), IngestError> {
     let batch = open.batch.finish();
     open.writer.write(&batch).map_err(|e| encode_err(uri, e))
 }
@@ -293,7 +303,7 @@ mod tests {
         let lake = LocalLake::new(dir.path());
         let limits =
             WriterLimits { batch_rows: 2, max_buffered_bytes: 1 << 20, max_open_partitions: 2, max_writer_bytes: 1 };
-        let mut w = PartitionedWriter::new(&lake, "test", "cloudtrail", limits).unwrap();
+        let mut w = PartitionedWriter::<crate::convert::CloudTrailBatch>::new(&lake, "test", limits).unwrap();
         let raw: Box<RawValue> = serde_json::from_str(r#"{"eventTime":"2024-01-01T00:00:00Z"}"#).unwrap();
         let row = parse_record(&raw).unwrap();
         // Three days round-robin with room for two writers: every switch closes the least

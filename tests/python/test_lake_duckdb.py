@@ -155,7 +155,7 @@ def test_athena_sql_runs_on_the_lake(corpus_lake):
 
 def test_rejects_name_object_place_and_reason(corpus_lake):
     _, lake, *_ = corpus_lake
-    lines = [json.loads(l) for f in (lake / "_rejected" / "cloudtrail").glob("*.jsonl") for l in f.read_text().splitlines()]
+    lines = [json.loads(l) for f in (lake / "_rejected").glob("*/*.jsonl") for l in f.read_text().splitlines()]
     assert lines
     for r in lines:
         assert r["key"] and r["reason"]

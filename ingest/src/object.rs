@@ -1,0 +1,557 @@
+//! One object's ingest: sniffs what its content is and routes every value to its table.
+//!
+//! Content decides, never the key: CloudTrail records (enveloped, bare arrays, JSON Lines,
+//! LookupEvents rows), CloudWatch Logs subscription payloads (Firehose-concatenated, or inside a
+//! Lambda subscription event), metric-stream datapoints, and export-task text files.
+
+use std::io::{BufRead, Read};
+
+use serde_json::value::RawValue;
+use trailwatch_core::lake::{self, is_region, Partition};
+use trailwatch_core::s3key::{cloudtrail_key_hints, KeyHints};
+use trailwatch_core::store::{is_transient_io, LakeStore};
+use trailwatch_core::time::utc_date;
+
+use crate::cloudwatch::{
+    self, AwsLogsEvent, Datapoint, ExportReader, InvocationBatch, InvocationRow, MetricBatch, Payload,
+};
+use crate::convert::{self, CloudTrailBatch, RawObject};
+use crate::decompress::{self, Encoding};
+use crate::error::{BadKind, IngestError};
+use crate::platform::{self, LogEvent};
+use crate::split::{RecordMeta, SplitError, Splitter};
+use crate::writer::{self, PartitionedWriter, RejectLine, RejectWriter, TableBatch, MAX_REJECT_TEXT};
+use crate::{Config, ObjectReport, Outcome};
+
+/// The writers and rejects of one object.
+struct Sinks<'a> {
+    lake: &'a dyn LakeStore,
+    cfg: &'a Config,
+    bucket: &'a str,
+    key: &'a str,
+    uri: String,
+    hints: KeyHints,
+    /// A region named by a key segment (Firehose prefixes such as `.../eu-west-1/...`).
+    key_region: Option<String>,
+    cloudtrail: Option<PartitionedWriter<CloudTrailBatch>>,
+    invocations: Option<PartitionedWriter<InvocationBatch>>,
+    metrics: Option<PartitionedWriter<MetricBatch>>,
+    rejects: RejectWriter,
+    _dir: tempfile::TempDir,
+    /// Values recognised as CloudTrail, CloudWatch or metrics (accepted or not).
+    recognised: u64,
+    skipped: u64,
+}
+
+fn writer<'w, B: TableBatch>(
+    slot: &'w mut Option<PartitionedWriter<B>>,
+    lake: &dyn LakeStore,
+    uri: &str,
+    cfg: &Config,
+) -> Result<&'w mut PartitionedWriter<B>, IngestError> {
+    if slot.is_none() {
+        *slot = Some(PartitionedWriter::new(lake, uri, cfg.writer)?);
+    }
+    Ok(slot.as_mut().expect("set above"))
+}
+
+impl<'a> Sinks<'a> {
+    fn reject(
+        &mut self,
+        index: Option<u64>,
+        line: Option<u64>,
+        reason: &str,
+        text: Option<&[u8]>,
+    ) -> Result<(), IngestError> {
+        let text = text.map(|t| writer::truncate(std::str::from_utf8(t).unwrap_or("<not UTF-8>"), MAX_REJECT_TEXT));
+        self.rejects.push(&RejectLine { bucket: self.bucket, key: self.key, index, line, reason, record: text })
+    }
+
+    fn region_for_logs(&self) -> Option<&str> {
+        self.key_region.as_deref().or(self.cfg.default_region.as_deref())
+    }
+
+    /// A CloudTrail record; `owner` is the account of the payload that carried it, if any.
+    fn cloudtrail(&mut self, raw: &RawValue, m: &RecordMeta, owner: Option<&str>) -> Result<(), IngestError> {
+        match convert::parse_record(raw) {
+            Ok(row) => {
+                if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight") {
+                    self.skipped += 1;
+                    return Ok(());
+                }
+                let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
+                let region = self.hints.region.as_deref().or(row.aws_region());
+                let p = Partition::new(account, region, utc_date(row.event_time));
+                writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, &row, raw.get().len())
+            }
+            Err(r) => self.reject(Some(m.index), Some(m.line), &r.0, Some(raw.get().as_bytes())),
+        }
+    }
+
+    /// The Lambda invocations (and CloudTrail records) in one log stream's events.
+    fn log_events(
+        &mut self,
+        owner: &str,
+        group: &str,
+        stream: &str,
+        events: &[LogEvent],
+        m: &RecordMeta,
+    ) -> Result<(), IngestError> {
+        self.recognised += 1;
+        let mut lambda = Vec::with_capacity(events.len());
+        for e in events {
+            let msg = e.message.trim_start();
+            if msg.starts_with('{') && msg.contains("\"eventVersion\"") {
+                // CloudTrail delivered through CloudWatch Logs.
+                match serde_json::from_str::<&RawValue>(msg.trim_end()) {
+                    Ok(raw) => self.cloudtrail(raw, m, Some(owner))?,
+                    Err(err) => self.reject(
+                        Some(m.index),
+                        Some(m.line),
+                        &format!("log event {}: invalid JSON: {err}", e.id),
+                        Some(msg.as_bytes()),
+                    )?,
+                }
+            } else {
+                lambda.push(*e);
+            }
+        }
+        let region = self.region_for_logs().map(str::to_string);
+        for inv in platform::invocations(group, stream, &lambda) {
+            let p = Partition::new(Some(owner), region.as_deref(), utc_date(inv.end_time));
+            let row = InvocationRow { inv: &inv, log_group: group, log_stream: stream };
+            writer(&mut self.invocations, self.lake, &self.uri, self.cfg)?.push(p, &row, 256)?;
+        }
+        Ok(())
+    }
+
+    fn payload(&mut self, p: &Payload, m: &RecordMeta) -> Result<(), IngestError> {
+        if p.message_type != "DATA_MESSAGE" {
+            self.recognised += 1;
+            self.skipped += 1;
+            return Ok(());
+        }
+        let events: Vec<LogEvent> =
+            p.log_events.iter().map(|e| LogEvent { id: &e.id, timestamp: e.timestamp, message: &e.message }).collect();
+        self.log_events(&p.owner, &p.log_group, &p.log_stream, &events, m)
+    }
+
+    fn datapoint(&mut self, d: &Datapoint, size: usize) -> Result<(), IngestError> {
+        self.recognised += 1;
+        if d.namespace != cloudwatch::LAMBDA_NAMESPACE {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let account = d.account_id.as_deref().or(self.hints.account_id.as_deref());
+        let region = d.region.as_deref().or(self.key_region.as_deref());
+        let p = Partition::new(account, region, utc_date(d.timestamp));
+        writer(&mut self.metrics, self.lake, &self.uri, self.cfg)?.push(p, d, size)
+    }
+
+    /// A payload carried as base64 (of gzip, usually): a Lambda subscription event's
+    /// `awslogs.data`, a Firehose transformation record's or a Kinesis record's `data`. A region
+    /// the carrier names wins over the key's.
+    fn encoded_payload(
+        &mut self,
+        what: &str,
+        data: &str,
+        region: Option<&str>,
+        m: &RecordMeta,
+    ) -> Result<(), IngestError> {
+        let json = match decode_awslogs(data, self.cfg) {
+            Ok(j) => j,
+            Err(why) => return self.reject(Some(m.index), Some(m.line), &format!("{what}: {why}"), None),
+        };
+        match serde_json::from_slice::<Payload>(&json) {
+            Ok(p) => {
+                let saved = match region {
+                    Some(r) => self.key_region.replace(r.to_string()),
+                    None => self.key_region.clone(),
+                };
+                let out = self.payload(&p, m);
+                self.key_region = saved;
+                out
+            }
+            Err(e) => {
+                self.reject(Some(m.index), Some(m.line), &format!("{what}: not a CloudWatch Logs payload: {e}"), None)
+            }
+        }
+    }
+
+    fn commit(self, version: &str) -> Result<ObjectReport, IngestError> {
+        let stem = lake::object_stem(self.bucket, self.key, version);
+        let rejected = self.rejects.count();
+        let table = if self.cloudtrail.is_none() && (self.invocations.is_some() || self.metrics.is_some()) {
+            "cloudwatch"
+        } else {
+            lake::CLOUDTRAIL_TABLE
+        };
+        // Rejects are staged in this object's folder: store them before it goes.
+        let rejects_key = self.rejects.commit(self.lake, table, &stem)?;
+        let mut records = 0;
+        let mut keys = Vec::new();
+        if let Some(w) = self.cloudtrail {
+            records += w.rows();
+            keys.extend(w.commit(self.lake, &stem)?);
+        }
+        if let Some(w) = self.invocations {
+            records += w.rows();
+            keys.extend(w.commit(self.lake, &stem)?);
+        }
+        if let Some(w) = self.metrics {
+            records += w.rows();
+            keys.extend(w.commit(self.lake, &stem)?);
+        }
+        keys.extend(rejects_key);
+        Ok(ObjectReport {
+            uri: self.uri,
+            outcome: Outcome::Ingested,
+            records,
+            rejected,
+            skipped_records: self.skipped,
+            lake_keys: keys,
+        })
+    }
+}
+
+/// base64 → gunzip when gzipped (every member, capped) → payload JSON.
+pub(crate) fn decode_awslogs(data: &str, cfg: &Config) -> Result<Vec<u8>, String> {
+    let gz = cloudwatch::base64_decode(data).ok_or("not base64")?;
+    let mut opened = decompress::open(&gz[..], cfg.decompress, false).map_err(|e| e.to_string())?;
+    let mut json = Vec::new();
+    opened.reader.read_to_end(&mut json).map_err(|e| format!("corrupt gzip: {e}"))?;
+    Ok(json)
+}
+
+/// A Firehose transformation event (`records[].data`), or a Kinesis record (`kinesis.data`).
+#[derive(serde::Deserialize)]
+struct Carrier {
+    #[serde(default, alias = "awsRegion")]
+    region: Option<String>,
+    #[serde(default)]
+    records: Vec<CarrierRecord>,
+    #[serde(default)]
+    kinesis: Option<CarrierRecord>,
+}
+
+#[derive(serde::Deserialize)]
+struct CarrierRecord {
+    data: String,
+}
+
+fn event_type_index() -> usize {
+    static I: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *I.get_or_init(|| {
+        trailwatch_core::schema::CLOUDTRAIL.iter().position(|c| c.name == "event_type").expect("schema has event_type")
+    })
+}
+
+/// Maps a split error to the object's error: a dropped connection can be retried, the rest is
+/// the content's fault.
+fn split_error(uri: &str, e: SplitError) -> IngestError {
+    match e {
+        SplitError::Io { line, source } => io_error(uri, line, source),
+        other => IngestError::BadObject { uri: uri.to_string(), kind: BadKind::Json, detail: other.to_string() },
+    }
+}
+
+fn io_error(uri: &str, line: u64, source: std::io::Error) -> IngestError {
+    let uri = uri.to_string();
+    if is_transient_io(&source) {
+        return IngestError::Interrupted { uri, line, detail: source.to_string() };
+    }
+    if decompress::is_bomb(&source) {
+        return IngestError::BadObject { uri, kind: BadKind::Bomb, detail: source.to_string() };
+    }
+    let detail = match source.kind() {
+        std::io::ErrorKind::UnexpectedEof => format!("truncated at line {line} (the stream ends mid-member)"),
+        _ => format!("{source} (at line {line})"),
+    };
+    IngestError::BadObject { uri, kind: BadKind::Gzip, detail }
+}
+
+/// Which shape a JSON object has, judging by its members.
+enum Shape {
+    Payload,
+    Datapoint,
+    AwsLogs,
+    /// A Firehose transformation event or a Kinesis record carrying payloads.
+    Carrier,
+    Digest,
+    LookupRow,
+    Record,
+}
+
+fn shape(raw: &RawValue) -> Shape {
+    let Ok(obj) = serde_json::from_str::<RawObject>(raw.get()) else { return Shape::Record };
+    let has = |k: &str| obj.0.iter().any(|(key, _)| key == k);
+    if has("messageType") && has("logEvents") || has("messageType") && has("owner") {
+        Shape::Payload
+    } else if has("metric_stream_name") || (has("namespace") && has("metric_name") && has("timestamp")) {
+        Shape::Datapoint
+    } else if has("awslogs") {
+        Shape::AwsLogs
+    } else if has("kinesis") || has("records") && (has("deliveryStreamArn") || has("invocationId")) {
+        Shape::Carrier
+    } else if has("digestStartTime") || has("digestS3Object") || has("digestPublicKeyFingerprint") {
+        Shape::Digest
+    } else if has("CloudTrailEvent") {
+        Shape::LookupRow
+    } else {
+        Shape::Record
+    }
+}
+
+fn looks_like_cloudtrail(bytes: &[u8]) -> bool {
+    const KEYS: [&[u8]; 3] = [b"\"eventTime\"", b"\"eventName\"", b"\"eventSource\""];
+    KEYS.iter().any(|k| bytes.windows(k.len()).any(|w| w == *k))
+}
+
+/// The (prefix, log group) an export-task key belongs to: the longest configured prefix.
+fn export_log_group<'c>(cfg: &'c Config, key: &str) -> Option<&'c (String, String)> {
+    cfg.export_log_groups.iter().filter(|(p, _)| key.starts_with(p.as_str())).max_by_key(|(p, _)| p.len())
+}
+
+/// The log stream of an export-task key `<prefix>/<task id>/<log stream>/000000.gz`; stream
+/// names hold slashes of their own (`2024/01/02/[$LATEST]abc`).
+fn export_stream<'k>(key: &'k str, prefix: &str) -> &'k str {
+    let rest = key[prefix.len()..].trim_start_matches('/');
+    let after_task = rest.split_once('/').map_or("", |(_, r)| r);
+    after_task.rsplit_once('/').map_or("", |(stream, _)| stream)
+}
+
+/// Ingests a stream of bytes as the object `bucket`/`key`. `version` (an ETag) names its lake
+/// files; without one the content's hash does.
+pub fn ingest_reader(
+    raw: impl Read,
+    bucket: &str,
+    key: &str,
+    version: Option<String>,
+    lake: &dyn LakeStore,
+    cfg: &Config,
+) -> Result<ObjectReport, IngestError> {
+    let uri = if bucket.is_empty() { key.to_string() } else { format!("s3://{bucket}/{key}") };
+    let opened = decompress::open(raw, cfg.decompress, version.is_none());
+    let decompress::Opened { mut reader, encoding, hash } = opened.map_err(|e| io_error(&uri, 0, e))?;
+    if encoding == Encoding::Empty {
+        return Ok(ObjectReport::skipped(uri, "zero-byte object"));
+    }
+    let dir = writer::staging_dir(lake, &uri)?;
+    let mut sinks = Sinks {
+        lake,
+        cfg,
+        bucket,
+        key,
+        uri: uri.clone(),
+        hints: cloudtrail_key_hints(key),
+        key_region: key.split('/').find(|s| is_region(s)).map(str::to_string),
+        cloudtrail: None,
+        invocations: None,
+        metrics: None,
+        rejects: RejectWriter::new(dir.path(), &uri),
+        _dir: dir,
+        recognised: 0,
+        skipped: 0,
+    };
+    let head = reader.fill_buf().map_err(|e| io_error(&uri, 0, e))?;
+    let head = &head[head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(head.len())..];
+    let seen = if cloudwatch::looks_like_export(head) {
+        export_file(&mut reader, &mut sinks)?
+    } else {
+        match json_values(&mut reader, &mut sinks)? {
+            Some(seen) => seen,
+            None => return Ok(ObjectReport::skipped(uri, "CloudTrail digest file")),
+        }
+    };
+    drop(reader);
+    if seen == 0 {
+        return Ok(ObjectReport::skipped(uri, "no records"));
+    }
+    if sinks.recognised == 0 {
+        return Err(IngestError::BadObject {
+            uri,
+            kind: BadKind::NotCloudTrail,
+            detail: format!(
+                "{seen} JSON values, none a CloudTrail record, CloudWatch Logs payload or metric datapoint"
+            ),
+        });
+    }
+    let version = version.or_else(|| hash.finish()).unwrap_or_default();
+    sinks.commit(&version)
+}
+
+/// Every JSON value of the stream, routed by shape. Returns how many values were seen, or `None`
+/// for a digest file.
+fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64>, IngestError> {
+    let cfg = sinks.cfg;
+    let uri = sinks.uri.clone();
+    let mut splitter = Splitter::new(reader, cfg.split);
+    let mut buf = Vec::with_capacity(16 << 10);
+    let mut valid_json = 0u64;
+    let mut first_json_error = None;
+    while let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? {
+        if let Some(size) = m.oversized {
+            let cap = cfg.split.max_record_bytes;
+            sinks.reject(
+                Some(m.index),
+                Some(m.line),
+                &format!("record of {size} bytes exceeds the cap of {cap} bytes"),
+                None,
+            )?;
+            continue;
+        }
+        if m.too_deep {
+            sinks.reject(
+                Some(m.index),
+                Some(m.line),
+                &format!("record nests deeper than {} levels", cfg.split.max_depth),
+                None,
+            )?;
+            continue;
+        }
+        if sinks.recognised == 0 && looks_like_cloudtrail(&buf) {
+            sinks.recognised += 1;
+        }
+        let raw: &RawValue = match serde_json::from_slice(&buf) {
+            Ok(r) => r,
+            Err(e) => {
+                first_json_error.get_or_insert_with(|| format!("line {}: {e}", m.line));
+                sinks.reject(Some(m.index), Some(m.line), &format!("invalid JSON: {e}"), Some(&buf))?;
+                continue;
+            }
+        };
+        valid_json += 1;
+        let bad = |what: &str, e: serde_json::Error| format!("{what}: {e}");
+        let shape = shape(raw);
+        if !m.top_level && !matches!(shape, Shape::Carrier) {
+            sinks.cloudtrail(raw, &m, None)?;
+            continue;
+        }
+        if matches!(shape, Shape::Payload | Shape::Datapoint | Shape::AwsLogs | Shape::Carrier) {
+            // Recognised, even when it turns out malformed and is rejected below.
+            sinks.recognised += 1;
+        }
+        match shape {
+            Shape::Digest if m.index == 0 => return Ok(None),
+            Shape::Payload => match serde_json::from_str::<Payload>(raw.get()) {
+                Ok(p) => sinks.payload(&p, &m)?,
+                Err(e) => sinks.reject(Some(m.index), Some(m.line), &bad("CloudWatch Logs payload", e), Some(&buf))?,
+            },
+            Shape::Datapoint => match serde_json::from_str::<Datapoint>(raw.get()) {
+                Ok(d) => sinks.datapoint(&d, buf.len())?,
+                Err(e) => sinks.reject(Some(m.index), Some(m.line), &bad("metric datapoint", e), Some(&buf))?,
+            },
+            Shape::AwsLogs => match serde_json::from_str::<AwsLogsEvent>(raw.get()) {
+                Ok(ev) => sinks.encoded_payload("awslogs.data", &ev.awslogs.data, None, &m)?,
+                Err(e) => sinks.reject(Some(m.index), Some(m.line), &bad("awslogs event", e), Some(&buf))?,
+            },
+            Shape::Carrier => match serde_json::from_str::<Carrier>(raw.get()) {
+                Ok(c) => {
+                    for r in c.records.iter().chain(&c.kinesis) {
+                        sinks.encoded_payload("record data", &r.data, c.region.as_deref(), &m)?;
+                    }
+                }
+                Err(e) => {
+                    sinks.reject(Some(m.index), Some(m.line), &bad("Firehose or Kinesis record", e), Some(&buf))?
+                }
+            },
+            Shape::LookupRow => {
+                // A LookupEvents export row carries the record as a JSON string.
+                sinks.recognised += 1;
+                let inner = serde_json::from_str::<RawObject>(raw.get())
+                    .ok()
+                    .and_then(|o| o.0.into_iter().find(|(k, _)| k == "CloudTrailEvent"))
+                    .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok());
+                match inner.as_deref().map(serde_json::from_str::<&RawValue>) {
+                    Some(Ok(r)) => sinks.cloudtrail(r, &m, None)?,
+                    _ => sinks.reject(Some(m.index), Some(m.line), "CloudTrailEvent: not a JSON record", Some(&buf))?,
+                }
+            }
+            Shape::Digest | Shape::Record => sinks.cloudtrail(raw, &m, None)?,
+        }
+    }
+    if valid_json == 0 {
+        if let Some(first) = first_json_error {
+            return Err(IngestError::BadObject {
+                uri,
+                kind: BadKind::Json,
+                detail: format!("no value is valid JSON ({first})"),
+            });
+        }
+    }
+    Ok(Some(splitter.records_seen()))
+}
+
+/// Events a chunk of an export file holds before it is parsed: cut just before a START line, so
+/// an invocation's REPORT and the error lines after it stay together.
+const EXPORT_CHUNK: usize = 8192;
+
+fn export_file(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<u64, IngestError> {
+    let uri = sinks.uri.clone();
+    let key = sinks.key.to_string();
+    let Some((prefix, group)) = export_log_group(sinks.cfg, &key).cloned() else {
+        return Err(IngestError::BadObject {
+            uri,
+            kind: BadKind::Json,
+            detail: "a CloudWatch Logs export-task file, but no log group is configured for its key prefix (--export-log-group PREFIX=GROUP)".into(),
+        });
+    };
+    let stream = export_stream(&key, &prefix).to_string();
+    let owner = key.split('/').find(|s| lake::is_account_id(s)).unwrap_or(lake::UNKNOWN).to_string();
+    let mut lines = ExportReader::new(reader);
+    let mut chunk: Vec<(String, i64, String)> = Vec::new();
+    let mut seen = 0;
+    let meta = RecordMeta { index: 0, line: 0, top_level: true, oversized: None, too_deep: false };
+    loop {
+        let next = lines.next_message().map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData
+                if e.get_ref().is_some_and(|i| !i.is::<decompress::BombError>()) && !is_transient_io(&e) =>
+            {
+                IngestError::BadObject { uri: uri.clone(), kind: BadKind::Json, detail: e.to_string() }
+            }
+            _ => io_error(&uri, 0, e),
+        })?;
+        let done = next.is_none();
+        if let Some(l) = next {
+            seen += 1;
+            chunk.push((format!("{key}:{}", l.line), l.timestamp, l.message));
+        }
+        if chunk.len() >= EXPORT_CHUNK || done {
+            let cut = if done {
+                chunk.len()
+            } else {
+                chunk
+                    .iter()
+                    .rposition(|(_, _, m)| m.starts_with("START ") || m.contains("\"platform.start\""))
+                    .filter(|&i| i > 0)
+                    .unwrap_or(chunk.len())
+            };
+            let rest = chunk.split_off(cut);
+            let events: Vec<LogEvent> =
+                chunk.iter().map(|(id, ts, msg)| LogEvent { id, timestamp: *ts, message: msg }).collect();
+            sinks.log_events(&owner, &group, &stream, &events, &meta)?;
+            chunk = rest;
+        }
+        if done {
+            return Ok(seen);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_keys_name_task_and_stream() {
+        let key = "exportedlogs/0b1c2d3e/2024/01/02/[$LATEST]0a1b2c3d/000000.gz";
+        assert_eq!(export_stream(key, "exportedlogs"), "2024/01/02/[$LATEST]0a1b2c3d");
+        assert_eq!(export_stream(key, "exportedlogs/"), "2024/01/02/[$LATEST]0a1b2c3d");
+        assert_eq!(export_stream("p/task/000000.gz", "p"), "");
+        let cfg = Config {
+            export_log_groups: vec![("exp".into(), "/a".into()), ("exportedlogs".into(), "/b".into())],
+            ..Config::default()
+        };
+        assert_eq!(export_log_group(&cfg, key).map(|(_, g)| g.as_str()), Some("/b"));
+    }
+}

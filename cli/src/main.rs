@@ -33,8 +33,9 @@ enum Command {
         /// region).
         #[arg(long)]
         region: Option<String>,
-        /// The log group of export-task files under a key prefix: PREFIX=GROUP (repeatable).
-        #[arg(long = "export-log-group", value_name = "PREFIX=GROUP", value_parser = parse_pair)]
+        /// The log group of export-task files under a key prefix: PREFIX=[ACCOUNT:]GROUP
+        /// (repeatable). Export files name neither.
+        #[arg(long = "export-log-group", value_name = "PREFIX=[ACCOUNT:]GROUP", value_parser = parse_pair)]
         export_log_groups: Vec<(String, String)>,
     },
 }
@@ -167,6 +168,10 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
         totals.rejected,
         lake.root_uri()
     );
+    if parse_s3(lake_arg).is_none() {
+        // Staging folders are removed as objects finish; drop the empty parent too.
+        let _ = std::fs::remove_dir(PathBuf::from(lake_arg).join(trailwatch_core::lake::STAGING_DIR));
+    }
     drop(rt);
     Ok(if totals.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

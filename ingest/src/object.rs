@@ -497,7 +497,15 @@ fn export_file(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<u64, Inges
         });
     };
     let stream = export_stream(&key, &prefix).to_string();
-    let owner = key.split('/').find(|s| lake::is_account_id(s)).unwrap_or(lake::UNKNOWN).to_string();
+    // The mapping may name the account as `ACCOUNT:GROUP` (log group names hold no colon);
+    // else an account id among the key's segments; else `unknown`.
+    let (account, group) = match group.split_once(':') {
+        Some((a, g)) => (Some(a.to_string()), g.to_string()),
+        None => (None, group),
+    };
+    let owner = account
+        .or_else(|| key.split('/').find(|s| lake::is_account_id(s)).map(str::to_string))
+        .unwrap_or_else(|| lake::UNKNOWN.to_string());
     let mut lines = ExportReader::new(reader);
     let mut chunk: Vec<(String, i64, String)> = Vec::new();
     let mut seen = 0;

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Writes the CloudWatch fixtures in this folder, byte for byte reproducible (gzip mtime 0).
+"""Writes the CloudWatch fixtures in testdata/cloudwatch, byte for byte reproducible (gzip mtime 0).
 
 The shapes follow the AWS documentation pages named next to each; the corpus has no sample of
-them. Run from anywhere: python3 testdata/cloudwatch/make_fixtures.py
+them. Run from anywhere: python3 testdata/make_cloudwatch_fixtures.py
 """
 import gzip
 import io
 import json
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "cloudwatch"
 
 
 def gz(data: bytes) -> bytes:

@@ -72,19 +72,29 @@ impl<'a> Sinks<'a> {
     }
 
     /// A CloudTrail record; `owner` is the account of the payload that carried it, if any.
-    fn cloudtrail(&mut self, raw: &RawValue, m: &RecordMeta, owner: Option<&str>) -> Result<(), IngestError> {
-        match convert::parse_record(raw) {
+    fn cloudtrail(&mut self, text: &str, m: &RecordMeta, owner: Option<&str>) -> Result<(), IngestError> {
+        self.cloudtrail_checked(text, m, owner).map(|_| ())
+    }
+
+    /// A CloudTrail record; `owner` is the account of the payload that carried it, if any.
+    /// Returns false when the text was not JSON at all.
+    fn cloudtrail_checked(&mut self, text: &str, m: &RecordMeta, owner: Option<&str>) -> Result<bool, IngestError> {
+        match convert::parse_record_text(text) {
             Ok(row) => {
                 if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight") {
                     self.skipped += 1;
-                    return Ok(());
+                    return Ok(true);
                 }
                 let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
                 let region = self.hints.region.as_deref().or(row.aws_region());
                 let p = Partition::new(account, region, utc_date(row.event_time));
-                writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, &row, raw.get().len())
+                writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, &row, text.len())?;
+                Ok(true)
             }
-            Err(r) => self.reject(Some(m.index), Some(m.line), &r.0, Some(raw.get().as_bytes())),
+            Err(e) => {
+                self.reject(Some(m.index), Some(m.line), &e.to_string(), Some(text.as_bytes()))?;
+                Ok(!matches!(e, convert::RecordError::Json(_)))
+            }
         }
     }
 
@@ -104,7 +114,7 @@ impl<'a> Sinks<'a> {
             if msg.starts_with('{') && msg.contains("\"eventVersion\"") {
                 // CloudTrail delivered through CloudWatch Logs.
                 match serde_json::from_str::<&RawValue>(msg.trim_end()) {
-                    Ok(raw) => self.cloudtrail(raw, m, Some(owner))?,
+                    Ok(raw) => self.cloudtrail(raw.get(), m, Some(owner))?,
                     Err(err) => self.reject(
                         Some(m.index),
                         Some(m.line),
@@ -302,6 +312,10 @@ fn shape(raw: &RawValue) -> Shape {
     }
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 fn looks_like_cloudtrail(bytes: &[u8]) -> bool {
     const KEYS: [&[u8]; 3] = [b"\"eventTime\"", b"\"eventName\"", b"\"eventSource\""];
     KEYS.iter().any(|k| bytes.windows(k.len()).any(|w| w == *k))
@@ -389,6 +403,7 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
     let mut buf = Vec::with_capacity(16 << 10);
     let mut valid_json = 0u64;
     let mut first_json_error = None;
+    let mut kinesis_elements = None;
     while let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? {
         if let Some(size) = m.oversized {
             let cap = cfg.split.max_record_bytes;
@@ -412,6 +427,25 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
         if sinks.recognised == 0 && looks_like_cloudtrail(&buf) {
             sinks.recognised += 1;
         }
+        // Array elements are records (or Kinesis records): parsed once, straight into a row.
+        // Whether array elements are Kinesis records is decided once, by the first element.
+        let kinesis = !m.top_level && *kinesis_elements.get_or_insert_with(|| contains(&buf, b"\"kinesis\""));
+        if !m.top_level && !kinesis {
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) => t,
+                Err(e) => {
+                    first_json_error.get_or_insert_with(|| format!("line {}: invalid UTF-8", m.line));
+                    sinks.reject(Some(m.index), Some(m.line), &format!("invalid JSON: not UTF-8 ({e})"), Some(&buf))?;
+                    continue;
+                }
+            };
+            if sinks.cloudtrail_checked(text, &m, None)? {
+                valid_json += 1;
+            } else {
+                first_json_error.get_or_insert_with(|| format!("line {}: not JSON", m.line));
+            }
+            continue;
+        }
         let raw: &RawValue = match serde_json::from_slice(&buf) {
             Ok(r) => r,
             Err(e) => {
@@ -424,7 +458,7 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
         let bad = |what: &str, e: serde_json::Error| format!("{what}: {e}");
         let shape = shape(raw);
         if !m.top_level && !matches!(shape, Shape::Carrier) {
-            sinks.cloudtrail(raw, &m, None)?;
+            sinks.cloudtrail(raw.get(), &m, None)?;
             continue;
         }
         if matches!(shape, Shape::Payload | Shape::Datapoint | Shape::AwsLogs | Shape::Carrier) {
@@ -463,11 +497,11 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
                     .and_then(|o| o.0.into_iter().find(|(k, _)| k == "CloudTrailEvent"))
                     .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok());
                 match inner.as_deref().map(serde_json::from_str::<&RawValue>) {
-                    Some(Ok(r)) => sinks.cloudtrail(r, &m, None)?,
+                    Some(Ok(r)) => sinks.cloudtrail(r.get(), &m, None)?,
                     _ => sinks.reject(Some(m.index), Some(m.line), "CloudTrailEvent: not a JSON record", Some(&buf))?,
                 }
             }
-            Shape::Digest | Shape::Record => sinks.cloudtrail(raw, &m, None)?,
+            Shape::Digest | Shape::Record => sinks.cloudtrail(raw.get(), &m, None)?,
         }
     }
     if valid_json == 0 {

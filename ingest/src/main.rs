@@ -12,7 +12,7 @@ use anyhow::Context;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use trailwatch_core::s3::{client, S3Lake, S3Source};
-use trailwatch_ingest::handler::{handle_event, Reply};
+use trailwatch_ingest::handler::handle_event;
 use trailwatch_ingest::Config;
 
 struct Deps {
@@ -55,13 +55,8 @@ async fn main() -> anyhow::Result<()> {
             match out {
                 Ok((reply, summary)) => {
                     tracing::info!(?summary, "event handled");
-                    Ok::<Value, Diagnostic>(
-                        serde_json::to_value(match reply {
-                            Reply::Sqs(r) => serde_json::to_value(r).unwrap_or_default(),
-                            Reply::Summary(s) => serde_json::to_value(s).unwrap_or_default(),
-                        })
-                        .unwrap_or_default(),
-                    )
+                    serde_json::to_value(&reply)
+                        .map_err(|e| Diagnostic { error_type: "NonRetryable".into(), error_message: e.to_string() })
                 }
                 Err(e) => Err(Diagnostic { error_type: "Retryable".into(), error_message: e.to_string() }),
             }

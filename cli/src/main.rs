@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use trailwatch_core::finding::{Finding, Status};
 use trailwatch_core::store::{LakeStore, LocalFiles, LocalLake, ObjectRef, ObjectSource};
+use trailwatch_detect::state::DirState;
+use trailwatch_detect::{detect_lake, DetectConfig, LakeLocation};
 use trailwatch_ingest::{ingest_object, record_failure, Config, Outcome};
 
 #[derive(Parser)]
@@ -38,6 +41,53 @@ enum Command {
         #[arg(long = "export-log-group", value_name = "PREFIX=[ACCOUNT:]GROUP", value_parser = parse_pair)]
         export_log_groups: Vec<(String, String)>,
     },
+    /// Run the detectors over the lake objects not read before and report findings.
+    Detect {
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
+    /// Ingest, then detect, then alert to the terminal and the findings file.
+    Run {
+        /// Files, folders (read recursively) or s3://bucket/prefix.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        #[command(flatten)]
+        detect: DetectArgs,
+        /// Region of CloudWatch Logs data whose key names none.
+        #[arg(long)]
+        region: Option<String>,
+        /// The log group of export-task files under a key prefix: PREFIX=[ACCOUNT:]GROUP.
+        #[arg(long = "export-log-group", value_name = "PREFIX=[ACCOUNT:]GROUP", value_parser = parse_pair)]
+        export_log_groups: Vec<(String, String)>,
+    },
+    /// Print the effective detect configuration (defaults merged with --config) as TOML.
+    Config {
+        /// A TOML file of thresholds, prices and suppressions.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// The lake: a folder or s3://bucket/prefix.
+    #[arg(long)]
+    lake: String,
+    /// A folder for detector state between runs.
+    #[arg(long)]
+    state: PathBuf,
+    /// Findings are appended here, one JSON object a line (opens and closes).
+    #[arg(long)]
+    findings: PathBuf,
+    /// A TOML file of thresholds, prices and suppressions (`trailwatch config` prints them).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An S3-compatible endpoint to use instead of AWS.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Do not print findings to the terminal (the findings file is still written).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -78,7 +128,115 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
             ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg)
         }
+        Command::Detect { detect: args } => detect(&args),
+        Command::Run { inputs, detect: args, region, export_log_groups } => {
+            let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
+            let ingested = ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg)?;
+            let detected = detect(&args)?;
+            Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
+        }
+        Command::Config { config } => {
+            print!("{}", load_config(config.as_deref())?.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<DetectConfig> {
+    match path {
+        None => Ok(DetectConfig::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok(DetectConfig::from_toml(&text, &p.display().to_string())?)
+        }
+    }
+}
+
+fn detect(args: &DetectArgs) -> Result<ExitCode> {
+    let cfg = load_config(args.config.as_deref())?;
+    let store = DirState::new(&args.state);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let (run, lake): (_, Box<dyn LakeStore>) = match parse_s3(&args.lake) {
+        Some((bucket, prefix)) => {
+            let client = rt.block_on(trailwatch_core::s3::client(args.endpoint_url.as_deref()));
+            let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
+            let loc = LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() };
+            let run = detect_lake(&src, &loc, &store, &cfg)?;
+            let staging = std::env::temp_dir().join("trailwatch-staging");
+            (run, Box::new(trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging)))
+        }
+        None => {
+            let loc = LakeLocation { bucket: String::new(), prefix: args.lake.clone() };
+            (detect_lake(&LocalFiles, &loc, &store, &cfg)?, Box::new(LocalLake::new(PathBuf::from(&args.lake))))
+        }
+    };
+    // Deliver first, commit state last: a crash in between re-emits the same ids, never loses.
+    trailwatch_detect::output::write_findings(lake.as_ref(), &run.findings)?;
+    append_findings(&args.findings, &run.findings)?;
+    if !args.quiet {
+        for f in &run.findings {
+            print_finding(f);
+        }
+    }
+    let failed = run.files_failed.len();
+    let shown = run.findings.iter().filter(|f| !f.suppressed).count();
+    println!(
+        "detect: {} lake files read, {} unchanged, {} failed; {} events, {} duplicates, {} late; {} findings ({} suppressed); state: {}",
+        run.files_read,
+        run.files_unchanged,
+        failed,
+        run.counters.events,
+        run.counters.duplicates,
+        run.counters.too_late,
+        shown,
+        run.findings.len() - shown,
+        args.state.display()
+    );
+    run.commit(&store)?;
+    if parse_s3(&args.lake).is_none() {
+        let _ = std::fs::remove_dir(PathBuf::from(&args.lake).join(trailwatch_core::lake::STAGING_DIR));
+    }
+    drop(rt);
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn append_findings(path: &std::path::Path, findings: &[Finding]) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = Vec::new();
+    for x in findings {
+        serde_json::to_writer(&mut buf, x)?;
+        buf.push(b'\n');
+    }
+    f.write_all(&buf).with_context(|| format!("appending to {}", path.display()))?;
+    Ok(())
+}
+
+/// Text from the data is attacker-controlled: no control characters reach the terminal.
+fn clean(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+fn print_finding(f: &Finding) {
+    if f.suppressed {
+        return;
+    }
+    let tag = match f.status {
+        Status::Open => f.severity.as_str().to_uppercase(),
+        Status::Closed => "ended".to_string(),
+    };
+    println!("[{tag}] {} {}/{} {}: {}", f.kind, f.account_id, f.region, clean(&f.subject, 120), clean(&f.summary, 400));
 }
 
 /// Counts for the closing line.

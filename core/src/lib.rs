@@ -4,6 +4,7 @@
 //! This crate is the leaf of the workspace: `ingest`, `detect` and `alert` depend on it and never
 //! on each other. The AWS SDK adapter sits behind the `aws` feature so pure libraries stay small.
 
+pub mod finding;
 pub mod lake;
 pub mod s3key;
 pub mod schema;

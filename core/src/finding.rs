@@ -1,0 +1,223 @@
+//! The finding: what detect emits and alert, the lake's `findings` table and Athena consume.
+//!
+//! One JSON object per finding. An episode is reported twice with the same `id`: once `open`
+//! when it starts (`end` null) and once `closed` when it ends, so consumers can update rather
+//! than add.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::schema::timestamp_type;
+use crate::time::{format_rfc3339_millis, parse_rfc3339_millis, EpochMillis};
+
+/// The lake table findings are written to, next to the evidence.
+pub const FINDINGS_TABLE: &str = "findings";
+
+/// How urgent a finding is; ordered, so `max` gives a digest's severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whether an episode is starting or has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Closed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Closed => "closed",
+        }
+    }
+}
+
+/// One dimension value that contributed most to a finding (a principal, an IP, an error code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contributor {
+    pub dimension: String,
+    pub value: String,
+    pub count: u64,
+}
+
+/// A finding, as JSON: times are RFC 3339 UTC strings of event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable: a hash of kind, account, region, subject and episode start ([`finding_id`]), so a
+    /// re-run or a retried invocation yields the same id.
+    pub id: String,
+    /// `concurrency_spike`, `throttling`, `timeouts`, `unusual_invocation`, `api_call_rate`,
+    /// `api_error_rate`, `log_silence`; more may come, so consumers treat it as a string.
+    pub kind: String,
+    pub severity: Severity,
+    pub account_id: String,
+    pub region: String,
+    /// A function name, an API as `source:name`, or a principal ARN.
+    pub subject: String,
+    #[serde(with = "rfc3339")]
+    pub start: EpochMillis,
+    #[serde(with = "rfc3339_opt")]
+    pub end: Option<EpochMillis>,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub estimated_cost_usd: Option<f64>,
+    pub summary: String,
+    pub top_contributors: Vec<Contributor>,
+    pub evidence: Vec<String>,
+    pub status: Status,
+    /// Muted by a suppression: still written to the lake and the findings file, never alerted.
+    #[serde(default)]
+    pub suppressed: bool,
+    /// Why it was muted, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression_reason: Option<String>,
+}
+
+/// The stable id of an episode.
+pub fn finding_id(kind: &str, account_id: &str, region: &str, subject: &str, start: EpochMillis) -> String {
+    let mut h = Sha256::new();
+    for part in [kind, account_id, region, subject, &start.to_string()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    crate::lake::hex(&h.finalize()[..16])
+}
+
+mod rfc3339 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(t: &EpochMillis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339_millis(*t))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EpochMillis, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rfc3339_millis(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
+    }
+}
+
+mod rfc3339_opt {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(t: &Option<EpochMillis>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<EpochMillis>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => parse_rfc3339_millis(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}"))),
+        }
+    }
+}
+
+/// The `findings` table: one row per emitted finding (opens and closes), partitioned like the
+/// other tables by the finding's account, region and the UTC day of its `start`.
+pub fn findings_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+            let f = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
+            let contributor = DataType::Struct(Fields::from(vec![
+                s("dimension", false),
+                s("value", false),
+                Field::new("count", DataType::Int64, false),
+            ]));
+            Arc::new(Schema::new(vec![
+                s("id", false),
+                s("kind", false),
+                s("severity", false),
+                s("subject", false),
+                Field::new("start", timestamp_type(), false),
+                Field::new("end", timestamp_type(), true),
+                f("observed", false),
+                f("baseline", false),
+                f("score", false),
+                f("estimated_cost_usd", true),
+                s("summary", false),
+                Field::new("top_contributors", DataType::List(Arc::new(Field::new("item", contributor, true))), false),
+                Field::new("evidence", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+                s("status", false),
+                Field::new("suppressed", DataType::Boolean, false),
+                s("suppression_reason", true),
+            ]))
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Finding {
+        Finding {
+            id: finding_id("throttling", "012345678901", "eu-west-1", "orders", 1_700_000_000_000),
+            kind: "throttling".into(),
+            severity: Severity::High,
+            account_id: "012345678901".into(),
+            region: "eu-west-1".into(),
+            subject: "orders".into(),
+            start: 1_700_000_000_000,
+            end: None,
+            observed: 120.0,
+            baseline: 0.5,
+            score: 30.0,
+            estimated_cost_usd: None,
+            summary: "s".into(),
+            top_contributors: vec![Contributor { dimension: "error_code".into(), value: "X".into(), count: 3 }],
+            evidence: vec!["e1".into()],
+            status: Status::Open,
+            suppressed: false,
+            suppression_reason: None,
+        }
+    }
+
+    #[test]
+    fn json_shape_is_the_contract() {
+        let f = sample();
+        let v: serde_json::Value = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["start"], "2023-11-14T22:13:20.000Z");
+        assert!(v["end"].is_null());
+        assert_eq!(v["severity"], "high");
+        assert_eq!(v["status"], "open");
+        assert_eq!(v["account_id"], "012345678901");
+        let back: Finding = serde_json::from_value(v).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = finding_id("k", "1", "r", "s", 5);
+        assert_eq!(a, finding_id("k", "1", "r", "s", 5));
+        assert_ne!(a, finding_id("k", "1", "r", "s", 6));
+        assert_ne!(finding_id("ab", "c", "r", "s", 5), finding_id("a", "bc", "r", "s", 5));
+        assert!(Severity::Critical > Severity::Info);
+    }
+}

@@ -1,0 +1,374 @@
+//! API call-rate and error-rate anomalies per API (`source:name`) and per principal, enumeration
+//! (one principal touching many distinct APIs and being denied), and throttled calls.
+
+use serde::{Deserialize, Serialize};
+use trailwatch_core::finding::Severity;
+use trailwatch_core::time::EpochMillis;
+
+use super::{alpha_for, is_denial, Ctx};
+use crate::config::RateRule;
+use crate::event::ApiCall;
+use crate::stats::{hash_str, BoundedSet};
+use crate::window::{push_evidence, Contribs, Series, Subject, Tracker, Verdict, Windows, MINUTE};
+
+/// CloudTrail delivers about every 5 minutes: rates are counted per 5-minute window.
+pub const WIDTH: i64 = 5 * MINUTE;
+
+/// One 5-minute window of one API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiAgg {
+    pub calls: u64,
+    pub errors: u64,
+    pub top: Contribs,
+    pub err_top: Contribs,
+    pub evidence: Vec<String>,
+    pub err_evidence: Vec<String>,
+}
+
+/// One API in one account and region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub label: String,
+    pub calls: Series,
+    pub errors: Series,
+    pub win: Windows<ApiAgg>,
+    pub call_ep: Tracker,
+    pub err_ep: Tracker,
+    pub last_seen: EpochMillis,
+}
+
+impl ApiKey {
+    /// Counts a call (an error when `failed`, throttles excluded). False when it came too late.
+    pub fn observe(&mut self, a: &ApiCall, failed: bool) -> bool {
+        self.last_seen = self.last_seen.max(a.time);
+        let Some(agg) = self.win.at(a.time, WIDTH) else { return false };
+        agg.calls += 1;
+        agg.top.add("principal", &a.principal, 1);
+        agg.top.add("source_ip", &a.source_ip, 1);
+        agg.top.add("user_agent", &a.user_agent, 1);
+        push_evidence(&mut agg.evidence, &a.event_id);
+        if failed {
+            agg.errors += 1;
+            agg.err_top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
+            agg.err_top.add("principal", &a.principal, 1);
+            push_evidence(&mut agg.err_evidence, &a.event_id);
+        }
+        true
+    }
+
+    fn check(&mut self, ctx: &mut Ctx, w: EpochMillis, agg: &ApiAgg, factor: f64) -> (Verdict, Verdict) {
+        let b = &ctx.cfg.baseline;
+        let vc = self.calls.judge(w, agg.calls as f64, &ctx.cfg.api_call_rate, b, factor);
+        let ve = self.errors.judge(w, agg.errors as f64, &ctx.cfg.api_error_rate, b, factor);
+        let span = (w, w + WIDTH);
+        let close = if factor > 1.0 { u32::MAX } else { b.close_after_windows };
+        for (v, kind, tracker, top, ev) in [
+            (&vc, "api_call_rate", &mut self.call_ep, &agg.top, &agg.evidence),
+            (&ve, "api_error_rate", &mut self.err_ep, &agg.err_top, &agg.err_evidence),
+        ] {
+            if factor > 1.0 && (!v.anomalous || tracker.is_open()) {
+                continue;
+            }
+            let s = Subject { account: ctx.account, region: ctx.region, kind, subject: &self.label };
+            let fresh = !tracker.is_open();
+            let f = tracker.step(&s, span, v, close, |ep| {
+                ep.absorb(top, ev);
+                ep.severity = if v.observed >= 20.0 * v.expected.max(1.0) { Severity::High } else { Severity::Medium };
+                ep.detail = if kind == "api_call_rate" { "calls".into() } else { "failed calls".into() };
+            });
+            if v.anomalous && !fresh {
+                if let Some(ep) = tracker.episode_mut() {
+                    if ep.start != w {
+                        ep.absorb(top, ev);
+                    }
+                }
+            }
+            ctx.out.extend(f);
+        }
+        (vc, ve)
+    }
+
+    /// Closes windows the watermark has passed, judging and then learning each.
+    pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
+        let alpha = alpha_for(ctx.cfg.baseline.alpha, WIDTH);
+        let mut win = std::mem::take(&mut self.win);
+        win.finalize(final_before, WIDTH, |w, agg| {
+            let (vc, ve) = self.check(ctx, w, &agg, 1.0);
+            if !vc.anomalous {
+                self.calls.learn(w, vc.observed, alpha);
+            }
+            if !ve.anomalous {
+                self.errors.learn(w, ve.observed, alpha);
+            }
+        });
+        // Early: the newest open window may already be overwhelming.
+        if let Some((w, agg)) = win.latest().cloned() {
+            self.check(ctx, w, &agg, ctx.cfg.baseline.early_factor);
+        }
+        self.win = win;
+    }
+
+    pub fn busy(&self) -> bool {
+        self.call_ep.is_open() || self.err_ep.is_open()
+    }
+}
+
+/// Distinct APIs kept per principal window.
+const API_SET_CAP: usize = 512;
+
+/// One 5-minute window of one principal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrincipalAgg {
+    pub calls: u64,
+    pub denials: u64,
+    pub denied_apis: BoundedSet,
+    pub top: Contribs,
+    pub evidence: Vec<String>,
+    pub deny_top: Contribs,
+    pub deny_evidence: Vec<String>,
+}
+
+/// One principal in one account and region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrincipalKey {
+    pub label: String,
+    pub calls: Series,
+    /// Distinct denied APIs per enumeration window.
+    pub denied: Series,
+    pub win: Windows<PrincipalAgg>,
+    /// The last final windows, as many as the enumeration window spans.
+    pub recent: Vec<(EpochMillis, PrincipalAgg)>,
+    pub call_ep: Tracker,
+    pub enum_ep: Tracker,
+    pub last_seen: EpochMillis,
+}
+
+impl PrincipalKey {
+    pub fn observe(&mut self, a: &ApiCall, api: &str) -> bool {
+        self.last_seen = self.last_seen.max(a.time);
+        let Some(agg) = self.win.at(a.time, WIDTH) else { return false };
+        agg.calls += 1;
+        agg.top.add("api", api, 1);
+        agg.top.add("source_ip", &a.source_ip, 1);
+        push_evidence(&mut agg.evidence, &a.event_id);
+        if is_denial(a.error_code.as_deref()) {
+            agg.denials += 1;
+            agg.denied_apis.insert(hash_str(api), API_SET_CAP);
+            agg.deny_top.add("denied_api", api, 1);
+            agg.deny_top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
+            agg.deny_top.add("source_ip", &a.source_ip, 1);
+            agg.deny_top.add("user_agent", &a.user_agent, 1);
+            push_evidence(&mut agg.deny_evidence, &a.event_id);
+        }
+        true
+    }
+
+    /// Enumeration over `windows`: distinct denied APIs, denials, calls.
+    fn enumeration(windows: &[&PrincipalAgg]) -> (f64, f64, f64) {
+        let mut union = BoundedSet::default();
+        let (mut denials, mut calls) = (0u64, 0u64);
+        for a in windows {
+            for h in &a.denied_apis.items {
+                union.insert(*h, API_SET_CAP);
+            }
+            denials += a.denials;
+            calls += a.calls;
+        }
+        (union.len() as f64, denials as f64, calls as f64)
+    }
+
+    fn enum_verdict(&self, ctx: &Ctx, t: EpochMillis, windows: &[&PrincipalAgg], factor: f64) -> Verdict {
+        let r = &ctx.cfg.enumeration;
+        let (distinct, denials, calls) = Self::enumeration(windows);
+        let e = self.denied.expected(t, &ctx.cfg.baseline);
+        let z = crate::stats::zscore(distinct, &e);
+        // No history needed: a principal that appears and starts probing is the case in point.
+        let anomalous = distinct >= r.min_distinct_denied_apis as f64 * factor
+            && denials >= r.min_denials as f64 * factor
+            && denials >= r.min_denied_fraction * calls
+            && z >= r.z * factor;
+        Verdict { observed: distinct, expected: e.mean, z, anomalous }
+    }
+
+    fn report(
+        ctx: &mut Ctx,
+        tracker: &mut Tracker,
+        s: &Subject,
+        (span, v, close): ((i64, i64), &Verdict, u32),
+        aggs: &[&PrincipalAgg],
+        deny: bool,
+    ) {
+        let fresh = !tracker.is_open();
+        let f = tracker.step(s, span, v, close, |ep| {
+            for a in aggs {
+                if deny {
+                    ep.absorb(&a.deny_top, &a.deny_evidence);
+                } else {
+                    ep.absorb(&a.top, &a.evidence);
+                }
+            }
+            ep.severity = if deny { Severity::High } else { Severity::Medium };
+            ep.detail = if deny { "enumeration".into() } else { "calls".into() };
+        });
+        if v.anomalous && !fresh {
+            if let (Some(ep), Some(last)) = (tracker.episode_mut(), aggs.last()) {
+                if deny {
+                    ep.absorb(&last.deny_top, &last.deny_evidence);
+                } else {
+                    ep.absorb(&last.top, &last.evidence);
+                }
+            }
+        }
+        ctx.out.extend(f);
+    }
+
+    pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
+        let b = ctx.cfg.baseline.clone();
+        let rule: RateRule = ctx.cfg.principal_call_rate.clone();
+        let span_windows = (ctx.cfg.enumeration.window_minutes as i64 * MINUTE / WIDTH).max(1) as usize;
+        let alpha = alpha_for(b.alpha, WIDTH);
+        let mut win = std::mem::take(&mut self.win);
+        let label = self.label.clone();
+        win.finalize(final_before, WIDTH, |w, agg| {
+            let s = Subject { account: ctx.account, region: ctx.region, kind: "api_call_rate", subject: &label };
+            let vc = self.calls.judge(w, agg.calls as f64, &rule, &b, 1.0);
+            Self::report(ctx, &mut self.call_ep, &s, ((w, w + WIDTH), &vc, b.close_after_windows), &[&agg], false);
+            if !vc.anomalous {
+                self.calls.learn(w, vc.observed, alpha);
+            }
+            self.recent.push((w, agg));
+            let drop = self.recent.len().saturating_sub(span_windows);
+            self.recent.drain(..drop);
+            let aggs: Vec<&PrincipalAgg> = self.recent.iter().map(|(_, a)| a).collect();
+            let ve = self.enum_verdict(ctx, w, &aggs, 1.0);
+            // The episode starts with the first window of the span that saw denials.
+            let start = self.recent.iter().find(|(_, a)| a.denials > 0).map(|(s, _)| *s).unwrap_or(w);
+            let s = Subject { kind: "api_error_rate", ..s };
+            Self::report(ctx, &mut self.enum_ep, &s, ((start, w + WIDTH), &ve, b.close_after_windows), &aggs, true);
+            if !ve.anomalous {
+                self.denied.learn(w, ve.observed, alpha);
+            }
+        });
+        // Early: the final windows of the span plus the open ones.
+        if !self.enum_ep.is_open() && !win.open.is_empty() {
+            let mut aggs: Vec<&PrincipalAgg> = self.recent.iter().map(|(_, a)| a).collect();
+            aggs.extend(win.open.iter().map(|(_, a)| a));
+            let keep = aggs.len().saturating_sub(span_windows);
+            let aggs = &aggs[keep..];
+            let v = self.enum_verdict(ctx, win.open[0].0, aggs, b.early_factor);
+            if v.anomalous {
+                let start = self
+                    .recent
+                    .iter()
+                    .chain(win.open.iter())
+                    .find(|(_, a)| a.denials > 0)
+                    .map(|(s, _)| *s)
+                    .unwrap_or(win.open[0].0);
+                let end = win.open.last().map(|(s, _)| s + WIDTH).unwrap_or(start + WIDTH);
+                let s = Subject { account: ctx.account, region: ctx.region, kind: "api_error_rate", subject: &label };
+                Self::report(ctx, &mut self.enum_ep, &s, ((start, end), &v, u32::MAX), aggs, true);
+            }
+        }
+        self.win = win;
+    }
+
+    pub fn busy(&self) -> bool {
+        self.call_ep.is_open() || self.enum_ep.is_open()
+    }
+}
+
+/// One 5-minute window of throttles of one function or API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThrottleAgg {
+    /// Throttled calls in CloudTrail.
+    pub calls: u64,
+    /// `Throttles` from the metric stream (a sum over the window's datapoints).
+    pub metric: f64,
+    pub top: Contribs,
+    pub evidence: Vec<String>,
+}
+
+/// Throttles of one function (subject: its name) or one API (subject: `source:name`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThrottleKey {
+    pub label: String,
+    pub series: Series,
+    pub win: Windows<ThrottleAgg>,
+    pub ep: Tracker,
+    pub last_seen: EpochMillis,
+}
+
+impl ThrottleKey {
+    pub fn observe_call(&mut self, a: &ApiCall) -> bool {
+        self.last_seen = self.last_seen.max(a.time);
+        let Some(agg) = self.win.at(a.time, WIDTH) else { return false };
+        agg.calls += 1;
+        agg.top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
+        agg.top.add("principal", &a.principal, 1);
+        push_evidence(&mut agg.evidence, &a.event_id);
+        true
+    }
+
+    pub fn observe_metric(&mut self, t: EpochMillis, throttles: f64) -> bool {
+        self.last_seen = self.last_seen.max(t);
+        let Some(agg) = self.win.at(t, WIDTH) else { return false };
+        agg.metric += throttles;
+        true
+    }
+
+    /// `history` says whether the shard has enough history: a throttle key is born with its
+    /// first throttle, so its own history cannot tell.
+    pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis, history: bool) {
+        let b = ctx.cfg.baseline.clone();
+        let rule = ctx.cfg.throttling.clone();
+        let alpha = alpha_for(b.alpha, WIDTH);
+        let mut win = std::mem::take(&mut self.win);
+        let label = self.label.clone();
+        let judge = |series: &Series, w: EpochMillis, agg: &ThrottleAgg, factor: f64| {
+            let x = (agg.calls as f64).max(agg.metric);
+            let mut v = series.judge(w, x, &rule, &b, factor);
+            // The key's own history starts with its first throttle; the shard's history decides.
+            let e = series.expected(w, &b);
+            v.anomalous = history
+                && x >= rule.min_count * factor
+                && x >= rule.min_ratio * factor * e.mean.max(1e-9)
+                && v.z >= rule.z * factor;
+            v
+        };
+        let s = Subject { account: ctx.account, region: ctx.region, kind: "throttling", subject: &label };
+        win.finalize(final_before, WIDTH, |w, agg| {
+            let v = judge(&self.series, w, &agg, 1.0);
+            let fresh = !self.ep.is_open();
+            let f = self.ep.step(&s, (w, w + WIDTH), &v, b.close_after_windows, |ep| {
+                ep.absorb(&agg.top, &agg.evidence);
+                ep.severity = if v.observed >= 100.0 { Severity::High } else { Severity::Medium };
+            });
+            if v.anomalous && !fresh {
+                if let Some(ep) = self.ep.episode_mut() {
+                    if ep.start != w {
+                        ep.absorb(&agg.top, &agg.evidence);
+                    }
+                }
+            }
+            ctx.out.extend(f);
+            if !v.anomalous {
+                self.series.learn(w, v.observed, alpha);
+            }
+        });
+        if let Some((w, agg)) = win.latest().cloned() {
+            let v = judge(&self.series, w, &agg, b.early_factor);
+            if v.anomalous && !self.ep.is_open() {
+                let f = self.ep.step(&s, (w, w + WIDTH), &v, u32::MAX, |ep| {
+                    ep.absorb(&agg.top, &agg.evidence);
+                    ep.severity = Severity::High;
+                });
+                ctx.out.extend(f);
+            }
+        }
+        self.win = win;
+    }
+
+    pub fn busy(&self) -> bool {
+        self.ep.is_open()
+    }
+}

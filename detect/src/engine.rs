@@ -1,0 +1,398 @@
+//! The detect engine: routes each event to its account-region shard, drops duplicates, moves
+//! the shard's per-table watermarks, and closes windows when they are final.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use trailwatch_core::finding::Finding;
+use trailwatch_core::time::EpochMillis;
+
+use crate::config::DetectConfig;
+use crate::detectors::api::{ApiKey, PrincipalKey, ThrottleKey};
+use crate::detectors::lambda::FunctionKey;
+use crate::detectors::silence::{SourceWarning, TrailSilence};
+use crate::detectors::{is_throttle, Ctx};
+use crate::event::{ApiCall, Event, Table};
+use crate::stats::hash_parts;
+use crate::window::{window_start, DAY, HOUR, MINUTE};
+
+/// Bumped when the serialized state changes shape; older state is refused with a clear error
+/// rather than misread.
+pub const STATE_VERSION: u32 = 1;
+
+/// Keys of one detector in one shard, capped: beyond `max_keys` new keys are only counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Keyed<K> {
+    pub keys: HashMap<u64, K>,
+    /// Events of keys that could not be tracked because the cap was reached.
+    pub untracked: u64,
+}
+
+impl<K> Default for Keyed<K> {
+    fn default() -> Self {
+        Keyed { keys: HashMap::new(), untracked: 0 }
+    }
+}
+
+impl<K> Keyed<K> {
+    pub fn get_or_insert(&mut self, h: u64, max: usize, make: impl FnOnce() -> K) -> Option<&mut K> {
+        if !self.keys.contains_key(&h) {
+            if self.keys.len() >= max {
+                self.untracked += 1;
+                return None;
+            }
+            self.keys.insert(h, make());
+        }
+        self.keys.get_mut(&h)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Forgets keys last seen before `before`, unless `busy` (an episode is open).
+    pub fn evict(&mut self, before: EpochMillis, last_seen: impl Fn(&K) -> EpochMillis, busy: impl Fn(&K) -> bool) {
+        self.keys.retain(|_, k| busy(k) || last_seen(k) >= before);
+    }
+}
+
+/// Event ids seen recently, in 10-minute buckets of event time: duplicates (CloudTrail delivers
+/// some records twice; org and account trails overlap) are dropped, and memory stays bounded
+/// by pruning buckets older than the lateness allows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Dedup {
+    #[serde(with = "crate::state::u64_buckets")]
+    pub buckets: Vec<(EpochMillis, HashSet<u64>)>,
+}
+
+const DEDUP_BUCKET: i64 = 10 * MINUTE;
+
+impl Dedup {
+    /// Records `h` at `t`; true when it was seen before.
+    pub fn seen(&mut self, t: EpochMillis, h: u64) -> bool {
+        let b = window_start(t, DEDUP_BUCKET);
+        let i = match self.buckets.binary_search_by_key(&b, |(s, _)| *s) {
+            Ok(i) => i,
+            Err(i) => {
+                self.buckets.insert(i, (b, HashSet::new()));
+                i
+            }
+        };
+        !self.buckets[i].1.insert(h)
+    }
+
+    pub fn prune(&mut self, before: EpochMillis) {
+        self.buckets.retain(|(s, _)| s + DEDUP_BUCKET > before);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Counts a shard keeps about its input.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub events: u64,
+    pub duplicates: u64,
+    /// Events later than the allowed lateness: checked for novelty, not counted in windows.
+    pub too_late: u64,
+}
+
+/// All state of one account and region. Shards never share keys, so they can be stored and
+/// updated independently.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Shard {
+    pub version: u32,
+    pub account: String,
+    pub region: String,
+    /// The newest event time seen per table ([`Table`] order).
+    pub watermark: [Option<EpochMillis>; 3],
+    /// The oldest event time seen per table.
+    pub first: [Option<EpochMillis>; 3],
+    pub dedup: Dedup,
+    pub apis: Keyed<ApiKey>,
+    pub principals: Keyed<PrincipalKey>,
+    pub throttles: Keyed<ThrottleKey>,
+    pub functions: Keyed<FunctionKey>,
+    pub trail: TrailSilence,
+    pub no_data_events: SourceWarning,
+    pub no_logs: SourceWarning,
+    pub counters: Counters,
+}
+
+/// The lateness of a table, in ms.
+fn lateness(cfg: &DetectConfig, table: Table) -> i64 {
+    let l = &cfg.lateness;
+    MINUTE
+        * match table {
+            Table::CloudTrail => l.cloudtrail_minutes,
+            Table::Invocations => l.logs_minutes,
+            Table::Metrics => l.metrics_minutes,
+        } as i64
+}
+
+/// The earlier of two optional times; either alone when the other is missing.
+fn earlier(a: Option<EpochMillis>, b: Option<EpochMillis>) -> Option<EpochMillis> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+impl Shard {
+    pub fn new(account: &str, region: &str) -> Self {
+        Shard { version: STATE_VERSION, account: account.into(), region: region.into(), ..Default::default() }
+    }
+
+    /// Final-before time of a table: windows ending at or before it are final.
+    fn final_before(&self, cfg: &DetectConfig, table: Table) -> Option<EpochMillis> {
+        self.watermark[table as usize].map(|w| w - lateness(cfg, table))
+    }
+
+    pub fn observe(&mut self, cfg: &DetectConfig, out: &mut Vec<Finding>, ev: &Event) {
+        let t = ev.time();
+        let table = ev.table();
+        let ti = table as usize;
+        let wm = self.watermark[ti].map_or(t, |w| w.max(t));
+        let horizon = wm - lateness(cfg, table) - HOUR;
+        if t >= horizon && self.dedup.seen(t, ev.dedup_key()) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        self.counters.events += 1;
+        self.watermark[ti] = Some(wm);
+        self.first[ti] = Some(self.first[ti].map_or(t, |f| f.min(t)));
+        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+        let max = cfg.baseline.max_keys;
+        let counted = match ev {
+            Event::Api(a) => observe_api(
+                &mut ctx,
+                a,
+                (&mut self.apis, &mut self.principals, &mut self.throttles, &mut self.functions),
+                &mut self.trail,
+            ),
+            Event::Invocation(inv) => match self.functions.get_or_insert(hash_parts(&[&inv.function]), max, || {
+                FunctionKey { name: inv.function.clone(), ..Default::default() }
+            }) {
+                Some(f) => f.observe_invocation(&mut ctx, inv),
+                None => true,
+            },
+            Event::Metric(m) => match m.metric.as_str() {
+                "Throttles" if m.sum > 0.0 => {
+                    let h = hash_parts(&["fn", &m.function]);
+                    match self
+                        .throttles
+                        .get_or_insert(h, max, || ThrottleKey { label: m.function.clone(), ..Default::default() })
+                    {
+                        Some(k) => k.observe_metric(m.time, m.sum),
+                        None => true,
+                    }
+                }
+                "ConcurrentExecutions" => {
+                    if let Some(f) = self.functions.get_or_insert(hash_parts(&[&m.function]), max, || FunctionKey {
+                        name: m.function.clone(),
+                        ..Default::default()
+                    }) {
+                        f.observe_concurrency_metric(m.time, m.max);
+                    }
+                    true
+                }
+                _ => true,
+            },
+        };
+        if !counted {
+            self.counters.too_late += 1;
+        }
+    }
+
+    /// Closes final windows, fires early where the evidence is overwhelming, checks silence
+    /// against `clock` (the newest event time of the whole deployment) and evicts idle keys.
+    pub fn advance(&mut self, cfg: &DetectConfig, out: &mut Vec<Finding>, clock: Option<EpochMillis>) {
+        let ct_final = self.final_before(cfg, Table::CloudTrail);
+        let logs_final = earlier(self.final_before(cfg, Table::Invocations), self.final_before(cfg, Table::Metrics));
+        let throttle_final = earlier(ct_final, self.final_before(cfg, Table::Metrics));
+        let history = match (self.first[0], self.watermark[0]) {
+            (Some(f), Some(w)) => (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64,
+            _ => self.first[2]
+                .zip(self.watermark[2])
+                .is_some_and(|(f, w)| (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64),
+        };
+        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+        if let Some(fb) = ct_final {
+            for k in self.apis.keys.values_mut() {
+                k.advance(&mut ctx, fb);
+            }
+            for k in self.principals.keys.values_mut() {
+                k.advance(&mut ctx, fb);
+            }
+            self.trail.advance(&mut ctx, fb);
+        }
+        if let Some(fb) = throttle_final {
+            for k in self.throttles.keys.values_mut() {
+                k.advance(&mut ctx, fb, history);
+            }
+        }
+        let fn_final = logs_final.or(ct_final);
+        if let Some(fb) = fn_final {
+            let ctf = ct_final.unwrap_or(fb);
+            for k in self.functions.keys.values_mut() {
+                k.advance(&mut ctx, logs_final.unwrap_or(i64::MIN / 4), ctf);
+            }
+        }
+        if let Some(clock) = clock {
+            if self.watermark[0].is_some() {
+                self.trail.check(&mut ctx, clock - lateness(cfg, Table::CloudTrail));
+            }
+            let now = clock - lateness(cfg, Table::Invocations);
+            for k in self.functions.keys.values_mut() {
+                k.check_silence(&mut ctx, now);
+            }
+        }
+        // Missing sources, once CloudTrail has covered enough hours.
+        if let (Some(f), Some(w)) = (self.first[0], self.watermark[0]) {
+            if w - f >= cfg.log_silence.source_check_hours as i64 * HOUR && !self.functions.is_empty() {
+                let no_events = !self.functions.keys.values().any(|k| k.seen_invoke_events);
+                let no_logs = !self.functions.keys.values().any(|k| k.seen_in_logs);
+                self.no_data_events.update(
+                    &mut ctx,
+                    no_events,
+                    "source:lambda_data_events",
+                    "no Lambda Invoke data events in CloudTrail: enable Lambda data events on the trail so unusual invokers can be seen",
+                    w,
+                );
+                self.no_logs.update(
+                    &mut ctx,
+                    no_logs,
+                    "source:lambda_logs",
+                    "no Lambda REPORT lines: subscribe the functions' log groups (Firehose to the ingest bucket) so concurrency and timeouts can be watched",
+                    w,
+                );
+            }
+        }
+        // Bounded state: forget idle keys and old dedup buckets.
+        let newest = self.watermark.iter().flatten().max().copied();
+        if let Some(now) = newest {
+            let before = now - (cfg.baseline.key_ttl_days * DAY as f64) as i64;
+            self.apis.evict(before, |k| k.last_seen, ApiKey::busy);
+            self.principals.evict(before, |k| k.last_seen, PrincipalKey::busy);
+            self.throttles.evict(before, |k| k.last_seen, ThrottleKey::busy);
+            self.functions.evict(before, |k| k.last_seen, FunctionKey::busy);
+        }
+        let oldest_horizon = [Table::CloudTrail, Table::Invocations, Table::Metrics]
+            .iter()
+            .filter_map(|&t| self.watermark[t as usize].map(|w| w - lateness(cfg, t) - HOUR))
+            .min();
+        if let Some(h) = oldest_horizon {
+            self.dedup.prune(h);
+        }
+    }
+}
+
+fn observe_api(
+    ctx: &mut Ctx,
+    a: &ApiCall,
+    (apis, principals, throttles, functions): (
+        &mut Keyed<ApiKey>,
+        &mut Keyed<PrincipalKey>,
+        &mut Keyed<ThrottleKey>,
+        &mut Keyed<FunctionKey>,
+    ),
+    trail: &mut TrailSilence,
+) -> bool {
+    let max = ctx.cfg.baseline.max_keys;
+    let throttled = is_throttle(a.error_code.as_deref(), a.error_message.as_deref());
+    let failed = a.error_code.is_some() && !throttled;
+    let api = format!("{}:{}", a.source, a.name);
+    let mut counted = true;
+    if let Some(k) = apis
+        .get_or_insert(hash_parts(&[&a.source, &a.name]), max, || ApiKey { label: api.clone(), ..Default::default() })
+    {
+        counted &= k.observe(a, failed);
+    }
+    if let Some(k) = principals.get_or_insert(hash_parts(&[&a.principal]), max, || PrincipalKey {
+        label: a.principal.clone(),
+        ..Default::default()
+    }) {
+        counted &= k.observe(a, &api);
+    }
+    if throttled {
+        let (h, label) = match (&a.function, a.name.starts_with("Invoke")) {
+            (Some(f), true) => (hash_parts(&["fn", f]), f.clone()),
+            _ => (hash_parts(&["api", &api]), api.clone()),
+        };
+        if let Some(k) = throttles.get_or_insert(h, max, || ThrottleKey { label, ..Default::default() }) {
+            counted &= k.observe_call(a);
+        }
+    }
+    if let Some(f) = &a.function {
+        if a.error_code.is_none() || throttled {
+            if let Some(k) =
+                functions.get_or_insert(hash_parts(&[f]), max, || FunctionKey { name: f.clone(), ..Default::default() })
+            {
+                k.observe_call(ctx, a);
+            }
+        }
+    }
+    trail.observe(ctx, a);
+    counted
+}
+
+/// The whole deployment's detector state: one shard per account and region, and the newest
+/// event time seen anywhere (the clock silence is measured against).
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    pub shards: BTreeMap<(String, String), Shard>,
+    pub clock: Option<EpochMillis>,
+    findings: Vec<Finding>,
+}
+
+impl Engine {
+    pub fn new(shards: impl IntoIterator<Item = Shard>, clock: Option<EpochMillis>) -> Self {
+        Engine {
+            shards: shards.into_iter().map(|s| ((s.account.clone(), s.region.clone()), s)).collect(),
+            clock,
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn observe(&mut self, cfg: &DetectConfig, ev: &Event) {
+        let (account, region) = ev.shard();
+        self.clock = Some(self.clock.map_or(ev.time(), |c| c.max(ev.time())));
+        let shard = match self.shards.get_mut(&(account.to_string(), region.to_string())) {
+            Some(s) => s,
+            None => self
+                .shards
+                .entry((account.to_string(), region.to_string()))
+                .or_insert_with(|| Shard::new(account, region)),
+        };
+        shard.observe(cfg, &mut self.findings, ev);
+    }
+
+    /// Closes every final window of every shard.
+    pub fn advance(&mut self, cfg: &DetectConfig) {
+        for s in self.shards.values_mut() {
+            s.advance(cfg, &mut self.findings, self.clock);
+        }
+    }
+
+    /// The findings emitted so far, with suppressions applied.
+    pub fn take_findings(&mut self, cfg: &DetectConfig) -> Vec<Finding> {
+        let mut out = std::mem::take(&mut self.findings);
+        for f in &mut out {
+            if let Some(s) = cfg.suppression_for(f) {
+                f.suppressed = true;
+                f.suppression_reason = Some(format!("{} (until {})", s.reason, s.until));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,245 @@
+//! Lake Parquet files to detector events: only the columns detectors use are decoded.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use serde::Deserialize;
+
+use crate::event::{function_name, ApiCall, Event, Invocation, InvocationStatus, MetricPoint, Table};
+
+/// The account and region of a lake file, from its Hive path (`.../account_id=X/region=Y/...`).
+pub fn partition_of(key: &str) -> Option<(String, String, String)> {
+    let mut account = None;
+    let mut region = None;
+    let mut date = None;
+    for seg in key.split('/') {
+        if let Some(v) = seg.strip_prefix("account_id=") {
+            account = Some(v.to_string());
+        } else if let Some(v) = seg.strip_prefix("region=") {
+            region = Some(v.to_string());
+        } else if let Some(v) = seg.strip_prefix("date=") {
+            date = Some(v.to_string());
+        }
+    }
+    Some((account?, region?, date?))
+}
+
+const CLOUDTRAIL_COLS: &[&str] = &[
+    "event_time",
+    "event_source",
+    "event_name",
+    "error_code",
+    "error_message",
+    "user_identity",
+    "source_ip_address",
+    "user_agent",
+    "event_id",
+    "request_parameters",
+];
+const INVOCATION_COLS: &[&str] = &[
+    "function_name",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "billed_duration_ms",
+    "memory_size_mb",
+    "status",
+    "timeout_seconds",
+    "log_event_id",
+    "request_id",
+];
+const METRIC_COLS: &[&str] = &["metric_name", "dimensions", "timestamp", "value_sum", "value_max"];
+
+/// Metrics detectors use; other `AWS/Lambda` datapoints are not turned into events.
+const METRICS_USED: &[&str] = &["Throttles", "ConcurrentExecutions"];
+
+/// Reads one lake file of `table` into events for the shard `(account, region)`.
+pub fn read_file(data: Bytes, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| e.to_string())?;
+    let wanted = match table {
+        Table::CloudTrail => CLOUDTRAIL_COLS,
+        Table::Invocations => INVOCATION_COLS,
+        Table::Metrics => METRIC_COLS,
+    };
+    let schema = builder.schema().clone();
+    let mut roots = Vec::new();
+    for name in wanted {
+        roots.push(schema.index_of(name).map_err(|_| format!("no column {name}"))?);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        match table {
+            Table::CloudTrail => cloudtrail(&batch, account, region, out)?,
+            Table::Invocations => invocations(&batch, account, region, out)?,
+            Table::Metrics => metrics(&batch, account, region, out)?,
+        }
+    }
+    Ok(())
+}
+
+fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
+    b.column_by_name(name).ok_or_else(|| format!("no column {name}"))
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
+    col(b, name)?.as_string_opt::<i32>().ok_or_else(|| format!("column {name} is not a string"))
+}
+
+fn child<'a>(s: &'a StructArray, name: &str) -> Option<&'a StringArray> {
+    s.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())
+}
+
+fn get(a: Option<&StringArray>, i: usize) -> Option<&str> {
+    a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
+}
+
+/// What detectors read from Lambda's request parameters.
+#[derive(Deserialize)]
+struct LambdaParams<'a> {
+    #[serde(rename = "functionName", borrow, default)]
+    function_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    let time = col(b, "event_time")?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or("event_time is not a millisecond timestamp")?;
+    let source = strings(b, "event_source")?;
+    let name = strings(b, "event_name")?;
+    let err = strings(b, "error_code")?;
+    let msg = strings(b, "error_message")?;
+    let ip = strings(b, "source_ip_address")?;
+    let ua = strings(b, "user_agent")?;
+    let id = strings(b, "event_id")?;
+    let params = strings(b, "request_parameters")?;
+    let ui = col(b, "user_identity")?.as_struct_opt().ok_or("user_identity is not a struct")?;
+    let (ui_type, ui_arn, ui_acct, ui_by, ui_pid) = (
+        child(ui, "type"),
+        child(ui, "arn"),
+        child(ui, "account_id"),
+        child(ui, "invoked_by"),
+        child(ui, "principal_id"),
+    );
+    let issuer = ui
+        .column_by_name("session_context")
+        .and_then(|c| c.as_struct_opt())
+        .and_then(|sc| sc.column_by_name("session_issuer"))
+        .and_then(|c| c.as_struct_opt())
+        .and_then(|si| child(si, "arn"));
+    for i in 0..b.num_rows() {
+        if time.is_null(i) {
+            continue;
+        }
+        let ty = get(ui_type, i);
+        let principal = match (ty, get(issuer, i), get(ui_arn, i), get(ui_by, i)) {
+            (Some("AssumedRole"), Some(role), _, _) => role.to_string(),
+            (_, _, Some(arn), _) => arn.to_string(),
+            (_, _, _, Some(by)) => by.to_string(),
+            _ => format!("{}:{}", ty.unwrap_or("unknown"), get(ui_pid, i).unwrap_or("unknown")),
+        };
+        let src = get(Some(source), i).unwrap_or("");
+        let (mut function, mut function_timeout_s) = (None, None);
+        if src == "lambda.amazonaws.com" {
+            if let Some(p) = get(Some(params), i).and_then(|p| serde_json::from_str::<LambdaParams>(p).ok()) {
+                function = p.function_name.as_deref().map(|f| function_name(f).to_string());
+                function_timeout_s = p.timeout;
+            }
+        }
+        out.push(Event::Api(ApiCall {
+            time: time.value(i),
+            account: account.to_string(),
+            region: region.to_string(),
+            source: src.to_string(),
+            name: get(Some(name), i).unwrap_or("").to_string(),
+            error_code: get(Some(err), i).map(str::to_string),
+            error_message: get(Some(msg), i).map(str::to_string),
+            principal,
+            principal_account: get(ui_acct, i).map(str::to_string),
+            source_ip: get(Some(ip), i).unwrap_or("").to_string(),
+            user_agent: get(Some(ua), i).unwrap_or("").to_string(),
+            event_id: get(Some(id), i).unwrap_or("").to_string(),
+            function,
+            function_timeout_s,
+        }));
+    }
+    Ok(())
+}
+
+fn invocations(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    let ts = |n: &str| {
+        col(b, n)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| format!("{n} is not a timestamp"))
+    };
+    let f64s = |n: &str| col(b, n)?.as_primitive_opt::<Float64Type>().ok_or_else(|| format!("{n} is not a double"));
+    let i64s = |n: &str| col(b, n)?.as_primitive_opt::<Int64Type>().ok_or_else(|| format!("{n} is not a bigint"));
+    let (start, end) = (ts("start_time")?, ts("end_time")?);
+    let (dur, timeout) = (f64s("duration_ms")?, f64s("timeout_seconds")?);
+    let (billed, mem) = (i64s("billed_duration_ms")?, i64s("memory_size_mb")?);
+    let (func, status, leid, rid) =
+        (strings(b, "function_name")?, strings(b, "status")?, strings(b, "log_event_id")?, strings(b, "request_id")?);
+    for i in 0..b.num_rows() {
+        let Some(function) = get(Some(func), i) else { continue };
+        if end.is_null(i) {
+            continue;
+        }
+        let duration_ms = if dur.is_valid(i) { dur.value(i) } else { 0.0 };
+        out.push(Event::Invocation(Invocation {
+            start: if start.is_valid(i) { start.value(i) } else { end.value(i) },
+            end: end.value(i),
+            account: account.to_string(),
+            region: region.to_string(),
+            function: function.to_string(),
+            duration_ms,
+            billed_ms: if billed.is_valid(i) { billed.value(i) as f64 } else { duration_ms.ceil() },
+            memory_mb: if mem.is_valid(i) { mem.value(i) as f64 } else { 128.0 },
+            status: InvocationStatus::parse(get(Some(status), i).unwrap_or("unknown")),
+            timeout_s: timeout.is_valid(i).then(|| timeout.value(i)),
+            log_event_id: get(Some(leid), i).unwrap_or("").to_string(),
+            request_id: get(Some(rid), i).map(str::to_string),
+        }));
+    }
+    Ok(())
+}
+
+fn metrics(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    let name = strings(b, "metric_name")?;
+    let ts =
+        col(b, "timestamp")?.as_primitive_opt::<TimestampMillisecondType>().ok_or("timestamp is not a timestamp")?;
+    let sum = col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?;
+    let max = col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?;
+    let dims = col(b, "dimensions")?.as_map_opt().ok_or("dimensions is not a map")?;
+    for i in 0..b.num_rows() {
+        let Some(metric) = get(Some(name), i) else { continue };
+        if !METRICS_USED.contains(&metric) || ts.is_null(i) {
+            continue;
+        }
+        let entries = dims.value(i);
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_string::<i32>();
+        let function = (0..entries.len())
+            .find(|&j| keys.value(j) == "FunctionName" && values.is_valid(j))
+            .map(|j| values.value(j).to_string());
+        // Account-level datapoints (no dimensions) are not per function.
+        let Some(function) = function else { continue };
+        // A version or alias dimension would count the function twice.
+        if (0..entries.len()).any(|j| matches!(keys.value(j), "Resource" | "ExecutedVersion")) {
+            continue;
+        }
+        out.push(Event::Metric(MetricPoint {
+            time: ts.value(i),
+            account: account.to_string(),
+            region: region.to_string(),
+            metric: metric.to_string(),
+            function,
+            sum: if sum.is_valid(i) { sum.value(i) } else { 0.0 },
+            max: if max.is_valid(i) { max.value(i) } else { 0.0 },
+        }));
+    }
+    Ok(())
+}

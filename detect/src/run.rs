@@ -1,0 +1,227 @@
+//! One detect run over the lake: read the objects not read before, in event-time order, feed
+//! the engine, and hand back the findings and the state to commit.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use trailwatch_core::finding::Finding;
+use trailwatch_core::lake::{CLOUDTRAIL_TABLE, LAMBDA_INVOCATIONS_TABLE, LAMBDA_METRICS_TABLE};
+use trailwatch_core::store::{ObjectRef, ObjectSource};
+use trailwatch_core::time::{utc_date, EpochMillis};
+
+use crate::config::DetectConfig;
+use crate::engine::{Counters, Engine, STATE_VERSION};
+use crate::error::DetectError;
+use crate::event::{Event, Table};
+use crate::read::{partition_of, read_file};
+use crate::state::{Meta, StateStore};
+use crate::window::DAY;
+
+/// Lake partitions older than this (behind the clock) are not read again: their data is far
+/// past every window's lateness. History that old is learned with `trailwatch baseline`.
+pub const RETENTION_DAYS: i64 = 3;
+
+/// Where the lake is: a local folder (`bucket` empty, `prefix` its path) or an S3 prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeLocation {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl LakeLocation {
+    fn table_prefix(&self, table: &str) -> String {
+        let p = self.prefix.trim_end_matches('/');
+        if p.is_empty() {
+            format!("{table}/")
+        } else {
+            format!("{p}/{table}/")
+        }
+    }
+
+    /// The key relative to the lake root, as the manifest records it.
+    fn relative<'k>(&self, key: &'k str) -> &'k str {
+        let p = self.prefix.trim_end_matches('/');
+        key.strip_prefix(p).map(|k| k.trim_start_matches('/')).unwrap_or(key)
+    }
+}
+
+/// A lake file to read.
+#[derive(Debug, Clone)]
+struct LakeFile {
+    obj: ObjectRef,
+    rel: String,
+    version: String,
+    table: Table,
+    account: String,
+    region: String,
+    date: String,
+}
+
+/// What a run did, and the state to commit once its findings are safely out.
+#[derive(Debug)]
+pub struct DetectRun {
+    pub files_read: u64,
+    /// Files already read by an earlier run (same key and version) or too old to matter.
+    pub files_unchanged: u64,
+    /// Files that could not be read: (uri, reason). They are not recorded as read, so the next
+    /// run tries them again.
+    pub files_failed: Vec<(String, String)>,
+    pub counters: Counters,
+    pub findings: Vec<Finding>,
+    engine: Engine,
+    meta: Meta,
+}
+
+impl DetectRun {
+    /// Saves the state: every shard, then the manifest and clock. Call it after the findings
+    /// were delivered: a crash before it re-reads the same objects next time and emits the same
+    /// findings (same ids) again, rather than losing them.
+    pub fn commit(self, store: &dyn StateStore) -> Result<(), DetectError> {
+        for s in self.engine.shards.values() {
+            store.save_shard(s)?;
+        }
+        store.save_meta(&self.meta)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.engine.shards.len()
+    }
+}
+
+fn version_of(obj: &ObjectRef) -> String {
+    match &obj.etag {
+        Some(e) => e.trim_matches('"').to_string(),
+        None => format!("{}-{}", obj.size.unwrap_or(0), obj.modified_ms.unwrap_or(0)),
+    }
+}
+
+/// Reads the lake's new objects and runs every detector over them.
+pub fn detect_lake(
+    src: &dyn ObjectSource,
+    lake: &LakeLocation,
+    store: &dyn StateStore,
+    cfg: &DetectConfig,
+) -> Result<DetectRun, DetectError> {
+    let mut meta = store.load_meta()?;
+    meta.version = STATE_VERSION;
+    let shards = store.load_shards()?;
+    let mut engine = Engine::new(shards, meta.clock);
+    let oldest = meta.clock.map(|c| utc_date(c - RETENTION_DAYS * DAY));
+
+    let mut run = DetectRun {
+        files_read: 0,
+        files_unchanged: 0,
+        files_failed: vec![],
+        counters: Counters::default(),
+        findings: vec![],
+        engine: Engine::default(),
+        meta: Meta::default(),
+    };
+    let mut by_date: BTreeMap<String, Vec<LakeFile>> = BTreeMap::new();
+    for (name, table) in [
+        (CLOUDTRAIL_TABLE, Table::CloudTrail),
+        (LAMBDA_INVOCATIONS_TABLE, Table::Invocations),
+        (LAMBDA_METRICS_TABLE, Table::Metrics),
+    ] {
+        let listed = match src.list(&lake.bucket, &lake.table_prefix(name)) {
+            Ok(l) => l,
+            // A lake without this table yet (a local folder that does not exist).
+            Err(e) if !e.retryable && lake.bucket.is_empty() => {
+                tracing::debug!("no {name} table: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for obj in listed {
+            if !obj.key.ends_with(".parquet") {
+                continue;
+            }
+            let rel = lake.relative(&obj.key).to_string();
+            let Some((account, region, date)) = partition_of(&rel) else { continue };
+            let version = version_of(&obj);
+            if meta.manifest.get(&rel) == Some(&version) || oldest.as_ref().is_some_and(|o| &date < o) {
+                run.files_unchanged += 1;
+                continue;
+            }
+            by_date.entry(date.clone()).or_default().push(LakeFile { obj, rel, version, table, account, region, date });
+        }
+    }
+
+    let before: Counters = total(&engine);
+    for (_, files) in by_date {
+        let mut events: Vec<Event> = Vec::new();
+        for f in files {
+            match read_one(src, &f, &mut events) {
+                Ok(()) => {
+                    run.files_read += 1;
+                    meta.manifest.insert(f.rel.clone(), f.version.clone());
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    run.files_failed.push((f.obj.uri(), e.to_string()));
+                }
+            }
+        }
+        // Event-time order within the day; files of one day arrive in any order.
+        events.sort_by_key(Event::time);
+        for (i, ev) in events.iter().enumerate() {
+            engine.observe(cfg, ev);
+            // Close windows as time moves, so findings come out in time order.
+            if i % 50_000 == 49_999 {
+                engine.advance(cfg);
+            }
+        }
+        engine.advance(cfg);
+    }
+    let after = total(&engine);
+    run.counters = Counters {
+        events: after.events - before.events,
+        duplicates: after.duplicates - before.duplicates,
+        too_late: after.too_late - before.too_late,
+    };
+    let mut findings = engine.take_findings(cfg);
+    findings.sort_by(|a, b| {
+        (a.start, &a.kind, &a.subject, a.status as u8).cmp(&(b.start, &b.kind, &b.subject, b.status as u8))
+    });
+    run.findings = findings;
+    meta.clock = engine.clock;
+    if let Some(c) = engine.clock {
+        let oldest = utc_date(c - RETENTION_DAYS * DAY);
+        meta.manifest.retain(|k, _| partition_of(k).is_some_and(|(_, _, d)| d >= oldest));
+    }
+    run.engine = engine;
+    run.meta = meta;
+    Ok(run)
+}
+
+fn total(e: &Engine) -> Counters {
+    let mut c = Counters::default();
+    for s in e.shards.values() {
+        c.events += s.counters.events;
+        c.duplicates += s.counters.duplicates;
+        c.too_late += s.counters.too_late;
+    }
+    c
+}
+
+fn read_one(src: &dyn ObjectSource, f: &LakeFile, out: &mut Vec<Event>) -> Result<(), DetectError> {
+    let body = src.open(&f.obj)?;
+    let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
+    let mut reader = body.reader;
+    reader.read_to_end(&mut buf).map_err(|e| {
+        DetectError::Store(trailwatch_core::store::StoreError {
+            op: "read",
+            uri: f.obj.uri(),
+            message: e.to_string(),
+            retryable: true,
+        })
+    })?;
+    let _ = &f.date;
+    read_file(bytes::Bytes::from(buf), f.table, &f.account, &f.region, out)
+        .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })
+}
+
+/// The newest event time a run has seen (for tests and reports).
+pub fn clock_of(run: &DetectRun) -> Option<EpochMillis> {
+    run.meta.clock
+}

@@ -1,0 +1,162 @@
+//! Where detector state lives between runs and invocations: a manifest of the lake objects
+//! already read, the deployment's clock, and one file per account-region shard, each
+//! versioned JSON compressed with zstd.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use trailwatch_core::time::EpochMillis;
+
+use crate::engine::{Shard, STATE_VERSION};
+use crate::error::DetectError;
+
+/// What detect remembers besides the shards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub version: u32,
+    /// The newest event time seen anywhere.
+    pub clock: Option<EpochMillis>,
+    /// Lake key -> the version read (ETag, or size and modification time), so a run reads only
+    /// new or changed objects. Entries of partitions older than the retention are pruned.
+    pub manifest: BTreeMap<String, String>,
+}
+
+/// A place to keep detect's state.
+pub trait StateStore {
+    fn load_meta(&self) -> Result<Meta, DetectError>;
+    fn save_meta(&self, meta: &Meta) -> Result<(), DetectError>;
+    fn load_shards(&self) -> Result<Vec<Shard>, DetectError>;
+    fn save_shard(&self, shard: &Shard) -> Result<(), DetectError>;
+}
+
+/// Serializes a shard: JSON, zstd-compressed.
+pub fn encode_shard(shard: &Shard) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(shard).map_err(|e| e.to_string())?;
+    zstd::encode_all(&json[..], 3).map_err(|e| e.to_string())
+}
+
+/// Reads a shard written by [`encode_shard`], refusing other versions.
+pub fn decode_shard(bytes: &[u8]) -> Result<Shard, String> {
+    let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version != STATE_VERSION as u64 {
+        return Err(format!("state version {version}, this build reads {STATE_VERSION}: remove it to start afresh"));
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// State in a local folder: `meta.json` and `shards/<account>_<region>.json.zst`. Files are
+/// written to a temporary name and renamed, so a crash never leaves half a file.
+#[derive(Debug, Clone)]
+pub struct DirState {
+    root: PathBuf,
+}
+
+impl DirState {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirState { root: root.into() }
+    }
+
+    fn err(&self, path: &Path, e: impl std::fmt::Display) -> DetectError {
+        DetectError::State { location: path.display().to_string(), message: e.to_string(), retryable: false }
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), DetectError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| self.err(dir, e))?;
+        }
+        let tmp = path.with_extension("partial");
+        let mut f = fs::File::create(&tmp).map_err(|e| self.err(&tmp, e))?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| self.err(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| self.err(path, e))
+    }
+}
+
+impl StateStore for DirState {
+    fn load_meta(&self) -> Result<Meta, DetectError> {
+        let p = self.root.join("meta.json");
+        match fs::read(&p) {
+            Ok(b) => {
+                let m: Meta = serde_json::from_slice(&b).map_err(|e| self.err(&p, e))?;
+                if m.version != STATE_VERSION {
+                    return Err(self.err(&p, format!("state version {}, this build reads {STATE_VERSION}", m.version)));
+                }
+                Ok(m)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Meta { version: STATE_VERSION, ..Meta::default() })
+            }
+            Err(e) => Err(self.err(&p, e)),
+        }
+    }
+
+    fn save_meta(&self, meta: &Meta) -> Result<(), DetectError> {
+        let p = self.root.join("meta.json");
+        let b = serde_json::to_vec_pretty(meta).map_err(|e| self.err(&p, e))?;
+        self.write_atomic(&p, &b)
+    }
+
+    fn load_shards(&self) -> Result<Vec<Shard>, DetectError> {
+        let dir = self.root.join("shards");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(self.err(&dir, e)),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".json.zst"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| fs::read(p).map_err(|e| self.err(p, e)).and_then(|b| decode_shard(&b).map_err(|e| self.err(p, e))))
+            .collect()
+    }
+
+    fn save_shard(&self, shard: &Shard) -> Result<(), DetectError> {
+        let p = self.root.join("shards").join(format!("{}_{}.json.zst", shard.account, shard.region));
+        let b = encode_shard(shard).map_err(|e| self.err(&p, e))?;
+        self.write_atomic(&p, &b)
+    }
+}
+
+/// Serde for dedup buckets: each set of u64 ids as base64 of its sorted little-endian bytes,
+/// about a third the size of a JSON array of numbers.
+pub mod u64_buckets {
+    use super::*;
+    use base64::Engine as _;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+    pub fn serialize<S: serde::Serializer>(v: &[(EpochMillis, HashSet<u64>)], s: S) -> Result<S::Ok, S::Error> {
+        let out: Vec<(EpochMillis, String)> = v
+            .iter()
+            .map(|(t, set)| {
+                let mut ids: Vec<u64> = set.iter().copied().collect();
+                ids.sort_unstable();
+                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+                (*t, B64.encode(bytes))
+            })
+            .collect();
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(EpochMillis, HashSet<u64>)>, D::Error> {
+        let raw: Vec<(EpochMillis, String)> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|(t, s)| {
+                let bytes = B64.decode(s.as_bytes()).map_err(serde::de::Error::custom)?;
+                if bytes.len() % 8 != 0 {
+                    return Err(serde::de::Error::custom("dedup bucket is not a whole number of ids"));
+                }
+                let set = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                Ok((t, set))
+            })
+            .collect()
+    }
+}

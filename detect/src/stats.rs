@@ -1,0 +1,376 @@
+//! Streaming statistics with bounded memory: exponentially weighted moments, a seasonal profile,
+//! heavy hitters, bounded distinct sets, a log-bucketed quantile sketch and interval peaks.
+//!
+//! Each is checked against a batch recomputation in the property tests below.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A fast, stable 64-bit hash of a string (FNV-1a): stable across runs and builds, so hashes
+/// kept in serialized state keep meaning the same value.
+pub fn hash_str(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    // A final avalanche, so short strings spread over the whole range.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// Hash of several parts, length-prefixed so `("ab","c")` and `("a","bc")` differ; stable like
+/// [`hash_str`].
+pub fn hash_parts(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in (p.len() as u32).to_le_bytes().iter().chain(p.as_bytes()) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// Mean and variance of a series: exact (Welford) for the first `1/alpha` observations, then
+/// exponentially weighted with `alpha`, so a baseline follows slow drift but one spike barely
+/// moves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub n: u32,
+    pub mean: f64,
+    pub var: f64,
+}
+
+impl Moments {
+    pub fn observe(&mut self, x: f64, alpha: f64) {
+        self.n = self.n.saturating_add(1);
+        let w = (1.0 / self.n as f64).max(alpha);
+        let d = x - self.mean;
+        self.mean += w * d;
+        // West's weighted update: for w = 1/n this is Welford's population variance.
+        self.var = (1.0 - w) * (self.var + w * d * d);
+    }
+}
+
+/// Slots of a week: 24 hours of a weekday and 24 of a weekend day. Weekly shape without 168 slots,
+/// so two weeks of history give every slot many observations.
+pub const SLOTS: usize = 48;
+
+/// The seasonal slot of an event time: hour of day, weekday or weekend (UTC).
+pub fn slot(t_ms: i64) -> usize {
+    let day = t_ms.div_euclid(86_400_000);
+    let hour = (t_ms.rem_euclid(86_400_000) / 3_600_000) as usize;
+    // 1970-01-01 was a Thursday: day 0 -> Thursday, so (day + 3) % 7 is 0 for Monday.
+    let weekend = (day + 3).rem_euclid(7) >= 5;
+    hour + if weekend { 24 } else { 0 }
+}
+
+/// A seasonal baseline: moments per [`slot`], plus overall moments to fall back on while a
+/// slot has little history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seasonal {
+    pub all: Moments,
+    pub slots: Vec<Moments>,
+}
+
+impl Default for Seasonal {
+    fn default() -> Self {
+        Seasonal { all: Moments::default(), slots: vec![Moments::default(); SLOTS] }
+    }
+}
+
+/// What a baseline expects at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    pub mean: f64,
+    pub var: f64,
+    /// Observations behind the estimate.
+    pub n: u32,
+}
+
+impl Seasonal {
+    pub fn observe(&mut self, t_ms: i64, x: f64, alpha: f64) {
+        self.all.observe(x, alpha);
+        if let Some(s) = self.slots.get_mut(slot(t_ms)) {
+            s.observe(x, alpha);
+        }
+    }
+
+    /// The slot's estimate, blended with the overall one until the slot has `full` observations.
+    pub fn expected(&self, t_ms: i64, full: u32) -> Expected {
+        let s = self.slots.get(slot(t_ms)).copied().unwrap_or_default();
+        let w = (s.n as f64 / full.max(1) as f64).min(1.0);
+        let mean = w * s.mean + (1.0 - w) * self.all.mean;
+        let var = w * s.var + (1.0 - w) * self.all.var;
+        Expected { mean, var, n: self.all.n }
+    }
+}
+
+/// How far `x` is above what was expected, in standard deviations. Counts are at least Poisson
+/// noisy, so the variance is never taken below the mean (nor below 1).
+pub fn zscore(x: f64, e: &Expected) -> f64 {
+    (x - e.mean) / e.var.max(e.mean).max(1.0).sqrt()
+}
+
+/// Heavy hitters (Space-Saving): at most `k` values with counts that overestimate by at most
+/// N/k, and every value with more than N/k occurrences is present.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopK {
+    pub items: Vec<(String, u64)>,
+}
+
+impl TopK {
+    pub fn add(&mut self, value: &str, k: usize, by: u64) {
+        if let Some(item) = self.items.iter_mut().find(|(v, _)| v == value) {
+            item.1 += by;
+            return;
+        }
+        if self.items.len() < k {
+            self.items.push((value.to_string(), by));
+            return;
+        }
+        if let Some(min) = self.items.iter_mut().min_by_key(|(_, c)| *c) {
+            min.0.clear();
+            min.0.push_str(value);
+            min.1 += by;
+        }
+    }
+
+    pub fn merge(&mut self, other: &TopK, k: usize) {
+        for (v, c) in &other.items {
+            self.add(v, k, *c);
+        }
+    }
+
+    /// Values by descending count.
+    pub fn sorted(&self) -> Vec<(String, u64)> {
+        let mut v = self.items.clone();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+}
+
+/// A set of value hashes that stops growing at `cap`: an attacker spraying values cannot grow
+/// it, and `is_full` says when "never seen" stopped meaning anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundedSet {
+    pub items: HashSet<u64>,
+}
+
+impl BoundedSet {
+    pub fn contains(&self, h: u64) -> bool {
+        self.items.contains(&h)
+    }
+
+    /// Adds `h`; returns true when it was not there before (and there was room).
+    pub fn insert(&mut self, h: u64, cap: usize) -> bool {
+        if self.items.len() >= cap {
+            return false;
+        }
+        self.items.insert(h)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn is_full(&self, cap: usize) -> bool {
+        self.items.len() >= cap
+    }
+}
+
+/// Bucket boundaries grow by 2^(1/8) (about 9%): quantiles come out within that relative error.
+const BUCKETS_PER_OCTAVE: f64 = 8.0;
+/// Covers 0.01 ms .. about 12 days, far more than Lambda's 15 minutes.
+const HIST_BUCKETS: usize = 8 * 37;
+const HIST_MIN: f64 = 0.01;
+
+/// A log-bucketed histogram of positive values (durations in ms): fixed memory, mergeable,
+/// quantiles within ~9% relative error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogHistogram {
+    /// Sparse (bucket, count), sorted by bucket.
+    pub buckets: Vec<(u16, u32)>,
+    pub count: u64,
+}
+
+fn bucket_of(x: f64) -> u16 {
+    if x <= HIST_MIN {
+        return 0;
+    }
+    (((x / HIST_MIN).log2() * BUCKETS_PER_OCTAVE).floor() as usize).min(HIST_BUCKETS - 1) as u16
+}
+
+/// The geometric middle of a bucket.
+fn bucket_value(b: u16) -> f64 {
+    HIST_MIN * 2f64.powf((b as f64 + 0.5) / BUCKETS_PER_OCTAVE)
+}
+
+impl LogHistogram {
+    pub fn add(&mut self, x: f64) {
+        let b = bucket_of(x);
+        match self.buckets.binary_search_by_key(&b, |(k, _)| *k) {
+            Ok(i) => self.buckets[i].1 += 1,
+            Err(i) => self.buckets.insert(i, (b, 1)),
+        }
+        self.count += 1;
+    }
+
+    /// The value at quantile `q` (0..=1), or None when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (b, c) in &self.buckets {
+            seen += *c as u64;
+            if seen >= rank {
+                return Some(bucket_value(*b));
+            }
+        }
+        self.buckets.last().map(|(b, _)| bucket_value(*b))
+    }
+}
+
+/// The most intervals overlapping at any instant of `[from, to)`. Intervals are half-open
+/// `[start, end)` in ms; an invocation ending exactly when another starts does not overlap it.
+pub fn peak_overlap(intervals: &[(i64, i64)], from: i64, to: i64) -> u32 {
+    let mut edges: Vec<(i64, i32)> = Vec::with_capacity(intervals.len() * 2);
+    for &(s, e) in intervals {
+        let (s, e) = (s.max(from), e.min(to));
+        if s < e {
+            edges.push((s, 1));
+            edges.push((e, -1));
+        }
+    }
+    // Ends sort before starts at the same instant.
+    edges.sort_unstable();
+    let (mut cur, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        cur += d;
+        peak = peak.max(cur);
+    }
+    peak as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn slots_know_the_week() {
+        // 2026-01-05 is a Monday; 2026-01-10 a Saturday.
+        let monday = crate::tests_support::t("2026-01-05T03:30:00Z");
+        assert_eq!(slot(monday), 3);
+        assert_eq!(slot(crate::tests_support::t("2026-01-10T23:59:00Z")), 47);
+        assert_eq!(slot(crate::tests_support::t("2026-01-09T23:59:00Z")), 23);
+    }
+
+    #[test]
+    fn peak_counts_overlap_not_touching() {
+        assert_eq!(peak_overlap(&[(0, 10), (10, 20)], 0, 60), 1);
+        assert_eq!(peak_overlap(&[(0, 10), (5, 20), (6, 7)], 0, 60), 3);
+        assert_eq!(peak_overlap(&[(0, 10), (5, 20)], 12, 60), 1);
+        assert_eq!(peak_overlap(&[], 0, 60), 0);
+    }
+
+    proptest! {
+        /// While n <= 1/alpha the moments are the exact batch mean and population variance.
+        #[test]
+        fn moments_match_batch_while_exact(xs in prop::collection::vec(0.0f64..1e4, 1..50)) {
+            let mut m = Moments::default();
+            for &x in &xs { m.observe(x, 0.01); }
+            let n = xs.len() as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+            prop_assert!((m.mean - mean).abs() <= 1e-6 * mean.abs().max(1.0));
+            prop_assert!((m.var - var).abs() <= 1e-6 * var.max(1.0));
+        }
+
+        /// After warm-up the mean is the exponentially weighted mean, recomputed in one batch.
+        #[test]
+        fn moments_match_batch_ewma(xs in prop::collection::vec(0.0f64..1e3, 11..200)) {
+            let alpha = 0.1;
+            let mut m = Moments::default();
+            for &x in &xs { m.observe(x, alpha); }
+            // Batch: exact mean of the first 10, then weights (1-alpha)^k.
+            let head = &xs[..10];
+            let mut mean = head.iter().sum::<f64>() / 10.0;
+            for &x in &xs[10..] { mean = (1.0 - alpha) * mean + alpha * x; }
+            prop_assert!((m.mean - mean).abs() <= 1e-6 * mean.abs().max(1.0));
+        }
+
+        /// Each seasonal slot holds the batch mean of the values observed in that slot.
+        #[test]
+        fn seasonal_slots_match_batch(obs in prop::collection::vec((0i64..14 * 86_400_000, 0.0f64..100.0), 1..300)) {
+            let mut s = Seasonal::default();
+            for &(t, x) in &obs { s.observe(t, x, 0.0); }
+            for k in 0..SLOTS {
+                let xs: Vec<f64> = obs.iter().filter(|(t, _)| slot(*t) == k).map(|o| o.1).collect();
+                prop_assert_eq!(s.slots[k].n as usize, xs.len());
+                if !xs.is_empty() {
+                    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                    prop_assert!((s.slots[k].mean - mean).abs() < 1e-6);
+                }
+            }
+        }
+
+        /// Space-Saving's guarantees against exact counts.
+        #[test]
+        fn topk_keeps_heavy_hitters(vals in prop::collection::vec(0u8..30, 1..400)) {
+            let k = 8;
+            let mut t = TopK::default();
+            for v in &vals { t.add(&v.to_string(), k, 1); }
+            let n = vals.len() as u64;
+            let mut exact = std::collections::HashMap::new();
+            for v in &vals { *exact.entry(v.to_string()).or_insert(0u64) += 1; }
+            for (v, c) in &exact {
+                let got = t.items.iter().find(|(x, _)| x == v).map(|x| x.1);
+                if *c > n / k as u64 { prop_assert!(got.is_some(), "{} with {} missing", v, c); }
+                if let Some(g) = got { prop_assert!(g >= *c && g <= c + n / k as u64 + 1); }
+            }
+            prop_assert_eq!(t.items.iter().map(|x| x.1).sum::<u64>(), n);
+        }
+
+        /// Quantiles within the bucket's relative error of the exact order statistic.
+        #[test]
+        fn histogram_quantiles_close_to_exact(xs in prop::collection::vec(0.05f64..900_000.0, 1..500), q in 0.0f64..1.0) {
+            let mut h = LogHistogram::default();
+            for &x in &xs { h.add(x); }
+            let mut s = xs.clone();
+            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let rank = ((q * s.len() as f64).ceil() as usize).max(1);
+            let exact = s[rank - 1];
+            let got = h.quantile(q).unwrap();
+            prop_assert!((got / exact - 1.0).abs() <= 0.1, "q {} exact {} got {}", q, exact, got);
+        }
+
+        /// The sweep agrees with counting overlaps at every millisecond.
+        #[test]
+        fn peak_matches_brute_force(iv in prop::collection::vec((0i64..200, 1i64..80), 0..30)) {
+            let intervals: Vec<(i64, i64)> = iv.iter().map(|&(s, d)| (s, s + d)).collect();
+            let brute = (0..300).map(|t| intervals.iter().filter(|&&(s, e)| s <= t && t < e).count() as u32).max().unwrap_or(0);
+            prop_assert_eq!(peak_overlap(&intervals, 0, 300), brute);
+        }
+
+        #[test]
+        fn bounded_set_is_exact_below_cap(hs in prop::collection::vec(0u64..100, 0..200)) {
+            let mut b = BoundedSet::default();
+            for h in &hs { b.insert(*h, 40); }
+            let exact: HashSet<u64> = hs.iter().copied().collect();
+            prop_assert_eq!(b.len(), exact.len().min(40));
+            prop_assert!(b.items.is_subset(&exact));
+        }
+    }
+}

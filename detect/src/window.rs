@@ -1,0 +1,394 @@
+//! The machinery every detector shares: event-time windows that close on a watermark, seasonal
+//! series that judge a window against its baseline, and episodes that turn a run of anomalous
+//! windows into one `open` and one `closed` finding with the same id.
+
+use serde::{Deserialize, Serialize};
+use trailwatch_core::finding::{finding_id, Contributor, Finding, Severity, Status};
+use trailwatch_core::time::EpochMillis;
+
+use crate::config::{Baseline, RateRule};
+use crate::stats::{zscore, Expected, Seasonal, TopK};
+
+pub const MINUTE: i64 = 60_000;
+pub const HOUR: i64 = 60 * MINUTE;
+pub const DAY: i64 = 24 * HOUR;
+
+/// At most this many empty windows are replayed into a baseline after a key was idle; beyond
+/// it, older empty windows are skipped (two weeks of 5-minute windows).
+const MAX_GAP_WINDOWS: i64 = 4032;
+
+/// The start of the window of `width` holding `t`.
+pub fn window_start(t: EpochMillis, width: i64) -> EpochMillis {
+    t.div_euclid(width) * width
+}
+
+/// A key's windows that may still change: each holds an aggregate of type `A`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Windows<A> {
+    /// The first window not yet final; `None` before the first event.
+    pub next: Option<EpochMillis>,
+    /// Open windows, sorted by start.
+    pub open: Vec<(EpochMillis, A)>,
+}
+
+impl<A> Default for Windows<A> {
+    fn default() -> Self {
+        Windows { next: None, open: Vec::new() }
+    }
+}
+
+impl<A: Default> Windows<A> {
+    /// The aggregate of the window holding `t`, or `None` when that window is already final (the
+    /// event is later than the allowed lateness).
+    pub fn at(&mut self, t: EpochMillis, width: i64) -> Option<&mut A> {
+        let w = window_start(t, width);
+        match self.next {
+            Some(n) if w < n => return None,
+            None => self.next = Some(w),
+            _ => {}
+        }
+        let i = match self.open.binary_search_by_key(&w, |(s, _)| *s) {
+            Ok(i) => i,
+            Err(i) => {
+                self.open.insert(i, (w, A::default()));
+                i
+            }
+        };
+        Some(&mut self.open[i].1)
+    }
+
+    /// Hands every window that ends at or before `final_before` to `f`, in order, with an empty
+    /// aggregate for windows that saw nothing (a quiet window is data too).
+    pub fn finalize(&mut self, final_before: EpochMillis, width: i64, mut f: impl FnMut(EpochMillis, A)) {
+        let Some(mut next) = self.next else { return };
+        let mut open = std::mem::take(&mut self.open).into_iter().peekable();
+        while next + width <= final_before {
+            let agg = match open.peek() {
+                Some((s, _)) if *s == next => open.next().map(|(_, a)| a).unwrap_or_default(),
+                peeked => {
+                    // A long idle gap: replay at most MAX_GAP_WINDOWS empty windows of it.
+                    let target = peeked.map_or(window_start(final_before, width), |(s, _)| *s);
+                    if target - next > MAX_GAP_WINDOWS * width {
+                        next = target - MAX_GAP_WINDOWS * width;
+                    }
+                    A::default()
+                }
+            };
+            f(next, agg);
+            next += width;
+        }
+        self.open = open.collect();
+        self.next = Some(next);
+    }
+
+    /// The most recent open window.
+    pub fn latest(&self) -> Option<&(EpochMillis, A)> {
+        self.open.last()
+    }
+}
+
+/// A seasonal series of one number per window, and since when it has history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Series {
+    pub base: Seasonal,
+    pub first: Option<EpochMillis>,
+}
+
+/// A window judged against its baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    pub observed: f64,
+    pub expected: f64,
+    pub z: f64,
+    pub anomalous: bool,
+}
+
+impl Series {
+    pub fn expected(&self, t: EpochMillis, b: &Baseline) -> Expected {
+        self.base.expected(t, b.slot_full)
+    }
+
+    /// True once the series has `min_history_days` of history at `t`.
+    pub fn has_history(&self, t: EpochMillis, b: &Baseline) -> bool {
+        self.first.is_some_and(|f| (t - f) as f64 >= b.min_history_days * DAY as f64)
+    }
+
+    /// Anomalous when `x` clears all three bars of `rule`, each raised by `factor` (1 for a final
+    /// window, the early factor for one still open).
+    pub fn judge(&self, t: EpochMillis, x: f64, rule: &RateRule, b: &Baseline, factor: f64) -> Verdict {
+        let e = self.expected(t, b);
+        let z = zscore(x, &e);
+        let anomalous = self.has_history(t, b)
+            && x >= rule.min_count * factor
+            && x >= rule.min_ratio * factor * e.mean.max(1e-9)
+            && z >= rule.z * factor;
+        Verdict { observed: x, expected: e.mean, z, anomalous }
+    }
+
+    pub fn learn(&mut self, t: EpochMillis, x: f64, alpha: f64) {
+        self.first.get_or_insert(t);
+        self.base.observe(t, x, alpha);
+    }
+}
+
+/// Top values per dimension (principal, source IP, user agent, error code ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Contribs {
+    pub dims: Vec<(String, TopK)>,
+}
+
+/// Values kept per dimension.
+pub const TOP_K: usize = 5;
+
+impl Contribs {
+    pub fn add(&mut self, dim: &str, value: &str, by: u64) {
+        if value.is_empty() {
+            return;
+        }
+        match self.dims.iter_mut().find(|(d, _)| d == dim) {
+            Some((_, t)) => t.add(value, TOP_K, by),
+            None => {
+                let mut t = TopK::default();
+                t.add(value, TOP_K, by);
+                self.dims.push((dim.to_string(), t));
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Contribs) {
+        for (d, t) in &other.dims {
+            match self.dims.iter_mut().find(|(x, _)| x == d) {
+                Some((_, mine)) => mine.merge(t, TOP_K),
+                None => self.dims.push((d.clone(), t.clone())),
+            }
+        }
+    }
+
+    /// The top values of each dimension, for a finding.
+    pub fn to_list(&self, per_dim: usize) -> Vec<Contributor> {
+        let mut out = Vec::new();
+        for (d, t) in &self.dims {
+            for (v, c) in t.sorted().into_iter().take(per_dim) {
+                out.push(Contributor { dimension: d.clone(), value: v, count: c });
+            }
+        }
+        out
+    }
+}
+
+/// Evidence ids kept per window and per episode.
+pub const EVIDENCE: usize = 5;
+
+pub fn push_evidence(ev: &mut Vec<String>, id: &str) {
+    if ev.len() < EVIDENCE && !id.is_empty() && !ev.iter().any(|e| e == id) {
+        ev.push(id.to_string());
+    }
+}
+
+/// An anomalous episode of one kind and subject, from its first anomalous window to its last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Episode {
+    pub id: String,
+    pub kind: String,
+    pub subject: String,
+    pub start: EpochMillis,
+    /// The end of the last anomalous window.
+    pub last: EpochMillis,
+    /// Normal windows since the last anomalous one.
+    pub quiet: u32,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub cost: Option<f64>,
+    pub severity: Severity,
+    /// Detector-specific words for the summary (a unit, an error code, the new values).
+    pub detail: String,
+    pub top: Contribs,
+    pub evidence: Vec<String>,
+    /// False while an episode is being gathered but has not yet reached its minimum size.
+    pub reported: bool,
+}
+
+/// Who a finding is about: the shard and the subject.
+pub struct Subject<'a> {
+    pub account: &'a str,
+    pub region: &'a str,
+    pub kind: &'a str,
+    pub subject: &'a str,
+}
+
+impl Episode {
+    pub fn new(s: &Subject, start: EpochMillis, end: EpochMillis, v: &Verdict) -> Self {
+        Episode {
+            id: finding_id(s.kind, s.account, s.region, s.subject, start),
+            kind: s.kind.to_string(),
+            subject: s.subject.to_string(),
+            start,
+            last: end,
+            quiet: 0,
+            observed: v.observed,
+            baseline: v.expected,
+            score: v.z,
+            cost: None,
+            severity: Severity::Medium,
+            detail: String::new(),
+            top: Contribs::default(),
+            evidence: Vec::new(),
+            reported: true,
+        }
+    }
+
+    /// Folds one more anomalous window in.
+    pub fn extend(&mut self, end: EpochMillis, v: &Verdict) {
+        self.last = self.last.max(end);
+        self.quiet = 0;
+        if v.observed > self.observed {
+            self.observed = v.observed;
+            self.baseline = v.expected;
+        }
+        self.score = self.score.max(v.z);
+    }
+
+    pub fn absorb(&mut self, top: &Contribs, evidence: &[String]) {
+        self.top.merge(top);
+        for e in evidence {
+            push_evidence(&mut self.evidence, e);
+        }
+    }
+
+    /// The finding for this episode in `status`.
+    pub fn finding(&self, account: &str, region: &str, status: Status) -> Finding {
+        Finding {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            severity: self.severity,
+            account_id: account.to_string(),
+            region: region.to_string(),
+            subject: self.subject.clone(),
+            start: self.start,
+            end: (status == Status::Closed).then_some(self.last),
+            observed: round(self.observed),
+            baseline: round(self.baseline),
+            score: round(self.score),
+            estimated_cost_usd: self.cost.map(|c| (c * 100.0).round() / 100.0),
+            summary: crate::summary::summary(self, status),
+            top_contributors: self.top.to_list(3),
+            evidence: self.evidence.clone(),
+            status,
+            suppressed: false,
+            suppression_reason: None,
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+/// An episode slot of one key and kind, with the rules for opening and closing it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tracker {
+    pub episode: Option<Episode>,
+}
+
+/// Episodes longer than this close, and their level becomes the new baseline.
+pub const MAX_EPISODE: i64 = DAY;
+
+impl Tracker {
+    /// One final (or early) window's verdict. Returns the finding to emit, if any: `open` for a
+    /// new episode, `closed` once `close_after` normal windows follow the last anomalous one.
+    /// `new_episode` fills in detector-specific fields of a new episode.
+    pub fn step(
+        &mut self,
+        s: &Subject,
+        (start, end): (EpochMillis, EpochMillis),
+        v: &Verdict,
+        close_after: u32,
+        new_episode: impl FnOnce(&mut Episode),
+    ) -> Option<Finding> {
+        match (&mut self.episode, v.anomalous) {
+            (None, true) => {
+                let mut ep = Episode::new(s, start, end, v);
+                new_episode(&mut ep);
+                let f = ep.finding(s.account, s.region, Status::Open);
+                self.episode = Some(ep);
+                Some(f)
+            }
+            // Windows before an episode that opened early are final only now: they neither
+            // extend nor close it.
+            (Some(ep), _) if start < ep.start => None,
+            (Some(ep), true) if end - ep.start <= MAX_EPISODE => {
+                ep.extend(end, v);
+                None
+            }
+            (Some(ep), _) => {
+                ep.quiet += 1;
+                if ep.quiet >= close_after || end - ep.start > MAX_EPISODE {
+                    let ep = self.episode.take()?;
+                    Some(ep.finding(s.account, s.region, Status::Closed))
+                } else {
+                    None
+                }
+            }
+            (None, false) => None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    pub fn episode_mut(&mut self) -> Option<&mut Episode> {
+        self.episode.as_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_finalize_in_order_with_empty_gaps() {
+        let mut w: Windows<u32> = Windows::default();
+        *w.at(0, 10).unwrap() += 1;
+        *w.at(35, 10).unwrap() += 2;
+        *w.at(5, 10).unwrap() += 1;
+        let mut seen = vec![];
+        w.finalize(30, 10, |s, a| seen.push((s, a)));
+        assert_eq!(seen, vec![(0, 2), (10, 0), (20, 0)]);
+        // Late for a final window: refused. Still open: accepted.
+        assert!(w.at(25, 10).is_none());
+        assert!(w.at(31, 10).is_some());
+        seen.clear();
+        w.finalize(40, 10, |s, a| seen.push((s, a)));
+        assert_eq!(seen, vec![(30, 2)]);
+    }
+
+    #[test]
+    fn long_gaps_are_bounded() {
+        let mut w: Windows<u32> = Windows::default();
+        *w.at(0, 10).unwrap() += 1;
+        let mut n = 0;
+        w.finalize(10 * 100_000, 10, |_, _| n += 1);
+        assert!(n <= MAX_GAP_WINDOWS as usize + 2, "{n}");
+    }
+
+    #[test]
+    fn episodes_open_once_and_close_after_quiet_windows() {
+        let s = Subject { account: "111122223333", region: "eu-west-1", kind: "k", subject: "x" };
+        let mut t = Tracker::default();
+        let hot = Verdict { observed: 100.0, expected: 1.0, z: 20.0, anomalous: true };
+        let calm = Verdict { observed: 1.0, expected: 1.0, z: 0.0, anomalous: false };
+        let open = t.step(&s, (0, 10), &hot, 2, |_| {}).unwrap();
+        assert_eq!(open.status, Status::Open);
+        assert!(t.step(&s, (10, 20), &hot, 2, |_| {}).is_none());
+        assert!(t.step(&s, (20, 30), &calm, 2, |_| {}).is_none());
+        let closed = t.step(&s, (30, 40), &calm, 2, |_| {}).unwrap();
+        assert_eq!((closed.status, closed.id.as_str(), closed.end), (Status::Closed, open.id.as_str(), Some(20)));
+        assert!(t.step(&s, (40, 50), &calm, 2, |_| {}).is_none());
+    }
+}

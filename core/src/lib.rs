@@ -6,6 +6,7 @@
 
 pub mod finding;
 pub mod lake;
+pub mod notification;
 pub mod s3key;
 pub mod schema;
 pub mod store;
@@ -13,3 +14,6 @@ pub mod time;
 
 #[cfg(feature = "aws")]
 pub mod s3;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

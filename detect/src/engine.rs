@@ -127,6 +127,10 @@ pub struct Shard {
     pub no_data_events: SourceWarning,
     pub no_logs: SourceWarning,
     pub counters: Counters,
+    /// Lake key -> the version read (ETag, or size and modification time), for this shard's
+    /// objects, so a run or invocation reads only new or changed ones. Pruned to the last
+    /// [`RETENTION_DAYS`](crate::run::RETENTION_DAYS) of partitions.
+    pub manifest: BTreeMap<String, String>,
 }
 
 /// The lateness of a table, in ms.
@@ -367,13 +371,8 @@ impl Engine {
     pub fn observe(&mut self, cfg: &DetectConfig, ev: &Event) {
         let (account, region) = ev.shard();
         self.clock = Some(self.clock.map_or(ev.time(), |c| c.max(ev.time())));
-        let shard = match self.shards.get_mut(&(account.to_string(), region.to_string())) {
-            Some(s) => s,
-            None => self
-                .shards
-                .entry((account.to_string(), region.to_string()))
-                .or_insert_with(|| Shard::new(account, region)),
-        };
+        let key = (account.to_string(), region.to_string());
+        let shard = self.shards.entry(key).or_insert_with(|| Shard::new(account, region));
         shard.observe(cfg, &mut self.findings, ev);
     }
 
@@ -382,6 +381,11 @@ impl Engine {
         for s in self.shards.values_mut() {
             s.advance(cfg, &mut self.findings, self.clock);
         }
+    }
+
+    /// The shard of `(account, region)`, created when new.
+    pub fn shard_mut(&mut self, account: &str, region: &str) -> &mut Shard {
+        self.shards.entry((account.to_string(), region.to_string())).or_insert_with(|| Shard::new(account, region))
     }
 
     /// The findings emitted so far, with suppressions applied.

@@ -10,12 +10,16 @@ pub mod detectors;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod handler;
 pub mod output;
 pub mod read;
 pub mod run;
 pub mod state;
 pub mod stats;
 pub mod summary;
+
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod window;
 
 pub use config::DetectConfig;

@@ -54,7 +54,6 @@ struct LakeFile {
     table: Table,
     account: String,
     region: String,
-    date: String,
 }
 
 /// What a run did, and the state to commit once its findings are safely out.
@@ -139,11 +138,12 @@ pub fn detect_lake(
             let rel = lake.relative(&obj.key).to_string();
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             let version = version_of(&obj);
-            if meta.manifest.get(&rel) == Some(&version) || oldest.as_ref().is_some_and(|o| &date < o) {
+            let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
+            if known == Some(&version) || oldest.as_ref().is_some_and(|o| &date < o) {
                 run.files_unchanged += 1;
                 continue;
             }
-            by_date.entry(date.clone()).or_default().push(LakeFile { obj, rel, version, table, account, region, date });
+            by_date.entry(date).or_default().push(LakeFile { obj, rel, version, table, account, region });
         }
     }
 
@@ -154,7 +154,7 @@ pub fn detect_lake(
             match read_one(src, &f, &mut events) {
                 Ok(()) => {
                     run.files_read += 1;
-                    meta.manifest.insert(f.rel.clone(), f.version.clone());
+                    engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), f.version.clone());
                 }
                 Err(e) => {
                     tracing::warn!("{e}");
@@ -186,12 +186,19 @@ pub fn detect_lake(
     run.findings = findings;
     meta.clock = engine.clock;
     if let Some(c) = engine.clock {
-        let oldest = utc_date(c - RETENTION_DAYS * DAY);
-        meta.manifest.retain(|k, _| partition_of(k).is_some_and(|(_, _, d)| d >= oldest));
+        for s in engine.shards.values_mut() {
+            prune_manifest(s, c);
+        }
     }
     run.engine = engine;
     run.meta = meta;
     Ok(run)
+}
+
+/// Forgets manifest entries of partitions older than the retention: they are not read again.
+pub fn prune_manifest(s: &mut crate::engine::Shard, clock: EpochMillis) {
+    let oldest = utc_date(clock - RETENTION_DAYS * DAY);
+    s.manifest.retain(|k, _| partition_of(k).is_some_and(|(_, _, d)| d >= oldest));
 }
 
 fn total(e: &Engine) -> Counters {
@@ -216,12 +223,6 @@ fn read_one(src: &dyn ObjectSource, f: &LakeFile, out: &mut Vec<Event>) -> Resul
             retryable: true,
         })
     })?;
-    let _ = &f.date;
     read_file(bytes::Bytes::from(buf), f.table, &f.account, &f.region, out)
         .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })
-}
-
-/// The newest event time a run has seen (for tests and reports).
-pub fn clock_of(run: &DetectRun) -> Option<EpochMillis> {
-    run.meta.clock
 }

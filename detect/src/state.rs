@@ -2,7 +2,7 @@
 //! already read, the deployment's clock, and one file per account-region shard, each
 //! versioned JSON compressed with zstd.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,9 +19,6 @@ pub struct Meta {
     pub version: u32,
     /// The newest event time seen anywhere.
     pub clock: Option<EpochMillis>,
-    /// Lake key -> the version read (ETag, or size and modification time), so a run reads only
-    /// new or changed objects. Entries of partitions older than the retention are pruned.
-    pub manifest: BTreeMap<String, String>,
 }
 
 /// A place to keep detect's state.

@@ -60,6 +60,22 @@ enum Command {
         #[arg(long = "export-log-group", value_name = "PREFIX=[ACCOUNT:]GROUP", value_parser = parse_pair)]
         export_log_groups: Vec<(String, String)>,
     },
+    /// Learn the detectors' baselines from the lake's history (polars), so detection is useful
+    /// at once. Needs a build with `--features baseline`.
+    Baseline {
+        /// The lake: a local folder.
+        #[arg(long)]
+        lake: PathBuf,
+        /// The state folder `trailwatch detect` uses.
+        #[arg(long)]
+        state: PathBuf,
+        /// A TOML file of thresholds, prices and suppressions.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also append the findings the history holds here.
+        #[arg(long)]
+        findings: Option<PathBuf>,
+    },
     /// Print the effective detect configuration (defaults merged with --config) as TOML.
     Config {
         /// A TOML file of thresholds, prices and suppressions.
@@ -135,6 +151,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let detected = detect(&args)?;
             Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
         }
+        Command::Baseline { lake, state, config, findings } => {
+            baseline(&lake, &state, config.as_deref(), findings.as_deref())
+        }
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
@@ -198,6 +217,43 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
     }
     drop(rt);
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(feature = "baseline")]
+fn baseline(
+    lake: &std::path::Path,
+    state: &std::path::Path,
+    config: Option<&std::path::Path>,
+    findings: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let r = trailwatch_baseline::learn(lake, &DirState::new(state), &cfg)?;
+    if let Some(path) = findings {
+        append_findings(path, &r.findings)?;
+    }
+    println!(
+        "baseline: {} days, {} lake files, {} rows learned into {} shards; {} findings in the history; state: {}",
+        r.days,
+        r.files,
+        r.rows,
+        r.shards,
+        r.findings.len(),
+        state.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "baseline"))]
+fn baseline(
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: Option<&std::path::Path>,
+    _: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    eprintln!(
+        "this trailwatch was built without the warm start: cargo build --release -p trailwatch-cli --features baseline"
+    );
+    Ok(ExitCode::from(2))
 }
 
 fn append_findings(path: &std::path::Path, findings: &[Finding]) -> Result<()> {

@@ -107,6 +107,34 @@ struct LambdaParams<'a> {
     timeout: Option<f64>,
 }
 
+/// Who called: the role of an assumed-role session (session names change every session), else
+/// the ARN, else the service for `AWSService` identities, else `type:principalId`.
+pub fn principal(
+    ty: Option<&str>,
+    issuer: Option<&str>,
+    arn: Option<&str>,
+    invoked_by: Option<&str>,
+    principal_id: Option<&str>,
+) -> String {
+    match (ty, issuer, arn, invoked_by) {
+        (Some("AssumedRole"), Some(role), _, _) => role.to_string(),
+        (_, _, Some(arn), _) => arn.to_string(),
+        (_, _, _, Some(by)) => by.to_string(),
+        _ => format!("{}:{}", ty.unwrap_or("unknown"), principal_id.unwrap_or("unknown")),
+    }
+}
+
+/// The function a Lambda API call names and the timeout it sets, from its request parameters.
+pub fn lambda_params(event_source: &str, request_parameters: Option<&str>) -> (Option<String>, Option<f64>) {
+    if event_source != "lambda.amazonaws.com" {
+        return (None, None);
+    }
+    match request_parameters.and_then(|p| serde_json::from_str::<LambdaParams>(p).ok()) {
+        Some(p) => (p.function_name.as_deref().map(|f| function_name(f).to_string()), p.timeout),
+        None => (None, None),
+    }
+}
+
 fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
     let time = col(b, "event_time")?
         .as_primitive_opt::<TimestampMillisecondType>()
@@ -137,21 +165,9 @@ fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>
         if time.is_null(i) {
             continue;
         }
-        let ty = get(ui_type, i);
-        let principal = match (ty, get(issuer, i), get(ui_arn, i), get(ui_by, i)) {
-            (Some("AssumedRole"), Some(role), _, _) => role.to_string(),
-            (_, _, Some(arn), _) => arn.to_string(),
-            (_, _, _, Some(by)) => by.to_string(),
-            _ => format!("{}:{}", ty.unwrap_or("unknown"), get(ui_pid, i).unwrap_or("unknown")),
-        };
+        let principal = principal(get(ui_type, i), get(issuer, i), get(ui_arn, i), get(ui_by, i), get(ui_pid, i));
         let src = get(Some(source), i).unwrap_or("");
-        let (mut function, mut function_timeout_s) = (None, None);
-        if src == "lambda.amazonaws.com" {
-            if let Some(p) = get(Some(params), i).and_then(|p| serde_json::from_str::<LambdaParams>(p).ok()) {
-                function = p.function_name.as_deref().map(|f| function_name(f).to_string());
-                function_timeout_s = p.timeout;
-            }
-        }
+        let (function, function_timeout_s) = lambda_params(src, get(Some(params), i));
         out.push(Event::Api(ApiCall {
             time: time.value(i),
             account: account.to_string(),

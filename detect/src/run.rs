@@ -87,7 +87,8 @@ impl DetectRun {
     }
 }
 
-fn version_of(obj: &ObjectRef) -> String {
+/// The version a manifest records for an object: its ETag, else size and modification time.
+pub fn version_of(obj: &ObjectRef) -> String {
     match &obj.etag {
         Some(e) => e.trim_matches('"').to_string(),
         None => format!("{}-{}", obj.size.unwrap_or(0), obj.modified_ms.unwrap_or(0)),
@@ -162,16 +163,7 @@ pub fn detect_lake(
                 }
             }
         }
-        // Event-time order within the day; files of one day arrive in any order.
-        events.sort_by_key(Event::time);
-        for (i, ev) in events.iter().enumerate() {
-            engine.observe(cfg, ev);
-            // Close windows as time moves, so findings come out in time order.
-            if i % 50_000 == 49_999 {
-                engine.advance(cfg);
-            }
-        }
-        engine.advance(cfg);
+        feed_day(&mut engine, cfg, events);
     }
     let after = total(&engine);
     run.counters = Counters {
@@ -193,6 +185,20 @@ pub fn detect_lake(
     run.engine = engine;
     run.meta = meta;
     Ok(run)
+}
+
+/// Feeds one date partition's events: in event-time order (files of a day arrive in any
+/// order), closing windows as time moves so findings come out in time order. `trailwatch
+/// baseline` feeds history through this same function, so its state is the streaming state.
+pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<Event>) {
+    events.sort_by_key(Event::time);
+    for (i, ev) in events.iter().enumerate() {
+        engine.observe(cfg, ev);
+        if i % 50_000 == 49_999 {
+            engine.advance(cfg);
+        }
+    }
+    engine.advance(cfg);
 }
 
 /// Forgets manifest entries of partitions older than the retention: they are not read again.

@@ -18,7 +18,7 @@ use trailwatch_core::store::{LocalFiles, ObjectSource};
 use trailwatch_detect::engine::Engine;
 use trailwatch_detect::event::{ApiCall, Event, Invocation, InvocationStatus};
 use trailwatch_detect::read::{lambda_params, partition_of, principal};
-use trailwatch_detect::run::{feed_day, version_of};
+use trailwatch_detect::run::{content_version, feed_day, version_of};
 use trailwatch_detect::state::StateStore;
 use trailwatch_detect::{DetectConfig, DetectError};
 
@@ -26,6 +26,8 @@ use trailwatch_detect::{DetectConfig, DetectError};
 pub enum BaselineError {
     #[error("scanning {what}: {source}")]
     Scan { what: String, source: PolarsError },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
     #[error(transparent)]
     Detect(#[from] DetectError),
 }
@@ -73,7 +75,10 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig) -> Result<
             }
             let rel = obj.key.strip_prefix(&root).unwrap_or(&obj.key).trim_start_matches('/').to_string();
             let Some((account, region, date)) = partition_of(&rel) else { continue };
-            let version = version_of(&obj);
+            // The version detect records for a local file: a hash of its bytes.
+            let bytes =
+                std::fs::read(&obj.key).map_err(|e| BaselineError::Read { path: obj.key.clone(), source: e })?;
+            let version = version_of(&obj).unwrap_or_else(|| content_version(&bytes));
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
             if known == Some(&version) {
                 continue;

@@ -59,12 +59,16 @@ pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A plausible AWS region name: `xx-xxxx-N` style, lowercase, at most 32 characters.
+/// A plausible AWS region name: a two-letter area, one or more lowercase words, a number
+/// (`eu-west-1`, `us-gov-west-1`, `ap-southeast-5`). Strict, because a key or path segment that
+/// merely looks like one (`pytest-1`, `logs-2`) must not become a partition.
 pub fn is_region(s: &str) -> bool {
-    (4..=32).contains(&s.len())
-        && s.contains('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && s.as_bytes().last().is_some_and(|b| b.is_ascii_digit())
+    let parts: Vec<&str> = s.split('-').collect();
+    s.len() <= 32
+        && parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts.last().is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The stem shared by every file made from one source object: a hash of where it came from and
@@ -121,6 +125,9 @@ mod tests {
         assert_eq!((p.account_id.as_str(), p.region.as_str()), (UNKNOWN, UNKNOWN));
         assert_eq!(Partition::new(None, Some("awsRegion"), "d".into()).region, UNKNOWN);
         assert!(is_region("us-gov-west-1") && is_region("cn-north-1") && !is_region("US-EAST-1"));
+        for not_region in ["pytest-1", "logs-2", "a-b-1", "eu-west-", "eu--1", "eu-west-123"] {
+            assert!(!is_region(not_region), "{not_region}");
+        }
     }
 
     #[test]

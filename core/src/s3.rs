@@ -107,7 +107,6 @@ impl ObjectSource for S3Source {
                         key: key.to_string(),
                         etag: o.e_tag().map(str::to_string),
                         size: o.size().map(|s| s as u64),
-                        modified_ms: o.last_modified().and_then(|t| t.to_millis().ok()),
                     });
                 }
             }

@@ -13,9 +13,6 @@ pub struct ObjectRef {
     /// The S3 ETag, when known: it names the version that was read.
     pub etag: Option<String>,
     pub size: Option<u64>,
-    /// Last modification, ms since the epoch, when the store says: with the size it tells a
-    /// changed local file from one already read (local files have no ETag).
-    pub modified_ms: Option<i64>,
 }
 
 impl ObjectRef {
@@ -129,12 +126,7 @@ impl ObjectSource for LocalFiles {
                 entries.sort();
                 stack.extend(entries.into_iter().rev());
             } else if meta.is_file() {
-                let modified_ms = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64);
-                out.push(ObjectRef { size: Some(meta.len()), modified_ms, ..ObjectRef::local(&p) });
+                out.push(ObjectRef { size: Some(meta.len()), ..ObjectRef::local(&p) });
             }
         }
         Ok(out)

@@ -50,7 +50,8 @@ impl LakeLocation {
 struct LakeFile {
     obj: ObjectRef,
     rel: String,
-    version: String,
+    /// `None` until read, for files without an ETag.
+    version: Option<String>,
     table: Table,
     account: String,
     region: String,
@@ -87,12 +88,17 @@ impl DetectRun {
     }
 }
 
-/// The version a manifest records for an object: its ETag, else size and modification time.
-pub fn version_of(obj: &ObjectRef) -> String {
-    match &obj.etag {
-        Some(e) => e.trim_matches('"').to_string(),
-        None => format!("{}-{}", obj.size.unwrap_or(0), obj.modified_ms.unwrap_or(0)),
-    }
+/// The version a manifest records for an object: its ETag when the store has one. Local files
+/// have none (and ingest rewrites them with a new modification time but the same bytes), so
+/// their version is a hash of their content, [`content_version`].
+pub fn version_of(obj: &ObjectRef) -> Option<String> {
+    obj.etag.as_ref().map(|e| e.trim_matches('"').to_string())
+}
+
+/// The version of a file without an ETag: the SHA-256 of its bytes.
+pub fn content_version(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", trailwatch_core::lake::hex(&sha2::Sha256::digest(bytes)))
 }
 
 /// Reads the lake's new objects and runs every detector over them.
@@ -140,7 +146,7 @@ pub fn detect_lake(
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             let version = version_of(&obj);
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
-            if known == Some(&version) || oldest.as_ref().is_some_and(|o| &date < o) {
+            if (version.is_some() && known == version.as_ref()) || oldest.as_ref().is_some_and(|o| &date < o) {
                 run.files_unchanged += 1;
                 continue;
             }
@@ -152,10 +158,12 @@ pub fn detect_lake(
     for (_, files) in by_date {
         let mut events: Vec<Event> = Vec::new();
         for f in files {
-            match read_one(src, &f, &mut events) {
-                Ok(()) => {
+            let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
+            match read_one(src, &f, known, &mut events) {
+                Ok(None) => run.files_unchanged += 1,
+                Ok(Some(version)) => {
                     run.files_read += 1;
-                    engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), f.version.clone());
+                    engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), version);
                 }
                 Err(e) => {
                     tracing::warn!("{e}");
@@ -217,7 +225,14 @@ fn total(e: &Engine) -> Counters {
     c
 }
 
-fn read_one(src: &dyn ObjectSource, f: &LakeFile, out: &mut Vec<Event>) -> Result<(), DetectError> {
+/// Reads a lake file into `out` and returns its version, or `None` when its content is the
+/// version already read (`known`).
+fn read_one(
+    src: &dyn ObjectSource,
+    f: &LakeFile,
+    known: Option<&String>,
+    out: &mut Vec<Event>,
+) -> Result<Option<String>, DetectError> {
     let body = src.open(&f.obj)?;
     let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
     let mut reader = body.reader;
@@ -229,6 +244,15 @@ fn read_one(src: &dyn ObjectSource, f: &LakeFile, out: &mut Vec<Event>) -> Resul
             retryable: true,
         })
     })?;
+    let version = match (&f.version, body.etag) {
+        (Some(v), _) => v.clone(),
+        (None, Some(e)) => e.trim_matches('"').to_string(),
+        (None, None) => content_version(&buf),
+    };
+    if known == Some(&version) {
+        return Ok(None);
+    }
     read_file(bytes::Bytes::from(buf), f.table, &f.account, &f.region, out)
-        .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })
+        .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })?;
+    Ok(Some(version))
 }

@@ -464,13 +464,15 @@ impl FunctionKey {
     }
 }
 
-/// What an hourly series expects between two times (partial hours pro rata), at most two days.
+/// What an hourly series expects over the whole hours after the one holding `from`, up to `to`
+/// (at most two days). The rest of `from`'s own hour is left out: a job that stops at half past
+/// stopped on time, whatever its hour's mean says.
 pub fn expected_between(s: &Series, b: &crate::config::Baseline, from: EpochMillis, to: EpochMillis) -> f64 {
     let to = to.min(from + 48 * HOUR);
-    let mut t = from;
+    let mut t = window_start(from, HOUR) + HOUR;
     let mut sum = 0.0;
     while t < to {
-        let h_end = (window_start(t, HOUR) + HOUR).min(to);
+        let h_end = (t + HOUR).min(to);
         sum += s.expected(t, b).mean.max(0.0) * (h_end - t) as f64 / HOUR as f64;
         t = h_end;
     }

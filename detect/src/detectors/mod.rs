@@ -20,6 +20,8 @@ pub struct Ctx<'a> {
 
 /// Error codes AWS services answer throttled calls with.
 pub fn is_throttle(code: Option<&str>, message: Option<&str>) -> bool {
+    // EC2 writes `Client.RequestLimitExceeded`.
+    let code = code.map(|c| c.strip_prefix("Client.").or_else(|| c.strip_prefix("Server.")).unwrap_or(c));
     matches!(
         code,
         Some(
@@ -59,7 +61,7 @@ mod tests {
     #[test]
     fn throttles_and_denials() {
         assert!(is_throttle(Some("ThrottlingException"), None));
-        assert!(is_throttle(Some("Client.RequestLimitExceeded"), None) || is_throttle(None, Some("Rate exceeded")));
+        assert!(is_throttle(Some("Client.RequestLimitExceeded"), None) && is_throttle(None, Some("Rate exceeded")));
         assert!(is_throttle(Some("X"), Some("Rate Exceeded.")));
         assert!(!is_throttle(Some("AccessDenied"), None));
         assert!(is_denial(Some("AccessDenied")) && is_denial(Some("AccessDeniedException")));

@@ -1,0 +1,1030 @@
+#!/usr/bin/env python3
+"""Writes a labelled multi-account scenario of CloudTrail and Lambda logs, as AWS delivers them.
+
+    generate.py --out DIR [--small] [--seed N] [--days 21]
+
+Days 1-14 (from Monday 2026-01-05) are normal traffic with daily and weekly seasonality, for
+detect to learn from. Days 15-21 are the scored week: normal traffic plus labelled incidents and
+benign events that must not be flagged. See README.md beside this file.
+
+Output:
+  DIR/input/AWSLogs/o-abc123defg/<account>/CloudTrail/<region>/YYYY/MM/DD/<...>.json.gz
+  DIR/input/cwlogs/<region>/YYYY/MM/DD/HH/trailwatch-logs-1-YYYY-MM-DD-HH-MM-SS-<8 hex>
+  DIR/labels.json      incidents and benign events
+  DIR/deliveries.tsv   <delivery time>\t<path relative to DIR>, in delivery order
+  DIR/manifest.json    what was written (record, event id, REPORT line and file counts)
+
+Python 3 stdlib only; the output is byte for byte the same for a seed.
+"""
+import argparse
+import bisect
+import gzip
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+T0 = 1767571200  # 2026-01-05T00:00:00Z, a Monday
+DAY = 86400
+WIN = 300  # CloudTrail files and Firehose buffers: 5 minutes
+ORG = "o-abc123defg"
+FOREIGN_ACCOUNT = "987654321098"  # never seen before the unusual invocation
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+# Local office time offset from UTC, per region.
+TZ = {"us-east-1": -5, "eu-west-1": 0}
+OFFICE = [0.03, 0.02, 0.02, 0.02, 0.02, 0.03, 0.08, 0.25, 0.6, 0.95, 1.0, 1.0,
+          0.85, 0.95, 1.0, 0.95, 0.8, 0.5, 0.3, 0.2, 0.12, 0.08, 0.05, 0.04]
+
+
+def iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def iso_ms(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def h(*parts, n=16, alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+    """A stable pseudo-random id derived from its parts (no rng state consumed)."""
+    d = hashlib.md5("|".join(map(str, parts)).encode()).digest()
+    x = int.from_bytes(d, "big")
+    out = []
+    for _ in range(n):
+        x, r = divmod(x, len(alphabet))
+        out.append(alphabet[r])
+        if x == 0:
+            x = int.from_bytes(hashlib.md5(d + bytes(out[-1], "ascii")).digest(), "big")
+    return "".join(out)
+
+
+def profile(kind, ts, region):
+    """Rate multiplier at time ts for a traffic profile: office (people), traffic (customers), flat."""
+    if kind == "flat":
+        return 1.0
+    local = ts + TZ[region] * 3600
+    hour = (local % DAY) / 3600.0
+    i = int(hour)
+    f = OFFICE[i] + (OFFICE[(i + 1) % 24] - OFFICE[i]) * (hour - i)
+    weekend = ((local - T0) // DAY) % 7 >= 5
+    if kind == "office":
+        return f * (0.06 if weekend else 1.0)
+    return (0.12 + 0.88 * f) * (0.45 if weekend else 1.0)  # traffic
+
+
+def poisson(rng, lam):
+    if lam <= 0:
+        return 0
+    if lam < 30:
+        l, k, p = math.exp(-lam), 0, 1.0
+        while True:
+            p *= rng.random()
+            if p <= l:
+                return k
+            k += 1
+    return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities
+
+
+class Principal:
+    def __init__(self, kind, account, name, ua, ips, session=None, invoked_by=None, mfa=False, console=False):
+        self.kind, self.account, self.name, self.ua, self.ips = kind, account, name, ua, ips
+        self.session, self.invoked_by, self.mfa, self.console = session or name, invoked_by, mfa, console
+
+    @property
+    def arn(self):
+        if self.kind == "AssumedRole":
+            return f"arn:aws:sts::{self.account}:assumed-role/{self.name}/{self.session}"
+        if self.kind == "IAMUser":
+            return f"arn:aws:iam::{self.account}:user/{self.name}"
+        if self.kind == "Root":
+            return f"arn:aws:iam::{self.account}:root"
+        return None
+
+    @property
+    def label_arn(self):
+        """The ARN a finding would name: the role, the user or the root."""
+        if self.kind == "AssumedRole":
+            return f"arn:aws:iam::{self.account}:role/{self.name}"
+        return self.arn
+
+    def identity(self, ts):
+        a = self.account
+        if self.kind == "AWSService":
+            return {"type": "AWSService", "invokedBy": self.invoked_by}
+        hour = ts // 3600
+        if self.kind == "IAMUser":
+            return {"type": "IAMUser", "principalId": "AIDA" + h("user", a, self.name, n=17), "arn": self.arn,
+                    "accountId": a, "accessKeyId": "AKIA" + h("key", a, self.name, n=16), "userName": self.name}
+        created = iso(hour * 3600 + int(h("c", a, self.name, hour, n=3, alphabet="0123456789")) % 3000)
+        if self.kind == "Root":
+            return {"type": "Root", "principalId": a, "arn": self.arn, "accountId": a,
+                    "accessKeyId": "ASIA" + h("root", a, hour, n=16),
+                    "sessionContext": {"sessionIssuer": {}, "webIdFederationData": {},
+                                       "attributes": {"creationDate": created, "mfaAuthenticated": "true"}}}
+        role_id = "AROA" + h("role", a, self.name, n=17)
+        ident = {"type": "AssumedRole", "principalId": f"{role_id}:{self.session}", "arn": self.arn, "accountId": a,
+                 "accessKeyId": "ASIA" + h("sess", a, self.name, self.session, hour, n=16),
+                 "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": role_id,
+                                                      "arn": f"arn:aws:iam::{a}:role/{self.name}", "accountId": a,
+                                                      "userName": self.name},
+                                    "webIdFederationData": {},
+                                    "attributes": {"creationDate": created,
+                                                   "mfaAuthenticated": "true" if self.mfa else "false"}}}
+        if self.invoked_by:
+            ident["invokedBy"] = self.invoked_by
+        return ident
+
+
+UA_BOTO = "Boto3/1.34.{} md/Botocore#1.34.{} ua/2.0 os/linux#5.10.205-195.807.amzn2.x86_64 md/arch#x86_64 lang/python#3.12.1 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.{}"
+UA_JAVA = "aws-sdk-java/2.25.{} Linux/5.10.210-201.852.amzn2.x86_64 OpenJDK_64-Bit_Server_VM/21.0.2+13-LTS Java/21.0.2 vendor/Amazon.com_Inc. exec-env/AWS_ECS_FARGATE io/sync http/Apache cfg/retry-mode/legacy"
+UA_GO = "aws-sdk-go-v2/1.24.{} os/linux lang/go#1.21.6 md/GOOS#linux md/GOARCH#amd64 api/ec2#1.142.{}"
+UA_CLI = "aws-cli/2.15.{} Python/3.11.6 Linux/6.5.0-1014-azure exe/x86_64.ubuntu.22 prompt/off command/{}"
+UA_CONSOLE = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+UA_CONSOLE2 = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
+UA_NODE = "aws-sdk-js/3.490.0 ua/2.0 os/linux#5.10.205 lang/js md/nodejs#20.10.0 api/lambda#3.490.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# The API catalogue: (eventSource, eventName, readOnly, management, eventVersion)
+
+def _svc(name):
+    return f"{name}.amazonaws.com"
+
+
+API = {
+    "DescribeInstances": ("ec2", True), "DescribeSecurityGroups": ("ec2", True), "DescribeVpcs": ("ec2", True),
+    "DescribeSubnets": ("ec2", True), "CreateTags": ("ec2", False),
+    "ListBuckets": ("s3", True), "GetBucketPolicy": ("s3", True), "GetBucketAcl": ("s3", True),
+    "GetBucketEncryption": ("s3", True), "GetObject": ("s3", True), "PutObject": ("s3", False),
+    "GetRole": ("iam", True), "ListRoles": ("iam", True), "ListAttachedRolePolicies": ("iam", True),
+    "GetAccountSummary": ("iam", True), "ListUsers": ("iam", True),
+    "AssumeRole": ("sts", False), "GetCallerIdentity": ("sts", True),
+    "ListFunctions20150331": ("lambda", True), "GetFunction20150331v2": ("lambda", True),
+    "GetFunctionConfiguration20150331v2": ("lambda", True), "Invoke": ("lambda", False),
+    "UpdateFunctionCode20150331v2": ("lambda", False), "UpdateFunctionConfiguration20150331v2": ("lambda", False),
+    "PublishVersion20150331": ("lambda", False), "UpdateAlias20150331": ("lambda", False),
+    "Decrypt": ("kms", True), "GenerateDataKey": ("kms", True), "DescribeKey": ("kms", True), "ListKeys": ("kms", True),
+    "DescribeTable": ("dynamodb", True), "ListTables": ("dynamodb", True),
+    "StopLogging": ("cloudtrail", False), "StartLogging": ("cloudtrail", False),
+}
+DATA_EVENTS = {"GetObject", "PutObject", "Invoke"}
+VERSION = {"ec2": "1.09", "s3": "1.11", "iam": "1.09", "sts": "1.08", "lambda": "1.09", "kms": "1.08",
+           "dynamodb": "1.09", "cloudtrail": "1.09", "secretsmanager": "1.09", "ssm": "1.09", "sns": "1.09",
+           "sqs": "1.09", "logs": "1.09", "cloudformation": "1.09", "organizations": "1.09", "rds": "1.08",
+           "ecr": "1.08", "guardduty": "1.08", "config": "1.08", "ecs": "1.08", "events": "1.08"}
+
+
+class Region:
+    """Per account-region context that request parameter builders need."""
+
+    def __init__(self, account, region):
+        self.account, self.region = account, region
+        self.buckets = [f"acme-{k}-{account}-{region}" for k in ("artifacts", "media", "logs", "exports")]
+        self.tables = ["orders", "sessions", "customers"]
+        self.key_id = h("kms", account, region, n=32, alphabet="0123456789abcdef")
+        k = self.key_id
+        self.key_arn = f"arn:aws:kms:{region}:{account}:key/{k[:8]}-{k[8:12]}-{k[12:16]}-{k[16:20]}-{k[20:]}"
+
+
+def fn_arn(r, name):
+    return f"arn:aws:lambda:{r.region}:{r.account}:function:{name}"
+
+
+def req_params(rng, r, name, p):
+    """requestParameters as AWS writes them; None for calls that log null; MISSING to omit the key."""
+    if name == "DescribeInstances":
+        if rng.random() < 0.5:
+            return {"instancesSet": {}, "filterSet": {}}
+        return {"instancesSet": {}, "filterSet": {"items": [{"name": "tag:eks:cluster-name", "valueSet": {"items": [{"value": "prod"}]}}]}}
+    if name in ("DescribeSecurityGroups", "DescribeVpcs", "DescribeSubnets"):
+        return {"filterSet": {}} if name != "DescribeSecurityGroups" else {"securityGroupSet": {}, "securityGroupIdSet": {}, "filterSet": {}}
+    if name == "CreateTags":
+        return {"resourcesSet": {"items": [{"resourceId": "i-0" + h("i", r.account, rng.randrange(50), n=16, alphabet="0123456789abcdef")}]},
+                "tagSet": {"items": [{"key": "patch-group", "value": "weekly"}]}}
+    if name == "ListBuckets":
+        return {"Host": "s3.amazonaws.com"}
+    if name in ("GetBucketPolicy", "GetBucketAcl", "GetBucketEncryption"):
+        b = rng.choice(r.buckets)
+        q = {"GetBucketPolicy": "policy", "GetBucketAcl": "acl", "GetBucketEncryption": "encryption"}[name]
+        return {"bucketName": b, "Host": f"{b}.s3.{r.region}.amazonaws.com", q: ""}
+    if name in ("GetObject", "PutObject"):
+        b = r.buckets[1] if rng.random() < 0.6 else r.buckets[0]
+        return {"bucketName": b, "Host": f"{b}.s3.{r.region}.amazonaws.com",
+                "key": f"uploads/{rng.randrange(10**6):06d}/{h('o', rng.random(), n=12, alphabet='0123456789abcdef')}.jpg"}
+    if name in ("GetRole", "ListAttachedRolePolicies"):
+        return {"roleName": rng.choice(["app-backend", "media-pipeline", "orders-api-role", "thumbnailer-role"])}
+    if name in ("ListRoles", "ListUsers"):
+        return {"maxItems": 100} if rng.random() < 0.5 else None
+    if name in ("GetAccountSummary", "GetCallerIdentity", "ListKeys", "ListTables"):
+        return None
+    if name == "AssumeRole":
+        role = rng.choice(["app-backend", "media-pipeline", "orders-api-role", "thumbnailer-role"])
+        return {"roleArn": f"arn:aws:iam::{r.account}:role/{role}", "roleSessionName": h("s", rng.random(), n=12, alphabet="0123456789abcdef"),
+                "durationSeconds": 3600}
+    if name == "ListFunctions20150331":
+        return MISSING if rng.random() < 0.3 else {"maxItems": 50}
+    if name in ("GetFunction20150331v2", "GetFunctionConfiguration20150331v2"):
+        f = rng.choice(["orders-api", "thumbnailer", "auth-authorizer", "nightly-batch"])
+        return {"functionName": f if rng.random() < 0.6 else fn_arn(r, f)}
+    if name == "Decrypt":
+        return {"encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "encryptionContext": {"aws:lambda:FunctionArn": fn_arn(r, rng.choice(["orders-api", "thumbnailer"]))}}
+    if name == "GenerateDataKey":
+        return {"keyId": r.key_arn, "keySpec": "AES_256",
+                "encryptionContext": {"aws:s3:arn": f"arn:aws:s3:::{r.buckets[1]}"}}
+    if name == "DescribeKey":
+        return {"keyId": r.key_arn}
+    if name == "DescribeTable":
+        return {"tableName": rng.choice(r.tables)}
+    return None
+
+
+MISSING = object()
+
+
+def resp_elements(rng, r, name, p, params, ts):
+    if name == "AssumeRole" and params:
+        role = params["roleArn"].rsplit("/", 1)[1]
+        return {"credentials": {"accessKeyId": "ASIA" + h("ak", rng.random(), n=16), "sessionToken": "IQoJb3JpZ2luX2VjEH...",
+                                "expiration": time.strftime("%b %-d, %Y, %-I:%M:%S %p", time.gmtime(ts + 3600))},
+                "assumedRoleUser": {"assumedRoleId": f"AROA{h('role', r.account, role, n=17)}:{params['roleSessionName']}",
+                                    "arn": f"arn:aws:sts::{r.account}:assumed-role/{role}/{params['roleSessionName']}"}}
+    if name == "CreateTags":
+        return {"requestId": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "_return": True}
+    if name == "PutObject":
+        return {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": r.key_arn}
+    return None
+
+
+def record(rng, r, p, name, ts, params=MISSING, error=None, resp=MISSING, extra=None, ip=None, ua=None):
+    svc, ro = API[name]
+    src = _svc(svc)
+    region = "us-east-1" if svc == "iam" else r.region
+    if params is MISSING:
+        params = req_params(rng, r, name, p)
+    rec = {"eventVersion": VERSION[svc] if rng.random() < 0.9 else rng.choice(("1.08", "1.09", "1.11")),
+           "userIdentity": p.identity(ts), "eventTime": iso(ts), "eventSource": src, "eventName": name,
+           "awsRegion": region}
+    if p.kind == "AWSService":
+        rec["sourceIPAddress"] = p.invoked_by
+        rec["userAgent"] = p.invoked_by
+    else:
+        rec["sourceIPAddress"] = ip or p.ips[rng.randrange(len(p.ips))]
+        rec["userAgent"] = ua or p.ua
+    if error:
+        rec["errorCode"], rec["errorMessage"] = error
+    if params is not MISSING:
+        rec["requestParameters"] = params
+    if resp is MISSING:
+        resp = None if error else resp_elements(rng, r, name, p, params if params is not MISSING else None, ts)
+    rec["responseElements"] = resp
+    if extra and "additionalEventData" in extra:
+        rec["additionalEventData"] = extra.pop("additionalEventData")
+    elif svc == "s3":
+        rec["additionalEventData"] = {"SignatureVersion": "SigV4", "CipherSuite": "TLS_AES_128_GCM_SHA256",
+                                      "bytesTransferredIn": 0, "AuthenticationMethod": "AuthHeader",
+                                      "x-amz-id-2": h("x", rng.random(), n=40, alphabet=ALNUM), "bytesTransferredOut": rng.randrange(200, 90000)}
+    rec["requestID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if svc != "s3" else h("rq", rng.random(), n=16)
+    rec["eventID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    rec["readOnly"] = ro
+    if extra and "resources" in extra:
+        rec["resources"] = extra.pop("resources")
+    elif name == "Decrypt" or name == "GenerateDataKey" or name == "DescribeKey":
+        rec["resources"] = [{"accountId": r.account, "type": "AWS::KMS::Key", "ARN": r.key_arn}]
+    elif svc == "s3" and name != "ListBuckets" and isinstance(params, dict):
+        rec["resources"] = [{"accountId": r.account, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{params['bucketName']}"}]
+        if "key" in params:
+            rec["resources"].insert(0, {"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{params['bucketName']}/{params['key']}"})
+    rec["eventType"] = "AwsApiCall"
+    if svc in ("ec2",):
+        rec["apiVersion"] = "2016-11-15"
+    rec["managementEvent"] = name not in DATA_EVENTS
+    rec["recipientAccountId"] = r.account
+    if p.kind != "AWSService" and p.account != r.account:
+        rec["sharedEventID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    rec["eventCategory"] = "Data" if name in DATA_EVENTS else "Management"
+    if p.kind != "AWSService":
+        host = "s3.amazonaws.com" if name == "ListBuckets" else (
+            f"{svc}.amazonaws.com" if svc == "iam" else f"{svc}.{r.region}.amazonaws.com")
+        tls13 = rng.random() < 0.8
+        rec["tlsDetails"] = {"tlsVersion": "TLSv1.3" if tls13 else "TLSv1.2",
+                             "cipherSuite": "TLS_AES_128_GCM_SHA256" if tls13 else "ECDHE-RSA-AES128-GCM-SHA256",
+                             "clientProvidedHostHeader": host}
+        if p.console:
+            rec["sessionCredentialFromConsole"] = "true"
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def denied(p, name):
+    """The error code and message a denied call of a catalogued API gets."""
+    return Scenario.denial(API[name][0], name, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lambda functions
+
+
+class Function:
+    def __init__(self, name, memory, timeout_s, median_ms, sigma, mem_used, rate_h, prof, invokers, app_log):
+        self.name, self.memory, self.timeout_s, self.median_ms, self.sigma = name, memory, timeout_s, median_ms, sigma
+        self.mem_used, self.rate_h, self.prof, self.invokers, self.app_log = mem_used, rate_h, prof, invokers, app_log
+        self.containers = []  # [free_at_ms, last_end_ms, idle_ttl_ms, stream]
+        self.timeout_windows = []  # (start, end, probability)
+        self.slow_windows = []  # (start, end, factor)
+
+
+class Invocation:
+    __slots__ = ("start_ms", "principal", "ip", "ua", "factor", "ct")
+
+    def __init__(self, start_ms, principal, ip=None, ua=None, duration_factor=1.0, log_ct=None):
+        self.start_ms, self.principal, self.ip, self.ua = start_ms, principal, ip, ua
+        self.factor = duration_factor  # the attack's requests take longer
+        self.ct = log_ct  # None: sampled like all others; True: always logged (a caller from another account)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Scenario:
+    def __init__(self, out, small, seed, days):
+        self.out, self.small, self.seed, self.days = Path(out), small, seed, days
+        self.rng = random.Random(seed)
+        self.end = T0 + days * DAY
+        self.scored_start = T0 + 14 * DAY
+        self.sample = 5 if small else 8  # Invoke data events: 1 in N invocations, by request id
+        if small:
+            self.ars = [("012345678901", "us-east-1", 1.0)]
+        else:
+            accts = ["012345678901", "111122223333", "444455556666"]
+            scale = [1.5, 1.2, 2.0, 1.0, 1.7, 1.3]
+            self.ars = [(a, rg, scale[i * 2 + j]) for i, a in enumerate(accts) for j, rg in enumerate(("us-east-1", "eu-west-1"))]
+        self.ct = defaultdict(lambda: defaultdict(list))  # (acct, region) -> window -> [(sortkey, json)]
+        self.cw = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # region -> window -> (owner, group, stream) -> [events]
+        self.deliveries = []
+        self.counts = defaultdict(int)
+        self.event_ids = 0
+        self.log_id = 0
+        self.incidents, self.benign = [], []
+        self.silences = defaultdict(list)  # (acct, region) -> [(stop, start)]
+        self.extra_ct = defaultdict(list)  # (acct, region, day) -> [record]
+        self.extra_inv = defaultdict(list)  # (acct, region, fn, day) -> [Invocation]
+        self.throttles = defaultdict(list)  # (acct, region, day) -> [(ts, principal, fn)]
+        self.setup()
+
+    # --- the world ----------------------------------------------------------------------------
+    def setup(self):
+        rng = self.rng
+        self.world = []
+        for idx, (acct, region, scale) in enumerate(self.ars):
+            r = Region(acct, region)
+            nat = [f"{rng.choice((3, 18, 34, 52, 54))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(3)]
+            office = [f"198.51.100.{rng.randrange(2, 250)}", f"203.0.113.{rng.randrange(2, 250)}"]
+            gh = [f"4.{rng.randrange(150, 160)}.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(20)]
+            P = {
+                "app": Principal("AssumedRole", acct, "app-backend", UA_JAVA.format(rng.randrange(10, 40)), nat, session=f"ecs-task-{h('t', acct, region, n=32, alphabet='0123456789abcdef')}"),
+                "media": Principal("AssumedRole", acct, "media-pipeline", UA_BOTO.format(*(rng.randrange(10, 40),) * 3), nat, session="media-worker"),
+                "autoscaler": Principal("AssumedRole", acct, "k8s-node-autoscaler", UA_GO.format(rng.randrange(20, 30), rng.randrange(1, 9)), nat, session="1736000000000000000"),
+                "monitor": Principal("AssumedRole", acct, "monitoring-readonly", UA_BOTO.format(*(rng.randrange(10, 40),) * 3), nat[:1], session="monitoring"),
+                "alice": Principal("AssumedRole", acct, "AWSReservedSSO_AdministratorAccess_5f2a9c1e7b3d4a60", UA_CONSOLE, office, session="alice@example.com", mfa=False, console=True),
+                "bob": Principal("AssumedRole", acct, "AWSReservedSSO_ReadOnlyAccess_0c6d2e8f1a9b3c57", UA_CONSOLE2, office, session="bob@example.com", console=True),
+                "deploy": Principal("AssumedRole", acct, "ci-deploy", UA_CLI.format(rng.randrange(1, 20), "lambda.update-function-code"), gh, session="GitHubActions"),
+                "backup": Principal("IAMUser", acct, "svc-legacy-backup", "aws-cli/1.32.10 Python/3.8.10 Linux/4.15.0-213-generic botocore/1.34.10", [f"192.0.2.{rng.randrange(2, 250)}"]),
+                "partner": Principal("IAMUser", acct, "partner-sync", UA_NODE, [f"{rng.randrange(80, 90)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"]),
+                "root": Principal("Root", acct, "root", UA_CONSOLE, office, console=True),
+                "svc_lambda": Principal("AWSService", acct, None, None, None, invoked_by="lambda.amazonaws.com"),
+                "svc_ecs": Principal("AWSService", acct, None, None, None, invoked_by="ecs-tasks.amazonaws.com"),
+                "svc_s3": Principal("AWSService", acct, None, None, None, invoked_by="s3.amazonaws.com"),
+                "svc_apigw": Principal("AWSService", acct, None, None, None, invoked_by="apigateway.amazonaws.com"),
+                "svc_events": Principal("AWSService", acct, None, None, None, invoked_by="events.amazonaws.com"),
+                "reporting": Principal("AssumedRole", acct, "reporting-readonly", UA_BOTO.format(*(rng.randrange(10, 40),) * 3), nat[1:2], session="quicksight-refresh"),
+            }
+            s = scale
+            # (principal, profile, calls per hour at peak, [(api, weight)], error rate)
+            actors = [
+                (P["app"], "traffic", 40 * s, [("Decrypt", 5), ("GenerateDataKey", 2), ("DescribeTable", 1), ("GetObject", 3), ("PutObject", 2), ("GetCallerIdentity", 0.2)], 0.002),
+                (P["media"], "traffic", 10 * s, [("GetObject", 4), ("PutObject", 4), ("GenerateDataKey", 2), ("Decrypt", 1)], 0.002),
+                (P["autoscaler"], "flat", 20 * s, [("DescribeInstances", 6), ("DescribeSubnets", 1), ("DescribeSecurityGroups", 1), ("CreateTags", 0.1)], 0.0),
+                (P["monitor"], "flat", 14, [("ListBuckets", 1), ("ListFunctions20150331", 2), ("DescribeTable", 2), ("GetBucketEncryption", 1), ("DescribeKey", 1), ("DescribeInstances", 1)], 0.0),
+                (P["alice"], "office", 14, [("DescribeInstances", 4), ("DescribeSecurityGroups", 2), ("DescribeVpcs", 1), ("ListBuckets", 3), ("GetBucketPolicy", 2),
+                                          ("GetBucketAcl", 1), ("ListRoles", 1), ("GetRole", 2), ("ListAttachedRolePolicies", 1),
+                                          ("ListFunctions20150331", 2), ("GetFunction20150331v2", 2), ("DescribeTable", 1), ("ListTables", 1)], 0.003),
+                (P["bob"], "office", 8, [("DescribeInstances", 3), ("ListBuckets", 3), ("GetBucketPolicy", 1), ("ListFunctions20150331", 2),
+                                        ("GetFunctionConfiguration20150331v2", 2), ("ListRoles", 1), ("ListUsers", 1), ("DescribeKey", 1), ("ListKeys", 1)], 0.06),
+                (P["svc_lambda"], "flat", 6 * s, [("AssumeRole", 1)], 0.0),
+                (P["svc_ecs"], "flat", 3, [("AssumeRole", 1)], 0.0),
+                (P["svc_s3"], "traffic", 4 * s, [("GenerateDataKey", 1), ("Decrypt", 1)], 0.0),
+            ]
+            # Invokers are (principal, weight); rates are invocations per hour at peak.
+            k = 1.0
+            fns = {
+                "orders-api": Function("orders-api", 512, 6, 110, 0.45, (70, 110), 95 * s * k, "traffic",
+                                       [(P["svc_apigw"], 0.9), (P["app"], 0.08), (P["partner"], 0.02)], 0.5),
+                "auth-authorizer": Function("auth-authorizer", 256, 3, 30, 0.5, (48, 64), 55 * s * k, "traffic",
+                                            [(P["svc_apigw"], 1.0)], 0.1),
+                "thumbnailer": Function("thumbnailer", 1024, 30, 1400, 0.55, (180, 420), 22 * s * k, "traffic",
+                                        [(P["media"], 0.7), (P["svc_s3"], 0.3)], 0.6),
+            }
+            if self.small or region == "us-east-1":
+                fns["nightly-batch"] = Function("nightly-batch", 2048, 900, 95000, 0.45, (600, 1500), 0, "nightly",
+                                                [(P["svc_events"], 1.0)], 0.8)
+                fns["nightly-batch"].nightly = int(200 * s * k)
+            self.world.append({"idx": idx, "r": r, "P": P, "actors": actors, "fns": fns, "scale": s})
+        self.where = {(w["r"].account, w["r"].region): w["idx"] for w in self.world}
+
+    def ar(self, i):
+        return self.world[i % len(self.world)]
+
+    def day_of(self, ts):
+        return (ts - T0) // DAY
+
+    # --- labels -------------------------------------------------------------------------------
+    def label(self, kind, w, subject, start, end, description):
+        self.incidents.append({"id": f"inc-{len(self.incidents) + 1:02d}-{kind}", "kind": kind, "account_id": w["r"].account,
+                               "region": w["r"].region, "subject": subject, "start": iso(start), "end": iso(end),
+                               "description": description})
+
+    def plan(self):
+        """Deploys, benign events and incidents. Times are relative to the scored week (day 15 = Monday)."""
+        S = self.scored_start
+        H = 3600
+        small = self.small
+        n = len(self.world)
+        # Weekly deploys on each account-region, including one in the scored week at a normal hour.
+        for w in self.world:
+            off = TZ[w["r"].region]
+            wd = 1 + w["idx"] % 3  # Tue, Wed or Thu
+            local_h = 14 if w["idx"] % 2 == 0 else 11
+            for week in range((self.days + 6) // 7):
+                t = T0 + week * 7 * DAY + wd * DAY + (local_h - off) * H + 1200 + w["idx"] * 420
+                if t + 600 < self.end:
+                    self.deploy(w, t)
+                    if t >= S:
+                        self.benign.append({"description": "weekly deploy by the CI role: ~30 lambda/iam management calls in 10 minutes, then cold starts",
+                                            "account_id": w["r"].account, "region": w["r"].region,
+                                            "subject": w["P"]["deploy"].label_arn, "related_subjects": list(w["fns"]),
+                                            "start": iso(t), "end": iso(t + 600)})
+            if "nightly-batch" in w["fns"]:
+                for d in range(14, self.days):
+                    t = T0 + d * DAY + 2 * H
+                    self.benign.append({"description": "nightly batch: high concurrency and long durations 02:00-02:30 UTC every night",
+                                        "account_id": w["r"].account, "region": w["r"].region, "subject": "nightly-batch",
+                                        "start": iso(t), "end": iso(t + 1800 + 300)})
+        # The new legitimate principal (reads at normal volume from day 16, never invokes).
+        w = self.ar(0 if small else 2)
+        self.new_principal = (w["idx"], S + DAY)
+        self.benign.append({"description": "a new legitimate role (reporting-readonly) that starts calling the usual read APIs on day 16 and never invokes functions",
+                            "account_id": w["r"].account, "region": w["r"].region, "subject": w["P"]["reporting"].label_arn,
+                            "start": iso(S + DAY), "end": iso(self.end)})
+
+        def at(day, hh, mm=0):
+            return S + day * DAY + hh * H + mm * 60
+
+        # Incidents: (account-region index in full variant)
+        self.inc_throttle_fn(self.ar(0 if small else 3), "thumbnailer", at(0, 15, 40) if small else at(0, 10, 40))
+        self.inc_unusual(self.ar(0 if small else 4), "orders-api", at(1, 3, 0) + 240)
+        self.inc_silence(self.ar(0 if small else 1), at(2, 14, 30) if small else at(2, 9, 30))
+        self.inc_spike(self.ar(0), "orders-api", at(3, 16, 10), 45, 30)
+        self.inc_timeouts(self.ar(0 if small else 2), "auth-authorizer", at(4, 13, 30))
+        self.inc_throttle_ec2(self.ar(0 if small else 5), at(4, 20, 0) if small else at(4, 8, 0))
+        self.inc_api_rate(self.ar(0 if small else 2), "ListBuckets", at(5, 9, 10))
+        self.inc_enumeration(self.ar(0 if small else 4), at(6, 21, 40))
+        if not small:
+            self.inc_spike(self.ar(5), "auth-authorizer", at(6, 12, 0), 40, 25)
+            self.inc_timeouts(self.ar(3), "orders-api", at(2, 10, 0))
+            self.inc_api_rate(self.ar(1), "DescribeSecurityGroups", at(3, 23, 20))
+
+    def add_ct(self, w, rec_ts, rec):
+        self.extra_ct[(w["idx"], self.day_of(rec_ts))].append((rec_ts, rec))
+
+    def deploy(self, w, t):
+        rng, r, p = self.rng, w["r"], w["P"]["deploy"]
+        names = sorted(w["fns"])
+        rng.shuffle(names)
+        targets = names[:3]
+        calls = [("GetCallerIdentity", None), ("GetRole", {"roleName": "ci-deploy"}), ("ListAttachedRolePolicies", {"roleName": "ci-deploy"})]
+        for f in targets:
+            calls += [("GetFunction20150331v2", {"functionName": f}), ("PutObject", MISSING),
+                      ("UpdateFunctionCode20150331v2", {"functionName": f, "publish": False, "dryRun": False}),
+                      ("GetFunctionConfiguration20150331v2", {"functionName": f}), ("GetFunctionConfiguration20150331v2", {"functionName": f}),
+                      ("GetFunctionConfiguration20150331v2", {"functionName": f}), ("UpdateFunctionConfiguration20150331v2", None),
+                      ("PublishVersion20150331", {"functionName": f}), ("UpdateAlias20150331", {"functionName": f, "name": "live", "functionVersion": str(rng.randrange(20, 90))})]
+        calls.append(("GetRole", {"roleName": f"{targets[0]}-role"}))
+        span = 600
+        for i, (name, params) in enumerate(calls):
+            ts = t + int(span * i / len(calls)) + rng.randrange(0, 8)
+            if name == "UpdateFunctionConfiguration20150331v2":
+                f = targets[(i - 3) // 9] if len(targets) else targets[0]
+                self.add_ct(w, ts, self.config_event(w, w["fns"][f], ts))
+                continue
+            self.add_ct(w, ts, record(rng, r, p, name, ts, params=params))
+        for f in targets:
+            w["fns"][f].reset_at = getattr(w["fns"][f], "reset_at", []) + [(t + span // 2) * 1000]
+
+    def config_event(self, w, fn, ts):
+        r = w["r"]
+        params = {"functionName": fn.name, "timeout": fn.timeout_s, "memorySize": fn.memory}
+        resp = {"functionName": fn.name, "functionArn": fn_arn(r, fn.name), "runtime": "python3.12",
+                "role": f"arn:aws:iam::{r.account}:role/{fn.name}-role", "handler": "app.handler", "codeSize": 48213 + len(fn.name),
+                "description": "", "timeout": fn.timeout_s, "memorySize": fn.memory, "lastModified": iso(ts).replace("Z", ".000+0000"),
+                "codeSha256": h("sha", r.account, fn.name, n=43, alphabet=ALNUM) + "=", "version": "$LATEST",
+                "tracingConfig": {"mode": "PassThrough"}, "revisionId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                "state": "Active", "lastUpdateStatus": "InProgress", "packageType": "Zip", "architectures": ["arm64"],
+                "ephemeralStorage": {"size": 512}, "snapStart": {"applyOn": "None", "optimizationStatus": "Off"},
+                "loggingConfig": {"logFormat": "Text", "logGroup": f"/aws/lambda/{fn.name}"}}
+        return record(self.rng, r, w["P"]["deploy"], "UpdateFunctionConfiguration20150331v2", ts, params=params, resp=resp,
+                      extra={"resources": [{"accountId": r.account, "type": "AWS::Lambda::Function", "ARN": fn_arn(r, fn.name)}]})
+
+    # --- incidents ----------------------------------------------------------------------------
+    def inc_throttle_fn(self, w, fname, t):
+        """~20 min of TooManyRequestsException on Invoke (a retry storm against reserved concurrency)."""
+        rng, fn = self.rng, w["fns"][fname]
+        dur = 1200
+        n = 320 * self.sample  # attempts; 1 in `sample` is logged, so ~320 events
+        caller = fn.invokers[0][0]
+        for _ in range(n):
+            ts = t + int(dur * rng.random() ** 1.1)
+            self.throttles[(w["idx"], self.day_of(ts))].append((ts, caller, fname))
+        self.label("throttling", w, fname, t, t + dur,
+                   f"{fname} throttled: a retry storm from {caller.label_arn or caller.invoked_by} hits its reserved concurrency, ~{n // self.sample} TooManyRequestsException Invoke events in 20 min")
+
+    def inc_unusual(self, w, fname, t):
+        rng, acct = self.rng, w["r"].account
+        p = Principal("AssumedRole", FOREIGN_ACCOUNT, "DataSyncRole", "python-requests/2.31", ["185.220.101.47"], session="sync")
+        for i in range(20):
+            ts_ms = (t + i * 30 + rng.randrange(0, 20)) * 1000 + rng.randrange(1000)
+            inv = Invocation(ts_ms, p, ip="185.220.101.47", ua="python-requests/2.31", log_ct=True)
+            self.extra_inv[(w["idx"], fname, self.day_of(ts_ms // 1000))].append(inv)
+        self.label("unusual_invocation", w, fname, t, t + 600,
+                   f"{fname} invoked 20 times by arn:aws:iam::{FOREIGN_ACCOUNT}:role/DataSyncRole, an account never seen before, from 185.220.101.47 with python-requests/2.31")
+
+    def inc_silence(self, w, t):
+        rng, r = self.rng, w["r"]
+        attacker = Principal("AssumedRole", r.account, "AWSReservedSSO_AdministratorAccess_5f2a9c1e7b3d4a60", UA_CLI.format(8, "cloudtrail.stop-logging"),
+                             ["45.137.21.9"], session="alice@example.com")
+        trail = f"arn:aws:cloudtrail:{r.region}:{r.account}:trail/org-trail"
+        self.add_ct(w, t, record(rng, r, attacker, "StopLogging", t, params={"name": trail}))
+        back = t + 3 * 3600
+        self.add_ct(w, back + 20, record(rng, r, w["P"]["alice"], "StartLogging", back + 20, params={"name": trail}))
+        self.silences[w["idx"]].append((t, back))
+        self.label("log_silence", w, "cloudtrail", t, back,
+                   "StopLogging by alice's SSO session from a new IP, then no CloudTrail files for 3 busy hours until StartLogging")
+
+    def inc_spike(self, w, fname, t, minutes, factor):
+        rng, fn, P = self.rng, w["fns"][fname], w["P"]
+        base = fn.rate_h * profile(fn.prof, t, w["r"].region)
+        n = int(base * minutes / 60 * factor)
+        ip = f"91.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        ua = "aws-sdk-js/3.490.0 ua/2.0 os/linux#6.1.0 lang/js md/nodejs#18.19.0 api/lambda#3.490.0"
+        left = n
+        while left > 0:  # a worker pool: bursts of parallel requests that overlap
+            k = min(left, rng.randrange(4, 10))
+            left -= k
+            burst = int((t + minutes * 60 * rng.random()) * 1000)
+            for _ in range(k):
+                ts_ms = burst + rng.randrange(0, 150)
+                inv = Invocation(ts_ms, P["partner"], ip=ip, ua=ua, duration_factor=5.0)
+                self.extra_inv[(w["idx"], fname, self.day_of(ts_ms // 1000))].append(inv)
+        self.label("concurrency_spike", w, fname, t, t + minutes * 60,
+                   f"denial of wallet: {fname} invoked {n} times in {minutes} min (~{factor}x normal) in overlapping bursts of slow requests by the leaked partner-sync key from {ip}")
+
+    def inc_timeouts(self, w, fname, t):
+        fn = w["fns"][fname]
+        fn.timeout_windows.append((t * 1000, (t + 7200) * 1000, 0.4))
+        self.label("timeouts", w, fname, t, t + 7200,
+                   f"{fname}: a downstream dependency hangs, ~40% of invocations time out after {fn.timeout_s} s for 2 hours")
+
+    def inc_throttle_ec2(self, w, t):
+        rng, r, p = self.rng, w["r"], w["P"]["autoscaler"]
+        dur = 1200
+        for _ in range(420):
+            ts = t + rng.randrange(dur)
+            err = ("Client.RequestLimitExceeded", "Request limit exceeded.") if rng.random() < 0.5 else ("RequestLimitExceeded", "Rate exceeded")
+            if rng.random() < 0.2:
+                err = ("ThrottlingException", "Rate exceeded")
+            self.add_ct(w, ts, record(rng, r, p, "DescribeInstances", ts, error=err))
+        for _ in range(60):
+            ts = t + rng.randrange(dur)
+            self.add_ct(w, ts, record(rng, r, p, "DescribeInstances", ts))
+        self.label("throttling", w, "ec2.amazonaws.com:DescribeInstances", t, t + dur,
+                   "a misconfigured node autoscaler polls DescribeInstances in a tight loop: ~420 RequestLimitExceeded/ThrottlingException errors in 20 min")
+
+    def inc_api_rate(self, w, name, t):
+        rng, r, p = self.rng, w["r"], w["P"]["app"]
+        dur = 1200
+        ip = f"45.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        ua = "aws-cli/2.15.30 Python/3.11.8 Linux/6.6.15-amd64 exe/x86_64.kali.2024 prompt/off command/s3.ls"
+        # ~40x the API's busiest-hour rate (and far more than its rate at that hour).
+        peak = 0.0
+        for ap, prof, rate, mix, _ in w["actors"]:
+            tot = sum(x for _, x in mix)
+            peak += rate * sum(x for a, x in mix if a == name) / tot
+        n = max(60, int(40 * peak / 3))
+        for _ in range(n):
+            ts = t + rng.randrange(dur)
+            self.add_ct(w, ts, record(rng, r, p, name, ts, ip=ip, ua=ua))
+        self.label("api_call_rate", w, f"s3.amazonaws.com:{name}" if name == "ListBuckets" else f"{_svc(API[name][0])}:{name}", t, t + dur,
+                   f"compromised app-backend credentials used from {ip}: {n} {name} calls in 20 min")
+
+    def inc_enumeration(self, w, t):
+        rng, r = self.rng, w["r"]
+        p = w["P"]["backup"]
+        ip = "194.26.29.113"
+        ua = "Boto3/1.34.50 md/Botocore#1.34.50 ua/2.0 os/linux#6.6.9-amd64 md/arch#x86_64 lang/python#3.11.8 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.50 pacu"
+        apis = [("iam", n) for n in ("ListUsers", "ListRoles", "ListGroups", "ListPolicies", "GetAccountAuthorizationDetails", "ListAccessKeys",
+                                     "GetAccountPasswordPolicy", "ListMFADevices", "ListInstanceProfiles", "GetAccountSummary")] + \
+               [("ec2", n) for n in ("DescribeInstances", "DescribeVpcs", "DescribeSubnets", "DescribeSecurityGroups", "DescribeSnapshots",
+                                     "DescribeVolumes", "DescribeImages", "DescribeKeyPairs", "DescribeRegions", "DescribeInstanceAttribute")] + \
+               [("s3", n) for n in ("ListBuckets", "GetBucketPolicy", "GetBucketAcl")] + \
+               [("lambda", n) for n in ("ListFunctions20150331", "GetFunction20150331v2", "ListLayers20181031", "GetPolicy20150331v2")] + \
+               [("kms", n) for n in ("ListKeys", "ListAliases", "DescribeKey")] + \
+               [("dynamodb", n) for n in ("ListTables", "DescribeTable", "ListBackups")] + \
+               [("secretsmanager", n) for n in ("ListSecrets", "GetSecretValue")] + \
+               [("ssm", n) for n in ("DescribeParameters", "GetParameters")] + \
+               [("sns", "ListTopics"), ("sqs", "ListQueues"), ("logs", "DescribeLogGroups"), ("cloudformation", "ListStacks"),
+                ("organizations", "DescribeOrganization"), ("rds", "DescribeDBInstances"), ("ecr", "DescribeRepositories"),
+                ("guardduty", "ListDetectors"), ("config", "DescribeConfigurationRecorders"), ("ecs", "ListClusters"), ("events", "ListRules"),
+                ("sts", "GetCallerIdentity")]
+        dur = 780
+        allowed = {"GetCallerIdentity", "ListBuckets", "GetBucketAcl"}  # the backup user may do these
+        rounds = [apis, rng.sample(apis, 20)]
+        i = 0
+        total = sum(len(x) for x in rounds)
+        for rnd in rounds:
+            for svc, name in rnd:
+                ts = t + int(dur * i / total) + rng.randrange(0, 5)
+                i += 1
+                err = None if name in allowed else self.denial(svc, name, p)
+                self.add_ct(w, ts, self.raw_record(w, p, svc, name, ts, err, ip, ua))
+        self.label("api_error_rate", w, p.label_arn, t, t + dur,
+                   f"enumeration with the leaked svc-legacy-backup key from {ip}: {len(apis)} distinct APIs across {len({s for s, _ in apis})} services in 13 min, most denied")
+
+    @staticmethod
+    def denial(svc, name, p):
+        action = f"{svc}:{name.replace('20150331v2', '').replace('20150331', '').replace('20181031', '')}"
+        if svc == "ec2":
+            return ("Client.UnauthorizedOperation", f"You are not authorized to perform this operation. User: {p.arn} is not authorized to perform: {action} because no identity-based policy allows the {action} action")
+        if svc == "s3":
+            return ("AccessDenied", "Access Denied")
+        if svc in ("iam", "sts", "organizations", "cloudformation", "rds", "sns", "ecs"):
+            return ("AccessDenied", f"User: {p.arn} is not authorized to perform: {action} on resource: * because no identity-based policy allows the {action} action")
+        return ("AccessDeniedException", f"User: {p.arn} is not authorized to perform: {action} on resource: * because no identity-based policy allows the {action} action")
+
+    def raw_record(self, w, p, svc, name, ts, err, ip, ua):
+        """A record for an API outside the catalogue (enumeration)."""
+        rng, r = self.rng, w["r"]
+        if name in API:
+            return record(rng, r, p, name, ts, error=err, ip=ip, ua=ua)
+        region = "us-east-1" if svc in ("iam", "organizations") else r.region
+        rec = {"eventVersion": VERSION.get(svc, "1.08"), "userIdentity": p.identity(ts), "eventTime": iso(ts),
+               "eventSource": _svc(svc), "eventName": name, "awsRegion": region, "sourceIPAddress": ip, "userAgent": ua}
+        if err:
+            rec["errorCode"], rec["errorMessage"] = err
+        rec["requestParameters"] = None
+        rec["responseElements"] = None
+        rec["requestID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        rec["eventID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        rec["readOnly"] = True
+        rec["eventType"] = "AwsApiCall"
+        rec["managementEvent"] = True
+        rec["recipientAccountId"] = r.account
+        rec["eventCategory"] = "Management"
+        rec["tlsDetails"] = {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256",
+                             "clientProvidedHostHeader": f"{svc}.amazonaws.com" if region == "us-east-1" and svc in ("iam", "organizations") else f"{svc}.{r.region}.amazonaws.com"}
+        return rec
+
+    # --- daily generation ---------------------------------------------------------------------
+    def gen_day(self, w, d):
+        rng, r, P = self.rng, w["r"], w["P"]
+        day0 = T0 + d * DAY
+        recs = list(self.extra_ct.pop((w["idx"], d), []))
+        # Management and data events of the usual actors.
+        actors = list(w["actors"])
+        if self.new_principal[0] == w["idx"] and day0 >= self.new_principal[1]:
+            actors.append((P["reporting"], "office", 16, [("DescribeInstances", 2), ("ListBuckets", 1), ("DescribeTable", 3), ("ListTables", 1),
+                                                          ("GetFunctionConfiguration20150331v2", 1), ("GetBucketPolicy", 1), ("DescribeKey", 1)], 0.0))
+        for p, prof, rate, mix, err in actors:
+            names = [a for a, _ in mix]
+            cum = []
+            acc = 0.0
+            for _, wt in mix:
+                acc += wt
+                cum.append(acc)
+            for win in range(288):
+                ws = day0 + win * WIN
+                n = poisson(rng, rate / 12 * profile(prof, ws + 150, r.region))
+                for _ in range(n):
+                    ts = ws + rng.randrange(WIN)
+                    name = names[bisect.bisect_left(cum, rng.random() * acc)]
+                    e = None
+                    if err and rng.random() < err:
+                        e = denied(p, name)
+                    elif name == "GetObject" and rng.random() < 0.01:
+                        e = ("NoSuchKey", "The specified key does not exist.")
+                    elif name == "GetBucketPolicy" and rng.random() < 0.3:
+                        e = ("NoSuchBucketPolicy", "The bucket policy does not exist")
+                    recs.append((ts, record(rng, r, p, name, ts, error=e)))
+        # The backup user: a nightly upload at 01:00 UTC; root: a weekly console look at Mondays.
+        for i in range(rng.randrange(6, 12)):
+            ts = day0 + 3600 + i * 40 + rng.randrange(30)
+            recs.append((ts, record(rng, r, P["backup"], "PutObject" if i else "ListBuckets", ts)))
+        if d % 7 == 0:
+            ts = day0 + (16 - TZ[r.region]) * 3600 + rng.randrange(1800)
+            for name in ("GetAccountSummary", "ListBuckets", "ListUsers"):
+                recs.append((ts, record(rng, r, P["root"], name, ts)))
+                ts += rng.randrange(20, 90)
+        if d == 0:
+            for i, fn in enumerate(w["fns"].values()):
+                ts = day0 + 300 + i * 45
+                recs.append((ts, self.config_event(w, fn, ts)))
+        # Lambda.
+        for fn in w["fns"].values():
+            recs += self.gen_lambda(w, fn, d)
+        for ts, p, fname in self.throttles.pop((w["idx"], d), []):
+            rid = uuid.UUID(int=rng.getrandbits(128), version=4)
+            if rid.int % self.sample == 0:
+                recs.append((ts, self.invoke_event(w, p, fname, ts, str(rid), None, None, ("TooManyRequestsException", "Rate Exceeded."))))
+        # Global services (IAM) log in us-east-1: such records go to the account's us-east-1 files.
+        home = [x for x in recs if x[1]["awsRegion"] == r.region]
+        self.deliver_ct(w, home)
+        if len(home) < len(recs):
+            by_idx = defaultdict(list)
+            for x in recs:
+                if x[1]["awsRegion"] != r.region:
+                    by_idx[self.where.get((r.account, x[1]["awsRegion"]), w["idx"])].append(x)
+            for i, xs in sorted(by_idx.items()):
+                self.deliver_ct(self.world[i], xs)
+
+    def invoke_event(self, w, p, fname, ts, rid, ip, ua, error=None):
+        rng, r = self.rng, w["r"]
+        arn = fn_arn(r, fname)
+        params = {"functionName": arn if rng.random() < 0.8 else fname}
+        if p.kind == "AWSService" and p.invoked_by == "apigateway.amazonaws.com":
+            params["sourceArn"] = f"arn:aws:execute-api:{r.region}:{r.account}:{h('api', r.account, r.region, n=10, alphabet='abcdefghijklmnopqrstuvwxyz0123456789')}/*/POST/orders"
+        extra = {"resources": [{"accountId": r.account, "type": "AWS::Lambda::Function", "ARN": arn}]}
+        if not error:
+            extra["additionalEventData"] = {"functionVersion": f"{arn}:$LATEST"}
+        rec = record(rng, r, p, "Invoke", ts, params=params, error=error, extra=extra, ip=ip, ua=ua)
+        rec["requestID"] = rid
+        return rec
+
+    def gen_lambda(self, w, fn, d):
+        """Invocations of one function on day d: log events to Firehose, sampled Invoke data events."""
+        rng, r = self.rng, w["r"]
+        day0 = T0 + d * DAY
+        invs = self.extra_inv.pop((w["idx"], fn.name, d), [])
+        if fn.prof == "nightly":
+            n = int(fn.nightly * (0.9 + 0.2 * rng.random()))
+            for i in range(n):
+                off = rng.random() * 300 if rng.random() < 0.7 else 300 + rng.random() * 1500
+                invs.append(Invocation(int((day0 + 7200 + off) * 1000), fn.invokers[0][0]))
+        else:
+            cum, acc = [], 0.0
+            for _, wt in fn.invokers:
+                acc += wt
+                cum.append(acc)
+            for win in range(288):
+                ws = day0 + win * WIN
+                for _ in range(poisson(rng, fn.rate_h / 12 * profile(fn.prof, ws + 150, r.region))):
+                    p = fn.invokers[bisect.bisect_left(cum, rng.random() * acc)][0]
+                    invs.append(Invocation((ws * 1000) + rng.randrange(WIN * 1000), p))
+        invs.sort(key=lambda i: i.start_ms)
+        recs = []
+        group = f"/aws/lambda/{fn.name}"
+        region = r.region
+        resets = getattr(fn, "reset_at", [])
+        for inv in invs:
+            s = inv.start_ms
+            while resets and resets[0] <= s:  # a deploy replaces every execution environment
+                resets.pop(0)
+                fn.containers = []
+            rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            # Pick a warm container (most recently used first) or start a cold one.
+            cont = None
+            live = []
+            for c in fn.containers:
+                if s - c[1] < c[2]:
+                    live.append(c)
+            fn.containers = live
+            for c in sorted(live, key=lambda c: -c[1]):
+                if c[0] <= s:
+                    cont = c
+                    break
+            init = None
+            if cont is None:
+                init = round(rng.uniform(180, 720) * (1.6 if fn.memory >= 1024 else 1.0), 2)
+                day = time.strftime("%Y/%m/%d", time.gmtime(s // 1000))
+                stream = f"{day}/[$LATEST]{rng.getrandbits(128):032x}"
+                cont = [0, 0, rng.randrange(8 * 60000, 45 * 60000), stream]
+                fn.containers.append(cont)
+            dur = rng.lognormvariate(math.log(fn.median_ms), fn.sigma) * inv.factor
+            for a, b, f in fn.slow_windows:
+                if a <= s < b:
+                    dur *= f
+            timeout = dur >= fn.timeout_s * 1000
+            for a, b, prob in fn.timeout_windows:
+                if a <= s < b and rng.random() < prob:
+                    timeout = True
+            if not timeout and rng.random() < 0.0003:
+                timeout = True
+            if timeout:
+                dur = fn.timeout_s * 1000.0
+            else:
+                dur = round(max(1.2, dur), 2)
+            start = s + (int(init) if init else 0)
+            end = start + int(math.ceil(dur))
+            cont[0], cont[1] = end + 5, end
+            ev = []
+            if init:
+                ev.append((s, "INIT_START Runtime Version: python:3.12.v38\tRuntime Version ARN: arn:aws:lambda:%s::runtime:%s\n"
+                           % (region, h("rt", region, n=64, alphabet="0123456789abcdef"))))
+            ev.append((start, f"START RequestId: {rid} Version: $LATEST\n"))
+            if rng.random() < fn.app_log:
+                t2 = start + rng.randrange(1, 10)
+                ev.append((t2, f"{iso_ms(t2)}\t{rid}\tINFO\t{self.app_line(rng, fn)}\n"))
+            used = rng.randrange(*fn.mem_used)
+            if timeout:
+                ev.append((end, f"{iso_ms(end)} {rid} Task timed out after {fn.timeout_s:.2f} seconds\n\n"))
+            ev.append((end, f"END RequestId: {rid}\n"))
+            rep = (f"REPORT RequestId: {rid}\tDuration: {dur:.2f} ms\tBilled Duration: {int(math.ceil(dur))} ms\t"
+                   f"Memory Size: {fn.memory} MB\tMax Memory Used: {used} MB")
+            if init:
+                rep += f"\tInit Duration: {init:.2f} ms"
+            rep += "\tStatus: timeout\n" if timeout else "\t\n"
+            ev.append((end, rep))
+            if timeout:
+                fn.containers.remove(cont)  # the runtime is restarted after a timeout
+            self.counts["lambda_report_lines"] += 1
+            self.counts[f"report_lines:{r.account}:{region}:{fn.name}"] += 1
+            if timeout:
+                self.counts["lambda_timeouts"] += 1
+            self.add_logs(r.account, region, group, cont[3], ev)
+            # The Invoke data event (sampled; callers from another account always logged).
+            p = inv.principal
+            if inv.ct or int(rid.replace("-", ""), 16) % self.sample == 0:
+                recs.append((s // 1000, self.invoke_event(w, p, fn.name, s // 1000, rid, inv.ip, inv.ua)))
+        return recs
+
+    @staticmethod
+    def app_line(rng, fn):
+        if fn.name == "orders-api":
+            return f"order {rng.randrange(10**6, 10**7)} accepted, {rng.randrange(1, 9)} items"
+        if fn.name == "thumbnailer":
+            return f"resized uploads/{rng.randrange(10**6):06d}.jpg to 3 sizes"
+        if fn.name == "auth-authorizer":
+            return "token valid, policy cached"
+        return f"processed shard {rng.randrange(512)}: {rng.randrange(1000, 90000)} rows"
+
+    def add_logs(self, owner, region, group, stream, events):
+        rng = self.rng
+        for ts, msg in events:
+            arrive = ts + rng.randrange(200, 20000)  # CloudWatch Logs to Firehose latency
+            win = (arrive // 1000) // WIN
+            self.log_id += 1
+            self.cw[region][win][(owner, group, stream)].append((ts, f"3{ts:019d}{self.log_id:036d}", msg))
+            self.counts["lambda_log_events"] += 1
+
+    # --- delivery -----------------------------------------------------------------------------
+    def ct_delay(self):
+        rng = self.rng
+        u = rng.random()
+        if u < 0.003:
+            return rng.randrange(3600, 3 * 3600)
+        if u < 0.033:
+            return rng.randrange(600, 900)
+        return int(120 + 480 * rng.betavariate(1.6, 2.6))
+
+    def deliver_ct(self, w, recs):
+        rng = self.rng
+        key = w["idx"]
+        silences = self.silences.get(w["idx"], [])
+        buckets = self.ct[key]
+        for ts, rec in recs:
+            silent = False
+            for a, b in silences:
+                if a < ts < b:
+                    silent = True  # not recorded: logging is off
+            if silent:
+                continue
+            text = DUMPS(rec)
+            self.event_ids += 1
+            copies = [ts + self.ct_delay()]
+            if rng.random() < 0.002:
+                copies.append(copies[0] + rng.randrange(300, 2400))
+                self.counts["cloudtrail_duplicates"] += 1
+            for dt in copies:
+                for a, b in silences:
+                    if a + 300 <= dt < b:
+                        dt = a + rng.randrange(30, 250) if ts <= a else b + rng.randrange(60, 600)
+                buckets[dt // WIN].append((ts + rng.random() * 90, text))
+                self.counts["cloudtrail_records"] += 1
+
+    def flush(self, before_win):
+        rng = self.rng
+        for key in sorted(self.ct):
+            w = self.world[key]
+            acct, region = w["r"].account, w["r"].region
+            buckets = self.ct[key]
+            for win in sorted(k for k in buckets if k < before_win):
+                items = buckets.pop(win)
+                items.sort(key=lambda x: x[0])
+                fts = (win + 1) * WIN
+                stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(fts))
+                rel = (f"input/AWSLogs/{ORG}/{acct}/CloudTrail/{region}/{time.strftime('%Y/%m/%d', time.gmtime(fts))}/"
+                       f"{acct}_CloudTrail_{region}_{stamp}_{''.join(rng.choice(ALNUM) for _ in range(16))}.json.gz")
+                body = '{"Records":[' + ",".join(t for _, t in items) + "]}"
+                self.write(rel, gzip.compress(body.encode(), compresslevel=6, mtime=0), fts + rng.randrange(60, 180))
+                self.counts["cloudtrail_files"] += 1
+        for region in sorted(self.cw):
+            wins = self.cw[region]
+            for win in sorted(k for k in wins if k < before_win):
+                streams = wins.pop(win)
+                payloads = []
+                for (owner, group, stream), evs in streams.items():
+                    evs.sort()
+                    for i in range(0, len(evs), 400):
+                        chunk = evs[i:i + 400]
+                        payloads.append((chunk[0][0], owner, group, stream, chunk))
+                payloads.sort(key=lambda x: (x[0], x[2], x[3]))
+                members = []
+                for _, owner, group, stream, chunk in payloads:
+                    doc = {"messageType": "DATA_MESSAGE", "owner": owner, "logGroup": group, "logStream": stream,
+                           "subscriptionFilters": ["trailwatch"],
+                           "logEvents": [{"id": i, "timestamp": ts, "message": m} for ts, i, m in chunk]}
+                    members.append(gzip.compress(DUMPS(doc).encode(), compresslevel=6, mtime=0))
+                    self.counts["firehose_payloads"] += 1
+                ots = win * WIN + rng.randrange(0, 25)
+                rel = (f"input/cwlogs/{region}/{time.strftime('%Y/%m/%d/%H', time.gmtime(ots))}/"
+                       f"trailwatch-logs-1-{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(ots))}-{rng.getrandbits(32):08x}")
+                self.write(rel, b"".join(members), (win + 1) * WIN + rng.randrange(60, 360))
+                self.counts["firehose_objects"] += 1
+
+    def write(self, rel, data, delivered):
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.deliveries.append((delivered, rel))
+        self.counts["bytes"] += len(data)
+
+    def run(self):
+        self.plan()
+        for d in range(self.days):
+            for w in self.world:
+                self.gen_day(w, d)
+            self.flush((T0 + (d + 1) * DAY) // WIN - 2)
+        self.flush(1 << 62)
+        self.deliveries.sort()
+        with open(self.out / "deliveries.tsv", "w") as f:
+            for t, rel in self.deliveries:
+                f.write(f"{iso(t)}\t{rel}\n")
+        labels = {"start": iso(T0), "learn_days": 14, "scored_start": iso(self.scored_start), "end": iso(self.end),
+                  "variant": "small" if self.small else "full", "seed": self.seed,
+                  "accounts": sorted({w["r"].account for w in self.world}), "regions": sorted({w["r"].region for w in self.world}),
+                  "invoke_sample_one_in": self.sample,
+                  "incidents": sorted(self.incidents, key=lambda x: x["start"]),
+                  "benign": sorted(self.benign, key=lambda x: (x["start"], x["account_id"], x["region"]))}
+        (self.out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
+        c = self.counts
+        manifest = {"cloudtrail_records": c["cloudtrail_records"], "cloudtrail_distinct_event_ids": self.event_ids,
+                    "cloudtrail_duplicates": c["cloudtrail_duplicates"], "cloudtrail_files": c["cloudtrail_files"],
+                    "lambda_report_lines": c["lambda_report_lines"], "lambda_timeouts": c["lambda_timeouts"],
+                    "lambda_log_events": c["lambda_log_events"], "firehose_objects": c["firehose_objects"],
+                    "firehose_payloads": c["firehose_payloads"], "files": c["cloudtrail_files"] + c["firehose_objects"],
+                    "bytes": c["bytes"],
+                    "report_lines_by_function": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("report_lines:")}}
+        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--small", action="store_true", help="1 account x 1 region, sized for CI")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--days", type=int, default=21, help="at least 21: 14 to learn, 7 scored")
+    a = ap.parse_args()
+    if a.days < 21:
+        ap.error("--days must be at least 21 (14 days to learn, then the scored week)")
+    out = Path(a.out)
+    if (out / "input").exists() and any((out / "input").iterdir()):
+        ap.error(f"{out}/input is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    m = Scenario(out, a.small, a.seed, a.days).run()
+    print(json.dumps({k: v for k, v in m.items() if k != "report_lines_by_function"}), file=sys.stdout)
+    print(f"generated in {time.time() - t:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

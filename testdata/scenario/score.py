@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Replays a generated scenario through `trailwatch run` in delivery order and scores the findings.
+
+    score.py --scenario DIR --trailwatch BIN [--batch-minutes 60] [--work WORKDIR] [--json OUT.json]
+    score.py --scenario DIR --work WORKDIR --rescore [--json OUT.json]
+
+Deliveries (DIR/deliveries.tsv) are grouped into batches of --batch-minutes by delivery time. For
+each batch it runs
+
+    BIN run <files of the batch...> --lake WORK/lake --state WORK/state --findings WORK/findings.jsonl
+
+(in DIR, with the files named relative to it) and takes every line appended to findings.jsonl as
+reported at the batch's end. A finding counts
+when it is open, not suppressed, not of severity info, and starts in the scored period. It
+detects an incident when it has the incident's kind, account and region, a matching subject, and
+a start in [incident start - 15 min, incident end + 30 min]. Counted findings that detect no
+incident are false findings.
+
+--rescore skips the replay and scores WORK/findings.reported.jsonl from an earlier run (the
+findings with the time each was reported), to tune the report without replaying.
+
+Exit status: 0 when the replay ran (whatever the score), 2 when it failed.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+BEFORE = timedelta(minutes=15)
+AFTER = timedelta(minutes=30)
+MAX_ARG_BYTES = 96 * 1024
+MAX_ARGS = 2000
+
+
+def parse_time(s):
+    if not isinstance(s, str) or not s:
+        return None
+    try:
+        t = datetime.fromisoformat(s.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc)
+
+
+def fmt(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def chunks(paths):
+    out, size = [], 0
+    for p in paths:
+        if out and (len(out) >= MAX_ARGS or size + len(p) + 1 > MAX_ARG_BYTES):
+            yield out
+            out, size = [], 0
+        out.append(p)
+        size += len(p) + 1
+    if out:
+        yield out
+
+
+def replay(scenario, binary, work, batch_minutes, start):
+    lake, state, findings = work / "lake", work / "state", work / "findings.jsonl"
+    for p in (lake, state):
+        if p.exists():
+            shutil.rmtree(p)
+    for p in (findings, work / "findings.reported.jsonl"):
+        if p.exists():
+            p.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    deliveries = []
+    with open(scenario / "deliveries.tsv") as f:
+        for line in f:
+            if line.strip():
+                t, rel = line.rstrip("\n").split("\t", 1)
+                deliveries.append((parse_time(t), rel))
+    deliveries.sort(key=lambda x: x[0])
+    step = timedelta(minutes=batch_minutes)
+    batches = defaultdict(list)
+    for t, rel in deliveries:
+        batches[int((t - start) / step)].append(rel)
+    reported = []  # (reported at, finding)
+    offset = 0
+    stats = {"batches": len(batches), "runs": 0, "files": len(deliveries), "exit_codes": defaultdict(int), "bad_lines": 0}
+    t0 = time.monotonic()
+    out = open(work / "findings.reported.jsonl", "w")
+    for n, k in enumerate(sorted(batches)):
+        at = start + step * (k + 1)
+        for files in chunks(batches[k]):
+            cmd = [binary, "run", *files, "--lake", str(lake), "--state", str(state), "--findings", str(findings)]
+            # Inputs are named relative to the scenario folder, as S3 keys would be: folders above it
+            # are not part of the delivery and must not leak into what ingest reads from the key.
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=scenario)
+            stats["runs"] += 1
+            stats["exit_codes"][str(r.returncode)] += 1
+            if r.returncode not in (0, 1):
+                tail = "\n".join((r.stderr or "").splitlines()[-20:])
+                print(f"replay failed: `{binary} run` ({len(files)} files, batch ending {fmt(at)}) exited {r.returncode}:\n{tail}", file=sys.stderr)
+                stats["seconds"] = round(time.monotonic() - t0, 1)
+                stats["failed"] = True
+                return reported, stats
+            if findings.exists():
+                with open(findings, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                end = data.rfind(b"\n") + 1  # a line still being written waits for the next run
+                offset += end
+                for line in data[:end].decode("utf-8", "replace").splitlines():
+                    if not line.strip():
+                        continue
+                    try:
+                        fd = json.loads(line)
+                    except json.JSONDecodeError:
+                        stats["bad_lines"] += 1
+                        continue
+                    if not isinstance(fd, dict):
+                        stats["bad_lines"] += 1
+                        continue
+                    reported.append((at, fd))
+                    out.write(json.dumps({"reported_at": fmt(at), "finding": fd}) + "\n")
+        if (n + 1) % 48 == 0:
+            print(f"  {n + 1}/{len(batches)} batches, up to {fmt(at)}, {len(reported)} finding lines, "
+                  f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
+    out.close()
+    stats["seconds"] = round(time.monotonic() - t0, 1)
+    return reported, stats
+
+
+def load_reported(work):
+    reported = []
+    with open(work / "findings.reported.jsonl") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                reported.append((parse_time(d["reported_at"]), d["finding"]))
+    return reported
+
+
+# --- matching -------------------------------------------------------------------------------
+
+
+def subject_forms(s):
+    """The subject and the forms it may be named by: an assumed role's role ARN, a function's name."""
+    if not isinstance(s, str) or not s.strip():
+        return set()
+    s = s.strip()
+    forms = {s.lower()}
+    low = s.lower()
+    if low.startswith("arn:aws:sts::") and ":assumed-role/" in low:
+        acct = low.split("::", 1)[1].split(":", 1)[0]
+        role = s.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        forms.add(f"arn:aws:iam::{acct}:role/{role}".lower())
+    if ":function:" in s:
+        forms.add(s.split(":function:", 1)[1].split(":", 1)[0].lower())
+    return forms
+
+
+def last_segment(s):
+    if ":function:" in s:
+        s = s.split(":function:", 1)[1].split(":", 1)[0]
+    return s.replace("/", ":").rstrip(":").rsplit(":", 1)[-1]
+
+
+def subject_match(a, b):
+    fa, fb = subject_forms(a), subject_forms(b)
+    for x in fa:
+        for y in fb:
+            if x == y or x in y or y in x or last_segment(x) == last_segment(y):
+                return True
+    return False
+
+
+def in_window(t, start, end):
+    return t is not None and start - BEFORE <= t <= end + AFTER
+
+
+def counted(reported, scored_start, end):
+    """Counted findings by id: the first line of each id that is open, unsuppressed, not info, and
+    starts in the scored period, with the time it was reported."""
+    out = {}
+    for i, (at, fd) in enumerate(reported):
+        fid = fd.get("id") if isinstance(fd.get("id"), str) and fd.get("id") else f"line-{i}"
+        if fid in out:
+            continue
+        if fd.get("status") != "open" or fd.get("suppressed") is True or fd.get("severity") == "info":
+            continue
+        st = parse_time(fd.get("start"))
+        if st is None or not (scored_start <= st < end):
+            continue
+        out[fid] = {"id": fid, "reported_at": at, "start_t": st, "kind": fd.get("kind"), "account_id": fd.get("account_id"),
+                    "region": fd.get("region"), "subject": fd.get("subject"), "start": fd.get("start"),
+                    "severity": fd.get("severity"), "summary": fd.get("summary")}
+    return list(out.values())
+
+
+def matches(f, inc, any_kind=False):
+    if not any_kind and f["kind"] != inc["kind"]:
+        return False
+    if f["account_id"] != inc["account_id"] or f["region"] != inc["region"]:
+        return False
+    subjects = [inc.get("subject")] + list(inc.get("related_subjects") or [])
+    if not any(subject_match(f["subject"], s) for s in subjects):
+        return False
+    return in_window(f["start_t"], parse_time(inc["start"]), parse_time(inc["end"]))
+
+
+def score(labels, reported, stats):
+    scored_start, end = parse_time(labels["scored_start"]), parse_time(labels["end"])
+    findings = counted(reported, scored_start, end)
+    incidents = []
+    for inc in labels["incidents"]:
+        hits = [f for f in findings if matches(f, inc)]
+        row = {"id": inc["id"], "kind": inc["kind"], "account_id": inc["account_id"], "region": inc["region"],
+               "subject": inc["subject"], "start": inc["start"], "end": inc["end"], "detected": bool(hits),
+               "time_to_detect_min": None, "finding_id": None, "findings": len(hits)}
+        if hits:
+            first = min(hits, key=lambda f: (f["reported_at"], f["start_t"]))
+            row["time_to_detect_min"] = round((first["reported_at"] - parse_time(inc["start"])).total_seconds() / 60, 1)
+            row["finding_id"] = first["id"]
+        incidents.append(row)
+    by_kind = {}
+    for kind in sorted({i["kind"] for i in incidents}):
+        rows = [i for i in incidents if i["kind"] == kind]
+        ttd = [i["time_to_detect_min"] for i in rows if i["detected"]]
+        by_kind[kind] = {"incidents": len(rows), "detected": len(ttd), "recall": round(len(ttd) / len(rows), 3),
+                         "median_ttd_min": round(statistics.median(ttd), 1) if ttd else None,
+                         "max_ttd_min": max(ttd) if ttd else None}
+    detected = sum(1 for i in incidents if i["detected"])
+    days = [(scored_start + timedelta(days=d)).strftime("%Y-%m-%d") for d in range((end - scored_start).days)]
+    per_day = {d: 0 for d in days}
+    false = []
+    for f in findings:
+        if any(matches(f, inc) for inc in labels["incidents"]):
+            continue
+        day = f["start_t"].strftime("%Y-%m-%d")
+        per_day[day] = per_day.get(day, 0) + 1
+        near = [inc["id"] for inc in labels["incidents"] if matches(f, inc, any_kind=True)]
+        benign = [i for i, b in enumerate(labels.get("benign", [])) if matches(f, b, any_kind=True)]
+        false.append({"id": f["id"], "kind": f["kind"], "account_id": f["account_id"], "region": f["region"],
+                      "subject": f["subject"], "start": f["start"], "severity": f["severity"], "summary": f["summary"],
+                      "reported_at": fmt(f["reported_at"]), "near_incidents": near,
+                      "benign": [labels["benign"][i]["description"] for i in benign]})
+    false.sort(key=lambda x: (x["start"] or "", x["kind"] or ""))
+    benign_rows = []
+    for b in labels.get("benign", []):
+        hits = [f for f in findings if matches(f, b, any_kind=True)]
+        benign_rows.append({**{k: b.get(k) for k in ("description", "account_id", "region", "subject", "start", "end")},
+                            "findings": [{"id": f["id"], "kind": f["kind"], "subject": f["subject"], "start": f["start"]} for f in hits]})
+    n_days = max(1, len(days))
+    return {
+        "replay": {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in stats.items()},
+        "finding_lines": len(reported), "counted_findings": len(findings),
+        "by_kind": by_kind,
+        "overall": {"incidents": len(incidents), "detected": detected, "recall": round(detected / len(incidents), 3) if incidents else None},
+        "false_findings": {"total": len(false), "per_day": per_day, "mean_per_day": round(len(false) / n_days, 2), "list": false},
+        "benign": {"total": len(benign_rows), "with_findings": sum(1 for b in benign_rows if b["findings"]), "list": benign_rows},
+        "incidents": incidents,
+    }
+
+
+def trunc(s, n):
+    s = "" if s is None else str(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def print_report(res):
+    rp = res["replay"]
+    if rp:
+        print(f"replay: {rp.get('batches')} batches, {rp.get('runs')} runs of `run`, {rp.get('files')} files, "
+              f"{rp.get('seconds')} s; exit codes {rp.get('exit_codes')}; bad finding lines {rp.get('bad_lines', 0)}")
+    print(f"finding lines: {res['finding_lines']}; counted findings (open, not suppressed, not info, in the scored week): {res['counted_findings']}")
+    print()
+    print(f"{'kind':<20} {'incidents':>9} {'detected':>8} {'recall':>6} {'median TTD min':>14} {'max TTD min':>11}")
+    for kind, k in res["by_kind"].items():
+        med = "-" if k["median_ttd_min"] is None else f"{k['median_ttd_min']:.1f}"
+        mx = "-" if k["max_ttd_min"] is None else f"{k['max_ttd_min']:.1f}"
+        print(f"{kind:<20} {k['incidents']:>9} {k['detected']:>8} {k['recall']:>6.2f} {med:>14} {mx:>11}")
+    o = res["overall"]
+    print(f"{'overall':<20} {o['incidents']:>9} {o['detected']:>8} {(o['recall'] or 0):>6.2f}")
+    print()
+    for i in res["incidents"]:
+        what = f"detected after {i['time_to_detect_min']} min by {i['finding_id']}" if i["detected"] else "MISSED"
+        print(f"  {i['id']:<28} {i['account_id']} {i['region']:<9} {trunc(i['subject'], 48):<48} {i['start']}  {what}")
+    ff = res["false_findings"]
+    print()
+    print(f"false findings: {ff['total']} ({ff['mean_per_day']} per scored day)")
+    print("  " + "  ".join(f"{d[5:]}: {n}" for d, n in ff["per_day"].items()))
+    for f in ff["list"]:
+        note = ""
+        if f["near_incidents"]:
+            note = f"  [near {', '.join(f['near_incidents'])}]"
+        if f["benign"]:
+            note += "  [benign]"
+        print(f"  {trunc(f['kind'], 18):<18} {f['account_id']} {f['region']:<9} {trunc(f['subject'], 40):<40} {f['start']}  {trunc(f['summary'], 70)}{note}")
+    b = res["benign"]
+    print()
+    print(f"benign events that drew a finding: {b['with_findings']} of {b['total']}")
+    for row in b["list"]:
+        if row["findings"]:
+            kinds = ", ".join(sorted({f["kind"] or "?" for f in row["findings"]}))
+            print(f"  {row['start']} {row['account_id']} {row['region']:<9} {trunc(row['description'], 60):<60} {len(row['findings'])} ({kinds})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", required=True, type=Path)
+    ap.add_argument("--trailwatch", help="the trailwatch binary")
+    ap.add_argument("--batch-minutes", type=int, default=60)
+    ap.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed afterwards)")
+    ap.add_argument("--json", type=Path, help="also write the result as JSON here")
+    ap.add_argument("--rescore", action="store_true", help="score WORK/findings.reported.jsonl of an earlier replay")
+    a = ap.parse_args()
+    labels = json.loads((a.scenario / "labels.json").read_text())
+    tmp = None
+    if a.rescore:
+        if not a.work:
+            ap.error("--rescore needs --work")
+        reported, stats = load_reported(a.work), {}
+    else:
+        if not a.trailwatch:
+            ap.error("--trailwatch is required")
+        if a.batch_minutes <= 0:
+            ap.error("--batch-minutes must be positive")
+        work = a.work
+        if work is None:
+            tmp = tempfile.mkdtemp(prefix="trailwatch-score-")
+            work = Path(tmp)
+        try:
+            binary = a.trailwatch if os.sep not in a.trailwatch else str(Path(a.trailwatch).resolve())
+            reported, stats = replay(a.scenario.resolve(), binary, work.resolve(), a.batch_minutes, parse_time(labels["start"]))
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if stats.get("failed"):
+            if a.json:
+                a.json.write_text(json.dumps({"replay": {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in stats.items()}}, indent=2) + "\n")
+            sys.exit(2)
+    res = score(labels, reported, stats)
+    print_report(res)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ impl Default for DetectConfig {
         DetectConfig {
             lateness: Lateness::default(),
             baseline: Baseline::default(),
-            api_call_rate: RateRule { z: 6.0, min_count: 60.0, min_ratio: 5.0 },
+            api_call_rate: RateRule { z: 6.0, min_count: 15.0, min_ratio: 5.0 },
             api_error_rate: RateRule { z: 6.0, min_count: 30.0, min_ratio: 5.0 },
             principal_call_rate: RateRule { z: 8.0, min_count: 200.0, min_ratio: 8.0 },
             enumeration: Enumeration::default(),
@@ -84,8 +84,10 @@ pub struct Baseline {
     pub alpha: f64,
     /// A key fires only after this much history (event time since it was first seen).
     pub min_history_days: f64,
-    /// Observations a seasonal slot needs before it is trusted over the key's overall baseline.
-    pub slot_full: u32,
+    /// Days of observations a seasonal slot (an hour of a weekday, or of a weekend day) needs
+    /// before it is trusted over its fallback (the same hour of the other kind of day, then the
+    /// key's overall baseline). Counted in days, so minute, 5-minute and hourly series agree.
+    pub slot_full_days: f64,
     /// Keys idle this long are forgotten.
     pub key_ttl_days: f64,
     /// At most this many keys per detector and account-region; new keys beyond it are counted but
@@ -102,7 +104,7 @@ impl Default for Baseline {
         Baseline {
             alpha: 0.02,
             min_history_days: 3.0,
-            slot_full: 24,
+            slot_full_days: 3.0,
             key_ttl_days: 21.0,
             max_keys: 20_000,
             close_after_windows: 3,

@@ -317,10 +317,17 @@ fn observe_api(
     let failed = a.error_code.is_some() && !throttled;
     let api = format!("{}:{}", a.source, a.name);
     let mut counted = true;
-    if let Some(k) = apis
-        .get_or_insert(hash_parts(&[&a.source, &a.name]), max, || ApiKey { label: api.clone(), ..Default::default() })
-    {
-        counted &= k.observe(a, failed);
+    // Per API, throttled calls are left out: AWS refused them, and `throttling` reports them.
+    // Lambda Invoke data events are left out too: `concurrency_spike` watches each function's
+    // invocation rate from its logs, which hold every invocation, not a trail's selection.
+    let invoke = a.source == "lambda.amazonaws.com" && a.name.starts_with("Invoke");
+    if !throttled && !invoke {
+        if let Some(k) = apis.get_or_insert(hash_parts(&[&a.source, &a.name]), max, || ApiKey {
+            label: api.clone(),
+            ..Default::default()
+        }) {
+            counted &= k.observe(a, failed);
+        }
     }
     if let Some(k) = principals.get_or_insert(hash_parts(&[&a.principal]), max, || PrincipalKey {
         label: a.principal.clone(),

@@ -101,12 +101,21 @@ impl Seasonal {
         }
     }
 
-    /// The slot's estimate, blended with the overall one until the slot has `full` observations.
+    /// The slot's estimate, blended with a fallback until the slot has `full` observations. The
+    /// fallback is the same hour of the other kind of day (weekday for a weekend slot), itself
+    /// blended with the overall moments until it has `full` observations: weekend slots fill two
+    /// days a week, and a job that runs every night at 02:00 is better judged by the weekdays'
+    /// 02:00 than by the average hour.
     pub fn expected(&self, t_ms: i64, full: u32) -> Expected {
-        let s = self.slots.get(slot(t_ms)).copied().unwrap_or_default();
-        let w = (s.n as f64 / full.max(1) as f64).min(1.0);
-        let mean = w * s.mean + (1.0 - w) * self.all.mean;
-        let var = w * s.var + (1.0 - w) * self.all.var;
+        let k = slot(t_ms);
+        let s = self.slots.get(k).copied().unwrap_or_default();
+        let o = self.slots.get((k + 24) % SLOTS).copied().unwrap_or_default();
+        let weight = |m: &Moments| (m.n as f64 / full.max(1) as f64).min(1.0);
+        let (ws, wo) = (weight(&s), weight(&o));
+        let fb_mean = wo * o.mean + (1.0 - wo) * self.all.mean;
+        let fb_var = wo * o.var + (1.0 - wo) * self.all.var;
+        let mean = ws * s.mean + (1.0 - ws) * fb_mean;
+        let var = ws * s.var + (1.0 - ws) * fb_var;
         Expected { mean, var, n: self.all.n }
     }
 }
@@ -275,6 +284,30 @@ mod tests {
         assert_eq!(slot(monday), 3);
         assert_eq!(slot(crate::tests_support::t("2026-01-10T23:59:00Z")), 47);
         assert_eq!(slot(crate::tests_support::t("2026-01-09T23:59:00Z")), 23);
+    }
+
+    #[test]
+    fn young_weekend_slot_falls_back_on_the_weekdays_same_hour() {
+        let t = crate::tests_support::t;
+        let mut s = Seasonal::default();
+        // Five weekdays: 100 at 02:00, 0 in every other hour.
+        for d in 0..5 {
+            for h in 0..24 {
+                let x = if h == 2 { 100.0 } else { 0.0 };
+                s.observe(t("2026-01-05T00:00:00Z") + d * 86_400_000 + h * 3_600_000, x, 0.0);
+            }
+        }
+        // A Saturday's 02:00 has no history of its own: the weekdays' 02:00 stands in, not the
+        // average hour (about 4).
+        let sat = t("2026-01-10T02:10:00Z");
+        assert!((s.expected(sat, 3).mean - 100.0).abs() < 1e-9);
+        assert!(s.expected(t("2026-01-10T05:00:00Z"), 3).mean.abs() < 1e-9);
+        // With too little weekday history too, the overall moments fill in.
+        let mut young = Seasonal::default();
+        young.observe(t("2026-01-05T02:00:00Z"), 100.0, 0.0);
+        young.observe(t("2026-01-05T03:00:00Z"), 0.0, 0.0);
+        let e = young.expected(sat, 3).mean;
+        assert!(e > 50.0 && e < 100.0, "{e}");
     }
 
     #[test]

@@ -92,6 +92,10 @@ impl<A: Default> Windows<A> {
 pub struct Series {
     pub base: Seasonal,
     pub first: Option<EpochMillis>,
+    /// Windows per hour (60 for minutes, 1 for hours): how many observations a seasonal slot
+    /// gets in a day, so its trust can be counted in days whatever the window's width.
+    #[serde(default)]
+    pub per_hour: u32,
 }
 
 /// A window judged against its baseline.
@@ -105,7 +109,8 @@ pub struct Verdict {
 
 impl Series {
     pub fn expected(&self, t: EpochMillis, b: &Baseline) -> Expected {
-        self.base.expected(t, b.slot_full)
+        let full = (b.slot_full_days * self.per_hour.max(1) as f64).ceil().max(1.0) as u32;
+        self.base.expected(t, full)
     }
 
     /// True once the series has `min_history_days` of history at `t`.
@@ -125,8 +130,10 @@ impl Series {
         Verdict { observed: x, expected: e.mean, z, anomalous }
     }
 
-    pub fn learn(&mut self, t: EpochMillis, x: f64, alpha: f64) {
+    /// Learns the value of the window of `width` ms starting at `t`.
+    pub fn learn(&mut self, t: EpochMillis, x: f64, alpha: f64, width: i64) {
         self.first.get_or_insert(t);
+        self.per_hour = (HOUR / width.max(1)).max(1) as u32;
         self.base.observe(t, x, alpha);
     }
 }

@@ -142,7 +142,9 @@ fn api_call_rate_fires_on_a_burst_and_closes_with_the_same_id() {
 #[test]
 fn quiet_keys_and_young_keys_stay_silent() {
     let mut sim = Sim::new(DetectConfig::default());
-    // Two calls a day, then twenty: far above baseline, but below any minimum size.
+    // Two calls a day, then a burst one call short of the minimum size: far above baseline,
+    // but too small to page anyone.
+    let burst = DetectConfig::default().api_call_rate.min_count as i64 - 1;
     let mut ev = vec![];
     for d in 0..6 {
         ev.push(call(t0() + d * DAY, "iam.amazonaws.com", "GetUser", "arn:aws:iam::111122223333:user/a", d as u64 * 2));
@@ -154,7 +156,7 @@ fn quiet_keys_and_young_keys_stay_silent() {
             d as u64 * 2 + 1,
         ));
     }
-    for i in 0..20 {
+    for i in 0..burst {
         ev.push(call(
             t0() + 6 * DAY + i * 1000,
             "iam.amazonaws.com",

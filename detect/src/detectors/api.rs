@@ -95,10 +95,10 @@ impl ApiKey {
         win.finalize(final_before, WIDTH, |w, agg| {
             let (vc, ve) = self.check(ctx, w, &agg, 1.0);
             if !vc.anomalous {
-                self.calls.learn(w, vc.observed, alpha);
+                self.calls.learn(w, vc.observed, alpha, WIDTH);
             }
             if !ve.anomalous {
-                self.errors.learn(w, ve.observed, alpha);
+                self.errors.learn(w, ve.observed, alpha, WIDTH);
             }
         });
         // Early: the newest open window may already be overwhelming.
@@ -234,7 +234,7 @@ impl PrincipalKey {
             let vc = self.calls.judge(w, agg.calls as f64, &rule, &b, 1.0);
             Self::report(ctx, &mut self.call_ep, &s, ((w, w + WIDTH), &vc, b.close_after_windows), &[&agg], false);
             if !vc.anomalous {
-                self.calls.learn(w, vc.observed, alpha);
+                self.calls.learn(w, vc.observed, alpha, WIDTH);
             }
             self.recent.push((w, agg));
             let drop = self.recent.len().saturating_sub(span_windows);
@@ -246,7 +246,7 @@ impl PrincipalKey {
             let s = Subject { kind: "api_error_rate", ..s };
             Self::report(ctx, &mut self.enum_ep, &s, ((start, w + WIDTH), &ve, b.close_after_windows), &aggs, true);
             if !ve.anomalous {
-                self.denied.learn(w, ve.observed, alpha);
+                self.denied.learn(w, ve.observed, alpha, WIDTH);
             }
         });
         // Early: the final windows of the span plus the open ones.
@@ -352,7 +352,7 @@ impl ThrottleKey {
             }
             ctx.out.extend(f);
             if !v.anomalous {
-                self.series.learn(w, v.observed, alpha);
+                self.series.learn(w, v.observed, alpha, WIDTH);
             }
         });
         if let Some((w, agg)) = win.latest().cloned() {

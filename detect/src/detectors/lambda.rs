@@ -280,13 +280,11 @@ impl FunctionKey {
         self.advance_minutes(ctx, logs_final);
         self.advance_quarters(ctx, logs_final);
         let alpha = alpha_for(ctx.cfg.baseline.alpha, HOUR);
-        let silent = self.silence_ep.is_open();
+        // Quiet hours are learned even while a silence episode is open: for a batch job the
+        // episode lasts until its next run, and skipping those hours would keep its baseline
+        // from ever learning that it is idle most of the day.
         let mut hours = std::mem::take(&mut self.hours);
-        hours.finalize(logs_final, HOUR, |w, n| {
-            if !silent {
-                self.hourly.learn(w, n as f64, alpha);
-            }
-        });
+        hours.finalize(logs_final, HOUR, |w, n| self.hourly.learn(w, n as f64, alpha, HOUR));
         self.hours = hours;
         self.close_novelty(ctx, cloudtrail_final.max(logs_final));
     }
@@ -350,8 +348,8 @@ impl FunctionKey {
         minutes.finalize(final_before, MINUTE_WIDTH, |w, agg| {
             let (vc, vr) = judge(self, ctx, w, &agg, 1.0);
             if !vc.anomalous && !vr.anomalous {
-                self.concurrency.learn(w, vc.observed, alpha);
-                self.rate.learn(w, vr.observed, alpha);
+                self.concurrency.learn(w, vc.observed, alpha, MINUTE_WIDTH);
+                self.rate.learn(w, vr.observed, alpha, MINUTE_WIDTH);
                 if agg.invocations > 0 {
                     self.cost_per_invocation.observe(agg.cost / agg.invocations as f64, alpha);
                 }
@@ -423,7 +421,7 @@ impl FunctionKey {
             }
             ctx.out.extend(f);
             if !v.anomalous {
-                self.timeouts.learn(w, q.timeouts as f64, alpha);
+                self.timeouts.learn(w, q.timeouts as f64, alpha, width);
                 if q.invocations > 0 {
                     self.timeout_rate.observe(rate, alpha);
                 }

@@ -76,7 +76,7 @@ impl TrailSilence {
         let mut hours = std::mem::take(&mut self.hours);
         hours.finalize(final_before, HOUR, |w, n| {
             if !silent {
-                self.hourly.learn(w, n as f64, alpha);
+                self.hourly.learn(w, n as f64, alpha, HOUR);
             }
         });
         self.hours = hours;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use trailwatch_core::finding::{Finding, Status};
+use trailwatch_alert::{AlertConfig, FileDeadLetter, FileSent};
+use trailwatch_core::finding::{Finding, Severity, Status};
 use trailwatch_core::store::{LakeStore, LocalFiles, LocalLake, ObjectRef, ObjectSource};
 use trailwatch_detect::state::DirState;
 use trailwatch_detect::{detect_lake, DetectConfig, LakeLocation};
@@ -104,6 +105,25 @@ struct DetectArgs {
     /// Do not print findings to the terminal (the findings file is still written).
     #[arg(long)]
     quiet: bool,
+    /// Also publish alerts to this SNS topic (email and JSON; deduplicated through the state
+    /// folder, undeliverable ones to <STATE>/dead-letter.jsonl).
+    #[arg(long)]
+    sns_topic_arn: Option<String>,
+    /// Repeated episodes of one kind and subject starting within this many minutes fold into
+    /// the alert already sent.
+    #[arg(long, default_value_t = 360)]
+    fold_window_minutes: i64,
+    /// More alerts than this for one account in one run become one digest message.
+    #[arg(long, default_value_t = 5)]
+    digest_threshold: usize,
+    /// Findings below this severity are not published (info, low, medium, high, critical).
+    #[arg(long, default_value = "info", value_parser = parse_severity)]
+    min_severity: Severity,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| "expected info, low, medium, high or critical".to_string())
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -211,12 +231,47 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
         run.findings.len() - shown,
         args.state.display()
     );
+    if let Some(topic) = &args.sns_topic_arn {
+        publish_alerts(args, topic, &run.findings, &rt)?;
+    }
     run.commit(&store)?;
     if parse_s3(&args.lake).is_none() {
         let _ = std::fs::remove_dir(PathBuf::from(&args.lake).join(trailwatch_core::lake::STAGING_DIR));
     }
     drop(rt);
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Publishes the run's alerts to SNS. Errors (nothing published nor dead-lettered, or the sent
+/// records unwritable) stop before the state is committed, so the next run tries again and the
+/// sent records keep it from mailing twice.
+fn publish_alerts(args: &DetectArgs, topic: &str, findings: &[Finding], rt: &tokio::runtime::Runtime) -> Result<()> {
+    use trailwatch_alert::aws::{sns_client, SnsPublisher};
+    let cfg = AlertConfig {
+        fold_window_ms: args.fold_window_minutes * 60_000,
+        digest_threshold: args.digest_threshold,
+        min_severity: args.min_severity,
+        ..AlertConfig::default()
+    };
+    let publisher = SnsPublisher {
+        client: rt.block_on(sns_client(args.endpoint_url.as_deref())),
+        handle: rt.handle().clone(),
+        topic_arn: topic.to_string(),
+    };
+    let sent = FileSent::open(&args.state)?;
+    let dead = FileDeadLetter::new(&args.state);
+    let r = trailwatch_alert::alert(findings, &cfg, &sent, &publisher, &dead)?;
+    println!(
+        "alert: {} messages ({} digests) to {topic}; {} already sent, {} folded, {} retries, {} dead-lettered{}",
+        r.messages,
+        r.digests,
+        r.already_sent,
+        r.folded,
+        r.retries,
+        r.dead_lettered,
+        if r.dead_lettered > 0 { format!(" to {}", dead.path().display()) } else { String::new() }
+    );
+    Ok(())
 }
 
 #[cfg(feature = "baseline")]

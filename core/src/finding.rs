@@ -172,6 +172,113 @@ pub fn findings_schema() -> SchemaRef {
         .clone()
 }
 
+/// Why a findings file could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("findings file {key}: {message}")]
+pub struct FindingsReadError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Reads a findings Parquet file written by detect back into findings. Account and region are
+/// partition columns, so they come from the key (`.../account_id=/region=/date=/...`).
+pub fn read_findings_parquet(key: &str, bytes: Vec<u8>) -> Result<Vec<Finding>, FindingsReadError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+    use arrow_array::Array;
+    let err = |m: String| FindingsReadError { key: key.to_string(), message: m };
+    let part = |name: &str| {
+        key.split('/').find_map(|seg| seg.strip_prefix(name).and_then(|s| s.strip_prefix('='))).map(str::to_string)
+    };
+    let account_id = part("account_id").ok_or_else(|| err("no account_id= in the key".into()))?;
+    let region = part("region").ok_or_else(|| err("no region= in the key".into()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")));
+        let text = |name: &str| -> Result<_, FindingsReadError> {
+            col(name)?.as_string_opt::<i32>().cloned().ok_or_else(|| err(format!("column {name} is not text")))
+        };
+        let (id, kind, severity, subject, summary, status, reason) = (
+            text("id")?,
+            text("kind")?,
+            text("severity")?,
+            text("subject")?,
+            text("summary")?,
+            text("status")?,
+            text("suppression_reason")?,
+        );
+        let ts = |name: &str| {
+            col(name)?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .cloned()
+                .ok_or_else(|| err(format!("column {name} is not a timestamp")))
+        };
+        let (start, end) = (ts("start")?, ts("end")?);
+        let num = |name: &str| {
+            col(name)?
+                .as_primitive_opt::<Float64Type>()
+                .cloned()
+                .ok_or_else(|| err(format!("column {name} is not a double")))
+        };
+        let (observed, baseline, score, cost) =
+            (num("observed")?, num("baseline")?, num("score")?, num("estimated_cost_usd")?);
+        let suppressed =
+            col("suppressed")?.as_boolean_opt().cloned().ok_or_else(|| err("suppressed is not a boolean".into()))?;
+        let top = col("top_contributors")?
+            .as_list_opt::<i32>()
+            .cloned()
+            .ok_or_else(|| err("top_contributors is not a list".into()))?;
+        let evidence =
+            col("evidence")?.as_list_opt::<i32>().cloned().ok_or_else(|| err("evidence is not a list".into()))?;
+        for i in 0..batch.num_rows() {
+            let severity = serde_json::from_value(serde_json::Value::String(severity.value(i).to_string()))
+                .map_err(|e| err(format!("row {i}: severity: {e}")))?;
+            let status = serde_json::from_value(serde_json::Value::String(status.value(i).to_string()))
+                .map_err(|e| err(format!("row {i}: status: {e}")))?;
+            let contribs = top.value(i);
+            let contribs = contribs.as_struct();
+            let (dims, vals, counts) = (
+                contribs.column(0).as_string::<i32>(),
+                contribs.column(1).as_string::<i32>(),
+                contribs.column(2).as_primitive::<Int64Type>(),
+            );
+            let ev = evidence.value(i);
+            let ev = ev.as_string::<i32>();
+            out.push(Finding {
+                id: id.value(i).to_string(),
+                kind: kind.value(i).to_string(),
+                severity,
+                account_id: account_id.clone(),
+                region: region.clone(),
+                subject: subject.value(i).to_string(),
+                start: start.value(i),
+                end: end.is_valid(i).then(|| end.value(i)),
+                observed: observed.value(i),
+                baseline: baseline.value(i),
+                score: score.value(i),
+                estimated_cost_usd: cost.is_valid(i).then(|| cost.value(i)),
+                summary: summary.value(i).to_string(),
+                top_contributors: (0..contribs.len())
+                    .map(|j| Contributor {
+                        dimension: dims.value(j).to_string(),
+                        value: vals.value(j).to_string(),
+                        count: counts.value(j).max(0) as u64,
+                    })
+                    .collect(),
+                evidence: (0..ev.len()).map(|j| ev.value(j).to_string()).collect(),
+                status,
+                suppressed: suppressed.value(i),
+                suppression_reason: reason.is_valid(i).then(|| reason.value(i).to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,215 @@
+//! The SDK adapters (feature `aws`): SNS as the [`Publisher`], an SQS queue as the
+//! [`DeadLetter`] place, DynamoDB as the [`SentStore`]. Each call blocks on the runtime handle so
+//! the library stays synchronous.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sns::types::MessageAttributeValue;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::runtime::Handle;
+use trailwatch_core::time::EpochMillis;
+
+use crate::error::AlertError;
+use crate::publish::{DeadLetter, DeadLetterEntry, PublishError, Publisher};
+use crate::render::Message;
+use crate::sent::{Sent, SentStore};
+
+/// An SNS client with the SDK's own retries off: [`crate::RetryPolicy`] is the whole budget.
+pub async fn sns_client(endpoint_url: Option<&str>) -> aws_sdk_sns::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    aws_sdk_sns::Client::new(&loader.load().await)
+}
+
+pub async fn sqs_client(endpoint_url: Option<&str>) -> aws_sdk_sqs::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::new(&loader.load().await)
+}
+
+pub async fn dynamodb_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    aws_sdk_dynamodb::Client::new(&loader.load().await)
+}
+
+/// Publishes to one SNS topic with message structure JSON.
+pub struct SnsPublisher {
+    pub client: aws_sdk_sns::Client,
+    pub handle: Handle,
+    pub topic_arn: String,
+}
+
+impl Publisher for SnsPublisher {
+    fn topic(&self) -> &str {
+        &self.topic_arn
+    }
+
+    fn publish(&self, m: &Message) -> Result<String, PublishError> {
+        let mut req = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message_structure("json")
+            .message(m.message_json())
+            .subject(&m.subject);
+        for (name, v) in &m.attributes {
+            let attr = MessageAttributeValue::builder()
+                .data_type(v.data_type())
+                .string_value(v.string_value())
+                .build()
+                .map_err(|e| PublishError { message: e.to_string(), retryable: false })?;
+            req = req.message_attributes(name, attr);
+        }
+        match self.handle.block_on(req.send()) {
+            Ok(out) => Ok(out.message_id().unwrap_or_default().to_string()),
+            Err(e) => {
+                use aws_sdk_sns::error::ProvideErrorMetadata;
+                let code = e.code().unwrap_or("").to_string();
+                let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+                // Throttling and 5xx pass; a bad request or a missing topic will not.
+                let retryable = status >= 500
+                    || status == 429
+                    || matches!(
+                        code.as_str(),
+                        "Throttling"
+                            | "ThrottlingException"
+                            | "ThrottledException"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            | "KMSThrottling"
+                    )
+                    || e.as_service_error().is_none();
+                Err(PublishError { message: format!("{code} ({status}): {}", DisplayErrorContext(&e)), retryable })
+            }
+        }
+    }
+}
+
+/// The Lambda's dead-letter place: an SQS queue, one entry a message.
+pub struct SqsDeadLetter {
+    pub client: aws_sdk_sqs::Client,
+    pub handle: Handle,
+    pub queue_url: String,
+}
+
+impl DeadLetter for SqsDeadLetter {
+    fn send(&self, entry: &DeadLetterEntry) -> Result<(), AlertError> {
+        let body = serde_json::to_string(entry).expect("dead letters serialize");
+        self.handle
+            .block_on(self.client.send_message().queue_url(&self.queue_url).message_body(body).send())
+            .map(|_| ())
+            .map_err(|e| AlertError::DeadLetter {
+                location: self.queue_url.clone(),
+                message: DisplayErrorContext(&e).to_string(),
+            })
+    }
+}
+
+/// Sent records in a DynamoDB table keyed by `pk` (the detect state table serves), expiring
+/// through the table's TTL attribute `expires_at` after 30 days.
+pub struct DynamoSent {
+    pub client: aws_sdk_dynamodb::Client,
+    pub handle: Handle,
+    pub table: String,
+}
+
+const TTL_SECS: i64 = 30 * 24 * 3600;
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+impl DynamoSent {
+    fn err(&self, e: impl std::error::Error) -> AlertError {
+        AlertError::State {
+            location: format!("dynamodb:{}", self.table),
+            message: DisplayErrorContext(&e).to_string(),
+            retryable: true,
+        }
+    }
+
+    fn expires_at() -> AttributeValue {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        n(now + TTL_SECS)
+    }
+}
+
+fn how_str(how: Sent) -> &'static str {
+    match how {
+        Sent::Alone => "alone",
+        Sent::Digest => "digest",
+        Sent::Folded => "folded",
+        Sent::DeadLetter => "dead_letter",
+    }
+}
+
+impl SentStore for DynamoSent {
+    fn get(&self, key: &str) -> Result<Option<Sent>, AlertError> {
+        let out = self
+            .handle
+            .block_on(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&format!("alert#{key}")))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(out.item().and_then(|i| i.get("how")).and_then(|v| v.as_s().ok()).map(|h| match h.as_str() {
+            "digest" => Sent::Digest,
+            "folded" => Sent::Folded,
+            "dead_letter" => Sent::DeadLetter,
+            _ => Sent::Alone,
+        }))
+    }
+
+    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&format!("alert#{key}")))
+            .item("how", s(how_str(how)))
+            .item("event_time", n(event_time))
+            .item("expires_at", Self::expires_at())
+            .condition_expression("attribute_not_exists(pk)");
+        match self.handle.block_on(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&format!("alert#{group}")))
+            .item("episode", s(episode))
+            .item("start", n(start))
+            .item("expires_at", Self::expires_at())
+            .condition_expression("attribute_not_exists(pk) OR episode = :e OR #s <= :lo OR #s >= :hi")
+            .expression_attribute_names("#s", "start")
+            .expression_attribute_values(":e", s(episode))
+            .expression_attribute_values(":lo", n(start - window_ms))
+            .expression_attribute_values(":hi", n(start + window_ms));
+        match self.handle.block_on(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}

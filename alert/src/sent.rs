@@ -1,0 +1,161 @@
+//! What has been alerted: one record per (finding id, status), written with a conditional
+//! write, and the last alerted episode per kind and subject for folding repeats.
+//!
+//! SNS standard topics do not deduplicate, so this store is what keeps a retried invocation or a
+//! re-run from mailing twice. The order is check, publish, record: a crash between publish and
+//! record sends the alert again on the retry (a duplicate), never loses it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use trailwatch_core::time::EpochMillis;
+
+use crate::error::AlertError;
+
+/// How a finding's alert went out, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sent {
+    /// Its own message.
+    Alone,
+    /// A line of a digest.
+    Digest,
+    /// Folded into an earlier open alert of the same kind and subject.
+    Folded,
+    /// Publishing failed past the retry budget; the message is in the dead-letter place.
+    DeadLetter,
+}
+
+/// Records of sent alerts, with conditional writes.
+pub trait SentStore: Sync {
+    /// The record for `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Sent>, AlertError>;
+    /// Writes the record only if none exists. `Ok(false)` when another writer recorded it first.
+    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError>;
+    /// Claims `group` (kind, account, region, subject) for the episode `episode` starting at
+    /// `start`: true when no other episode of the group was claimed within `window_ms` of
+    /// `start` (or when this episode holds the claim already), so this one alerts; false when it
+    /// folds into the claimed one.
+    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError>;
+}
+
+/// The record key of a finding's status.
+pub fn sent_key(id: &str, status: trailwatch_core::finding::Status) -> String {
+    format!("sent#{id}#{}", status.as_str())
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FileData {
+    version: u32,
+    sent: BTreeMap<String, (Sent, EpochMillis)>,
+    groups: BTreeMap<String, (String, EpochMillis)>,
+}
+
+/// How long records are kept, in event time behind the newest one: far longer than any
+/// episode or fold window, short enough that the file stays small.
+const KEEP_MS: i64 = 30 * 24 * 3_600_000;
+
+/// The CLI's store: `<STATE>/alerts-sent.json`, rewritten atomically after each change.
+pub struct FileSent {
+    path: PathBuf,
+    data: Mutex<FileData>,
+}
+
+impl FileSent {
+    pub fn open(state_dir: &Path) -> Result<FileSent, AlertError> {
+        let path = state_dir.join("alerts-sent.json");
+        let err = |m: String| AlertError::State { location: path.display().to_string(), message: m, retryable: false };
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(format!("not a sent-alerts file: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileData { version: 1, ..Default::default() },
+            Err(e) => return Err(err(e.to_string())),
+        };
+        Ok(FileSent { path, data: Mutex::new(data) })
+    }
+
+    fn save(&self, data: &mut FileData) -> Result<(), AlertError> {
+        let newest = data.sent.values().map(|v| v.1).chain(data.groups.values().map(|v| v.1)).max().unwrap_or(0);
+        data.sent.retain(|_, v| v.1 >= newest - KEEP_MS);
+        data.groups.retain(|_, v| v.1 >= newest - KEEP_MS);
+        let err = |e: std::io::Error| AlertError::State {
+            location: self.path.display().to_string(),
+            message: e.to_string(),
+            retryable: false,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&*data).expect("sent records serialize")).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+impl FileData {
+    fn put_if_absent(&mut self, key: &str, how: Sent, event_time: EpochMillis) -> bool {
+        if self.sent.contains_key(key) {
+            return false;
+        }
+        self.sent.insert(key.to_string(), (how, event_time));
+        true
+    }
+
+    fn claim_group(&mut self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> bool {
+        if let Some((holder, t)) = self.groups.get(group) {
+            if holder != episode && (start - t).abs() < window_ms {
+                return false;
+            }
+            if holder == episode {
+                return true;
+            }
+        }
+        self.groups.insert(group.to_string(), (episode.to_string(), start));
+        true
+    }
+}
+
+impl SentStore for FileSent {
+    fn get(&self, key: &str) -> Result<Option<Sent>, AlertError> {
+        Ok(self.data.lock().expect("sent lock").sent.get(key).map(|v| v.0))
+    }
+
+    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError> {
+        let mut data = self.data.lock().expect("sent lock");
+        let fresh = data.put_if_absent(key, how, event_time);
+        if fresh {
+            self.save(&mut data)?;
+        }
+        Ok(fresh)
+    }
+
+    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
+        let mut data = self.data.lock().expect("sent lock");
+        let won = data.claim_group(group, episode, start, window_ms);
+        if won {
+            self.save(&mut data)?;
+        }
+        Ok(won)
+    }
+}
+
+/// An in-memory store, for tests and dry runs.
+#[derive(Default)]
+pub struct MemorySent {
+    data: Mutex<FileData>,
+}
+
+impl SentStore for MemorySent {
+    fn get(&self, key: &str) -> Result<Option<Sent>, AlertError> {
+        Ok(self.data.lock().expect("sent lock").sent.get(key).map(|v| v.0))
+    }
+
+    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError> {
+        Ok(self.data.lock().expect("sent lock").put_if_absent(key, how, event_time))
+    }
+
+    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
+        Ok(self.data.lock().expect("sent lock").claim_group(group, episode, start, window_ms))
+    }
+}

@@ -12,9 +12,10 @@ fi
 export PATH="$venv/bin:$PATH"
 export MOTO_SERVER="$venv/bin/moto_server"
 
-cargo test --workspace --exclude trailwatch-baseline --features trailwatch-ingest/lambda,trailwatch-detect/aws
+cargo test --workspace --exclude trailwatch-baseline --features trailwatch-ingest/lambda,trailwatch-detect/aws,trailwatch-alert/lambda
 # The warm start links polars (a long build): its own test build, once.
 cargo test -p trailwatch-cli --features baseline --test baseline
 cargo build -p trailwatch-cli
+cargo build -p trailwatch-alert --example email
 target_dir=$(cargo metadata --format-version 1 --no-deps | python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q tests/python

@@ -1,5 +1,6 @@
-"""The labelled scenario (testdata/scenario): the small variant goes through `trailwatch ingest`
-whole, and, once `trailwatch run` exists, through the replay and the scorer."""
+"""The labelled scenario (testdata/scenario): the small variant is replayed through `trailwatch run`
+in delivery order and scored; its lake must hold every record, and recall and false findings must
+stay within bounds."""
 
 import importlib.util
 import json
@@ -34,26 +35,43 @@ def small(tmp_path_factory):
     return out, json.loads((out / "manifest.json").read_text())
 
 
+# One replay run per day of deliveries keeps this file under two minutes with a debug build (an hour
+# per run, 505 runs, takes ~8 minutes): recall and false findings are still scored, time to
+# detect is not meaningful. The README's table uses 60-minute batches and a release build.
+BATCH_MINUTES = os.environ.get("TRAILWATCH_SCENARIO_BATCH_MINUTES", "1440")
+# Bounds that fail on a regression: at most one of the 8 incidents missed, at most one false
+# finding per scored day (the small variant scores 8/8 and 0.29 a day at 60- and 1440-minute batches).
+MIN_RECALL = float(os.environ.get("TRAILWATCH_SCENARIO_MIN_RECALL", "0.85"))
+MAX_FALSE_PER_DAY = float(os.environ.get("TRAILWATCH_SCENARIO_MAX_FALSE_PER_DAY", "1.0"))
+
+
 @pytest.fixture(scope="module")
-def small_lake(small, tmp_path_factory):
+def replayed(small, tmp_path_factory):
+    """The small variant replayed through `trailwatch run` in delivery order and scored, once:
+    the ingest checks read the replay's lake, so the scenario is ingested only once."""
     out, _ = small
-    lake = tmp_path_factory.mktemp("scenario-lake") / "lake"
-    r = subprocess.run([BIN, "ingest", str(out / "input"), "--lake", str(lake)], capture_output=True, text=True)
-    return lake, r
+    work = tmp_path_factory.mktemp("scenario-work")
+    res_path = work / "score.json"
+    r = subprocess.run([sys.executable, str(SCENARIO / "score.py"), "--scenario", str(out), "--trailwatch", BIN,
+                        "--batch-minutes", BATCH_MINUTES, "--work", str(work / "replay"), "--json", str(res_path)],
+                       capture_output=True, text=True)
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work / "replay" / "lake", json.loads(res_path.read_text()), r.stdout
 
 
-def test_small_scenario_ingests_whole(small, small_lake):
+@pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
+def test_small_scenario_ingests_whole(small, replayed):
     out, m = small
-    lake, r = small_lake
+    lake, res, _ = replayed
     assert 30_000 <= m["cloudtrail_distinct_event_ids"] <= 60_000 and 30_000 <= m["lambda_report_lines"] <= 60_000
     labels = json.loads((out / "labels.json").read_text())
     assert {i["kind"] for i in labels["incidents"]} >= {"concurrency_spike", "throttling", "timeouts", "unusual_invocation",
                                                         "api_call_rate", "api_error_rate", "log_silence"}
     lines = (out / "deliveries.tsv").read_text().splitlines()
     assert len(lines) == m["files"] and lines == sorted(lines)
-    assert r.returncode == 0, r.stderr[-2000:]
-    written = m["cloudtrail_records"] + m["lambda_report_lines"]
-    assert f"files: {m['files']} read, 0 skipped, 0 failed; records: {written} written, 0 rejected" in r.stdout, r.stdout
+    # Every delivery went through `run` once, and no input failed (exit 1).
+    assert res["replay"]["files"] == m["files"] and set(res["replay"]["exit_codes"]) == {"0"}, res["replay"]
     con = duckdb.connect()
     ct = f"read_parquet('{lake}/cloudtrail/*/*/*/*.parquet', {HIVE})"
     rows, ids = con.execute(f"SELECT count(*), count(DISTINCT event_id) FROM {ct}").fetchone()
@@ -68,11 +86,11 @@ def test_small_scenario_ingests_whole(small, small_lake):
     assert not (lake / "_rejected").exists() or not any((lake / "_rejected").rglob("*.jsonl"))
 
 
-@pytest.mark.xfail(strict=False, reason="ingest takes a CloudWatch object's region from the first region-shaped segment "
-                   "of the whole local path, so a parent folder such as pytest's `pytest-1` wins over `cwlogs/us-east-1/`")
-def test_small_scenario_lambda_region_comes_from_the_key(small, small_lake):
+@pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
+def test_small_scenario_lambda_region_comes_from_the_key(small, replayed):
+    # The replay names inputs relative to the scenario folder, as S3 keys would be.
     out, _ = small
-    lake, _ = small_lake
+    lake, _, _ = replayed
     labels = json.loads((out / "labels.json").read_text())
     inv = f"read_parquet('{lake}/lambda_invocations/*/*/*/*.parquet', {HIVE})"
     assert set(duckdb.connect().execute(f"SELECT DISTINCT account_id, region FROM {inv}").fetchall()) == \
@@ -124,17 +142,8 @@ def test_scorer_matches_by_kind_subject_and_window():
 
 
 @pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
-def test_small_scenario_replay_and_score(small, tmp_path):
-    out, _ = small
-    res_path = tmp_path / "score.json"
-    batch = os.environ.get("TRAILWATCH_SCENARIO_BATCH_MINUTES", "60")
-    r = subprocess.run([sys.executable, str(SCENARIO / "score.py"), "--scenario", str(out), "--trailwatch", BIN,
-                        "--batch-minutes", batch, "--work", str(tmp_path / "work"), "--json", str(res_path)],
-                       capture_output=True, text=True)
-    print(r.stdout)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(res_path.read_text())
+def test_small_scenario_replay_and_score(replayed):
+    _, res, stdout = replayed
     assert res["replay"]["runs"] >= res["replay"]["batches"] > 0
-    assert set(res["replay"]["exit_codes"]) <= {"0", "1"}
-    min_recall = float(os.environ.get("TRAILWATCH_SCENARIO_MIN_RECALL", "0"))
-    assert res["overall"]["recall"] >= min_recall, r.stdout
+    assert res["overall"]["recall"] >= MIN_RECALL, stdout
+    assert res["false_findings"]["mean_per_day"] <= MAX_FALSE_PER_DAY, stdout

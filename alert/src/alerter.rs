@@ -76,9 +76,10 @@ impl Item<'_> {
     }
 }
 
+/// The fold group of a finding: kind, account, region and subject, hashed like the finding id
+/// so an attacker's 10 KB subject cannot exceed a store's key size.
 fn group_of(f: &Finding) -> String {
-    // Lengths make the key unambiguous whatever the subject holds.
-    format!("group#{}#{}:{}#{}#{}", f.kind, f.account_id.len(), f.account_id, f.region, f.subject)
+    format!("group#{}", trailwatch_core::finding::finding_id(&f.kind, &f.account_id, &f.region, &f.subject, 0))
 }
 
 /// Sends the alerts `findings` call for. Errors only when an alert could be neither published
@@ -139,7 +140,7 @@ pub fn alert(
             continue;
         }
         let group = group_of(f);
-        if !sent.claim_group(&group, &f.id, f.start, cfg.fold_window_ms)? {
+        if !sent.claim_group(&group, &f.id, f.start, cfg.fold_window_ms, f.severity as u8)? {
             let item = Item { finding: f, with_open, folded: 0 };
             for k in item.keys() {
                 record(sent, &k, Sent::Folded, f, &mut report)?;
@@ -234,6 +235,10 @@ impl Out<'_> {
         };
         for (k, f) in keys {
             record(self.sent, k, how, f, report)?;
+        }
+        // An ended episode no longer absorbs new ones: the next one alerts.
+        for (_, f) in keys.iter().filter(|(_, f)| f.status == Status::Closed) {
+            self.sent.release_group(&group_of(f), &f.id)?;
         }
         Ok(())
     }
@@ -346,6 +351,38 @@ mod tests {
         assert_eq!((r.digests, ms.len(), ms[0].findings.len()), (1, 1, 6));
         let (r, ms) = run(&burst[..5], &MemorySent::default());
         assert_eq!((r.digests, ms.len()), (0, 5), "at the threshold, single alerts");
+    }
+
+    #[test]
+    fn an_ended_episode_or_a_worse_one_is_not_folded() {
+        let sent = MemorySent::default();
+        let (r, _) = run(&[f("throttling", "a", 0, Status::Open)], &sent);
+        assert_eq!(r.messages, 1);
+        // Worse within the window: alerts anyway.
+        let mut worse = f("throttling", "a", 600_000, Status::Open);
+        worse.severity = Severity::Critical;
+        let (r, _) = run(&[worse], &sent);
+        assert_eq!((r.messages, r.folded), (1, 0));
+        // The holder ends; the next episode within the window is news, not a repeat.
+        let mut closed = f("throttling", "a", 600_000, Status::Closed);
+        closed.severity = Severity::Critical;
+        let (r, _) = run(&[closed], &sent);
+        assert_eq!(r.messages, 1);
+        let (r, _) = run(&[f("throttling", "a", 1_200_000, Status::Open)], &sent);
+        assert_eq!((r.messages, r.folded), (1, 0));
+    }
+
+    #[test]
+    fn noncharacters_never_reach_a_message() {
+        let mut x = f("throttling", "fn\u{FFFF}\u{FDD0}", 0, Status::Open);
+        x.top_contributors.push(trailwatch_core::finding::Contributor {
+            dimension: "user_agent".into(),
+            value: "ua\u{FFFE}\u{1FFFF}".into(),
+            count: 1,
+        });
+        let m = render::opened(&x, 0, &AlertConfig::default().render);
+        let bad = |s: &str| s.chars().any(crate::text::is_noncharacter);
+        assert!(!bad(&m.message_json()) && !bad(&m.subject), "{}", m.message_json());
     }
 
     #[test]

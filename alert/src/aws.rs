@@ -92,6 +92,9 @@ impl Publisher for SnsPublisher {
     }
 }
 
+/// SQS's body limit, with room for the envelope.
+const MAX_SQS_BODY: usize = 250_000;
+
 /// The Lambda's dead-letter place: an SQS queue, one entry a message.
 pub struct SqsDeadLetter {
     pub client: aws_sdk_sqs::Client,
@@ -101,7 +104,15 @@ pub struct SqsDeadLetter {
 
 impl DeadLetter for SqsDeadLetter {
     fn send(&self, entry: &DeadLetterEntry) -> Result<(), AlertError> {
-        let body = serde_json::to_string(entry).expect("dead letters serialize");
+        let mut body = serde_json::to_string(entry).expect("dead letters serialize");
+        if body.len() > MAX_SQS_BODY {
+            // Too big for SQS: keep the reason, subject and finding ids; the findings themselves
+            // are in the lake to render again.
+            let mut slim = entry.clone();
+            slim.message =
+                format!("(omitted: {} bytes; the findings are in the lake's findings table)", entry.message.len());
+            body = serde_json::to_string(&slim).expect("dead letters serialize");
+        }
         self.handle
             .block_on(self.client.send_message().queue_url(&self.queue_url).message_body(body).send())
             .map(|_| ())
@@ -192,7 +203,14 @@ impl SentStore for DynamoSent {
         }
     }
 
-    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
+    fn claim_group(
+        &self,
+        group: &str,
+        episode: &str,
+        start: EpochMillis,
+        window_ms: i64,
+        severity: u8,
+    ) -> Result<bool, AlertError> {
         let req = self
             .client
             .put_item()
@@ -200,15 +218,32 @@ impl SentStore for DynamoSent {
             .item("pk", s(&format!("alert#{group}")))
             .item("episode", s(episode))
             .item("start", n(start))
+            .item("sev", n(i64::from(severity)))
             .item("expires_at", Self::expires_at())
-            .condition_expression("attribute_not_exists(pk) OR episode = :e OR #s <= :lo OR #s >= :hi")
+            .condition_expression("attribute_not_exists(pk) OR episode = :e OR #s <= :lo OR #s >= :hi OR sev < :sev")
             .expression_attribute_names("#s", "start")
             .expression_attribute_values(":e", s(episode))
             .expression_attribute_values(":lo", n(start - window_ms))
-            .expression_attribute_values(":hi", n(start + window_ms));
+            .expression_attribute_values(":hi", n(start + window_ms))
+            .expression_attribute_values(":sev", n(i64::from(severity)));
         match self.handle.block_on(req.send()) {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError> {
+        let req = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&format!("alert#{group}")))
+            .condition_expression("episode = :e")
+            .expression_attribute_values(":e", s(episode));
+        match self.handle.block_on(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(self.err(e)),
         }
     }

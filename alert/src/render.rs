@@ -208,10 +208,12 @@ fn fit(cap: usize, render: impl Fn(usize) -> Message) -> Message {
 
 /// At most `max` characters, ending with `…` when cut.
 fn clip(s: &str, max: usize) -> String {
+    // Noncharacters would make SQS refuse the whole message.
+    let ok = |c: char| if crate::text::is_noncharacter(c) { '\u{FFFD}' } else { c };
     if s.chars().count() <= max {
-        return s.to_string();
+        return s.chars().map(ok).collect();
     }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    let mut out: String = s.chars().take(max.saturating_sub(1)).map(ok).collect();
     if max > 0 {
         out.push('…');
     }

@@ -35,10 +35,19 @@ pub trait SentStore: Sync {
     /// Writes the record only if none exists. `Ok(false)` when another writer recorded it first.
     fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError>;
     /// Claims `group` (kind, account, region, subject) for the episode `episode` starting at
-    /// `start`: true when no other episode of the group was claimed within `window_ms` of
-    /// `start` (or when this episode holds the claim already), so this one alerts; false when it
-    /// folds into the claimed one.
-    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError>;
+    /// `start` with severity rank `severity`: true when no other open episode of the group holds
+    /// it within `window_ms` of `start` at the same or a higher severity (or when this episode
+    /// holds it already), so this one alerts; false when it folds into the holder.
+    fn claim_group(
+        &self,
+        group: &str,
+        episode: &str,
+        start: EpochMillis,
+        window_ms: i64,
+        severity: u8,
+    ) -> Result<bool, AlertError>;
+    /// The holder's episode ended: the next episode of the group alerts again.
+    fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError>;
 }
 
 /// The record key of a finding's status.
@@ -49,12 +58,19 @@ pub fn sent_key(id: &str, status: trailwatch_core::finding::Status) -> String {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FileData {
     version: u32,
-    sent: BTreeMap<String, (Sent, EpochMillis)>,
-    groups: BTreeMap<String, (String, EpochMillis)>,
+    /// Key → how it was sent, and when it was recorded (wall clock, for pruning).
+    sent: BTreeMap<String, (Sent, i64)>,
+    /// Group → holder episode, its start (event time), severity rank, recorded (wall clock).
+    groups: BTreeMap<String, (String, EpochMillis, u8, i64)>,
 }
 
-/// How long records are kept, in event time behind the newest one: far longer than any
-/// episode or fold window, short enough that the file stays small.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long records are kept after they were written (wall clock, like DynamoDB's TTL): far
+/// longer than any retry or re-run, short enough that the file stays small. Not event time: a
+/// re-run over a long history must still find its early records.
 const KEEP_MS: i64 = 30 * 24 * 3_600_000;
 
 /// The CLI's store: `<STATE>/alerts-sent.json`, rewritten atomically after each change.
@@ -76,9 +92,9 @@ impl FileSent {
     }
 
     fn save(&self, data: &mut FileData) -> Result<(), AlertError> {
-        let newest = data.sent.values().map(|v| v.1).chain(data.groups.values().map(|v| v.1)).max().unwrap_or(0);
-        data.sent.retain(|_, v| v.1 >= newest - KEEP_MS);
-        data.groups.retain(|_, v| v.1 >= newest - KEEP_MS);
+        let oldest = now_ms() - KEEP_MS;
+        data.sent.retain(|_, v| v.1 >= oldest);
+        data.groups.retain(|_, v| v.3 >= oldest);
         let err = |e: std::io::Error| AlertError::State {
             location: self.path.display().to_string(),
             message: e.to_string(),
@@ -94,25 +110,34 @@ impl FileSent {
 }
 
 impl FileData {
-    fn put_if_absent(&mut self, key: &str, how: Sent, event_time: EpochMillis) -> bool {
+    fn put_if_absent(&mut self, key: &str, how: Sent) -> bool {
         if self.sent.contains_key(key) {
             return false;
         }
-        self.sent.insert(key.to_string(), (how, event_time));
+        self.sent.insert(key.to_string(), (how, now_ms()));
         true
     }
 
-    fn claim_group(&mut self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> bool {
-        if let Some((holder, t)) = self.groups.get(group) {
-            if holder != episode && (start - t).abs() < window_ms {
-                return false;
-            }
+    fn claim_group(&mut self, group: &str, episode: &str, start: EpochMillis, window_ms: i64, severity: u8) -> bool {
+        if let Some((holder, t, sev, _)) = self.groups.get(group) {
             if holder == episode {
                 return true;
             }
+            if (start - t).abs() < window_ms && severity <= *sev {
+                return false;
+            }
         }
-        self.groups.insert(group.to_string(), (episode.to_string(), start));
+        self.groups.insert(group.to_string(), (episode.to_string(), start, severity, now_ms()));
         true
+    }
+
+    /// True when something changed.
+    fn release_group(&mut self, group: &str, episode: &str) -> bool {
+        if self.groups.get(group).is_some_and(|g| g.0 == episode) {
+            self.groups.remove(group);
+            return true;
+        }
+        false
     }
 }
 
@@ -121,22 +146,37 @@ impl SentStore for FileSent {
         Ok(self.data.lock().expect("sent lock").sent.get(key).map(|v| v.0))
     }
 
-    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError> {
+    fn put_if_absent(&self, key: &str, how: Sent, _event_time: EpochMillis) -> Result<bool, AlertError> {
         let mut data = self.data.lock().expect("sent lock");
-        let fresh = data.put_if_absent(key, how, event_time);
+        let fresh = data.put_if_absent(key, how);
         if fresh {
             self.save(&mut data)?;
         }
         Ok(fresh)
     }
 
-    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
+    fn claim_group(
+        &self,
+        group: &str,
+        episode: &str,
+        start: EpochMillis,
+        window_ms: i64,
+        severity: u8,
+    ) -> Result<bool, AlertError> {
         let mut data = self.data.lock().expect("sent lock");
-        let won = data.claim_group(group, episode, start, window_ms);
+        let won = data.claim_group(group, episode, start, window_ms, severity);
         if won {
             self.save(&mut data)?;
         }
         Ok(won)
+    }
+
+    fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError> {
+        let mut data = self.data.lock().expect("sent lock");
+        if data.release_group(group, episode) {
+            self.save(&mut data)?;
+        }
+        Ok(())
     }
 }
 
@@ -151,11 +191,23 @@ impl SentStore for MemorySent {
         Ok(self.data.lock().expect("sent lock").sent.get(key).map(|v| v.0))
     }
 
-    fn put_if_absent(&self, key: &str, how: Sent, event_time: EpochMillis) -> Result<bool, AlertError> {
-        Ok(self.data.lock().expect("sent lock").put_if_absent(key, how, event_time))
+    fn put_if_absent(&self, key: &str, how: Sent, _event_time: EpochMillis) -> Result<bool, AlertError> {
+        Ok(self.data.lock().expect("sent lock").put_if_absent(key, how))
     }
 
-    fn claim_group(&self, group: &str, episode: &str, start: EpochMillis, window_ms: i64) -> Result<bool, AlertError> {
-        Ok(self.data.lock().expect("sent lock").claim_group(group, episode, start, window_ms))
+    fn claim_group(
+        &self,
+        group: &str,
+        episode: &str,
+        start: EpochMillis,
+        window_ms: i64,
+        severity: u8,
+    ) -> Result<bool, AlertError> {
+        Ok(self.data.lock().expect("sent lock").claim_group(group, episode, start, window_ms, severity))
+    }
+
+    fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError> {
+        self.data.lock().expect("sent lock").release_group(group, episode);
+        Ok(())
     }
 }

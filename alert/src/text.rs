@@ -32,7 +32,13 @@ fn is_invisible(c: char) -> bool {
             | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E007F}'
             | '\u{E0100}'..='\u{E01EF}'
-    )
+    ) || is_noncharacter(c)
+}
+
+/// U+FDD0..U+FDEF and every U+xFFFE/U+xFFFF: SQS (an SNS subscriber, the dead-letter queue)
+/// refuses messages that contain them.
+pub fn is_noncharacter(c: char) -> bool {
+    matches!(c, '\u{FDD0}'..='\u{FDEF}') || (c as u32 & 0xFFFE) == 0xFFFE
 }
 
 /// One line of printable ASCII (0x20..=0x7E) of at most `max` bytes, for SNS subjects and other

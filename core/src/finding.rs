@@ -240,14 +240,16 @@ pub fn read_findings_parquet(key: &str, bytes: Vec<u8>) -> Result<Vec<Finding>, 
             let status = serde_json::from_value(serde_json::Value::String(status.value(i).to_string()))
                 .map_err(|e| err(format!("row {i}: status: {e}")))?;
             let contribs = top.value(i);
-            let contribs = contribs.as_struct();
+            let bad = |what: &str| err(format!("row {i}: {what} has an unexpected type"));
+            let contribs =
+                contribs.as_struct_opt().filter(|c| c.num_columns() == 3).ok_or_else(|| bad("top_contributors"))?;
             let (dims, vals, counts) = (
-                contribs.column(0).as_string::<i32>(),
-                contribs.column(1).as_string::<i32>(),
-                contribs.column(2).as_primitive::<Int64Type>(),
+                contribs.column(0).as_string_opt::<i32>().ok_or_else(|| bad("top_contributors.dimension"))?,
+                contribs.column(1).as_string_opt::<i32>().ok_or_else(|| bad("top_contributors.value"))?,
+                contribs.column(2).as_primitive_opt::<Int64Type>().ok_or_else(|| bad("top_contributors.count"))?,
             );
             let ev = evidence.value(i);
-            let ev = ev.as_string::<i32>();
+            let ev = ev.as_string_opt::<i32>().ok_or_else(|| bad("evidence"))?;
             out.push(Finding {
                 id: id.value(i).to_string(),
                 kind: kind.value(i).to_string(),

@@ -74,18 +74,12 @@ impl Publisher for SnsPublisher {
                 let code = e.code().unwrap_or("").to_string();
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 // Throttling and 5xx pass; a bad request or a missing topic will not.
-                let retryable = status >= 500
-                    || status == 429
-                    || matches!(
-                        code.as_str(),
-                        "Throttling"
-                            | "ThrottlingException"
-                            | "ThrottledException"
-                            | "InternalError"
-                            | "ServiceUnavailable"
-                            | "KMSThrottling"
-                    )
-                    || e.as_service_error().is_none();
+                let retryable = publish_retryable(
+                    &code,
+                    status,
+                    e.as_service_error().is_some(),
+                    matches!(e, aws_sdk_sns::error::SdkError::ConstructionFailure(_)),
+                );
                 Err(PublishError { message: format!("{code} ({status}): {}", DisplayErrorContext(&e)), retryable })
             }
         }
@@ -94,6 +88,30 @@ impl Publisher for SnsPublisher {
 
 /// SQS's body limit, with room for the envelope.
 const MAX_SQS_BODY: usize = 250_000;
+
+/// Whether a failed publish can succeed later: throttling, 5xx and network trouble pass; a bad
+/// request, a missing topic or a request that could not even be built will not.
+pub fn publish_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
+    if construction {
+        return false;
+    }
+    if !is_service_error {
+        return true;
+    }
+    status >= 500
+        || status == 429
+        || matches!(
+            code,
+            "Throttling"
+                | "ThrottlingException"
+                | "Throttled"
+                | "ThrottledException"
+                | "KMSThrottling"
+                | "InternalError"
+                | "InternalFailure"
+                | "ServiceUnavailable"
+        )
+}
 
 /// The Lambda's dead-letter place: an SQS queue, one entry a message.
 pub struct SqsDeadLetter {
@@ -246,5 +264,21 @@ impl SentStore for DynamoSent {
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(self.err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_retryable;
+
+    #[test]
+    fn throttling_and_5xx_retry_bad_requests_do_not() {
+        assert!(publish_retryable("Throttling", 400, true, false));
+        assert!(publish_retryable("", 503, true, false));
+        assert!(publish_retryable("KMSThrottling", 400, true, false));
+        assert!(publish_retryable("", 0, false, false), "timeouts and dropped connections");
+        assert!(!publish_retryable("NotFound", 404, true, false));
+        assert!(!publish_retryable("InvalidParameter", 400, true, false));
+        assert!(!publish_retryable("", 0, false, true));
     }
 }

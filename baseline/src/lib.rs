@@ -18,7 +18,7 @@ use trailwatch_core::store::{LocalFiles, ObjectSource};
 use trailwatch_detect::engine::Engine;
 use trailwatch_detect::event::{ApiCall, Event, Invocation, InvocationStatus};
 use trailwatch_detect::read::{lambda_params, partition_of, principal};
-use trailwatch_detect::run::{content_version, feed_day, version_of};
+use trailwatch_detect::run::{content_version, feed_day, source_of, version_of};
 use trailwatch_detect::state::StateStore;
 use trailwatch_detect::{DetectConfig, DetectError};
 
@@ -59,9 +59,10 @@ fn scan_err(what: &str) -> impl FnOnce(PolarsError) -> BaselineError + '_ {
 
 /// Learns from every day of the local lake at `lake` and saves the state to `store`. Days are
 /// replayed in order; the state in `store` is continued, so this also catches up a lagging one.
-pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig) -> Result<Report, BaselineError> {
+/// `now` is the wall clock: records claiming later times are reported, not learned from.
+pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig, now: i64) -> Result<Report, BaselineError> {
     let mut meta = store.load_meta()?;
-    let mut engine = Engine::new(store.load_shards()?, meta.clock);
+    let mut engine = Engine::new(store.load_shards()?, meta.clock).with_now(now);
     let mut days: BTreeMap<String, Vec<File>> = BTreeMap::new();
     let root = lake.to_string_lossy().trim_end_matches('/').to_string();
     for table in [CLOUDTRAIL_TABLE, LAMBDA_INVOCATIONS_TABLE] {
@@ -111,7 +112,7 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig) -> Result<
         }
         tracing::info!(%date, files = files.len(), "learned");
     }
-    if let Some(c) = engine.clock {
+    if let Some(c) = engine.clock() {
         for s in engine.shards.values_mut() {
             trailwatch_detect::run::prune_manifest(s, c);
         }
@@ -121,7 +122,8 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig) -> Result<
     for s in engine.shards.values() {
         store.save_shard(s)?;
     }
-    meta.clock = engine.clock;
+    meta.clock = engine.confirmed;
+    meta.last_run = Some(now);
     store.save_meta(&meta)?;
     Ok(report)
 }
@@ -192,7 +194,7 @@ fn strs<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a StringChunked> {
     df.column(name)?.str()
 }
 
-fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<Event>) -> PolarsResult<()> {
+fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<(u64, Event)>) -> PolarsResult<()> {
     let t = df.column("t")?.i64()?;
     let [file, source, name, err, msg, ip, ua, id, params, ty, arn, acct, by, pid, issuer] = [
         "file",
@@ -219,27 +221,30 @@ fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
         let (Some(time), Some(f)) = (t.get(i), file.get(i).and_then(|p| files.get(p))) else { continue };
         let src = source.get(i).unwrap_or("");
         let (function, function_timeout_s) = lambda_params(src, params.get(i));
-        out.push(Event::Api(ApiCall {
-            time,
-            account: f.account.clone(),
-            region: f.region.clone(),
-            source: src.to_string(),
-            name: name.get(i).unwrap_or("").to_string(),
-            error_code: err.get(i).map(str::to_string),
-            error_message: msg.get(i).map(str::to_string),
-            principal: principal(ty.get(i), issuer.get(i), arn.get(i), by.get(i), pid.get(i)),
-            principal_account: acct.get(i).map(str::to_string),
-            source_ip: ip.get(i).unwrap_or("").to_string(),
-            user_agent: ua.get(i).unwrap_or("").to_string(),
-            event_id: id.get(i).unwrap_or("").to_string(),
-            function,
-            function_timeout_s,
-        }));
+        out.push((
+            source_of(&f.rel),
+            Event::Api(ApiCall {
+                time,
+                account: f.account.clone(),
+                region: f.region.clone(),
+                source: src.to_string(),
+                name: name.get(i).unwrap_or("").to_string(),
+                error_code: err.get(i).map(str::to_string),
+                error_message: msg.get(i).map(str::to_string),
+                principal: principal(ty.get(i), issuer.get(i), arn.get(i), by.get(i), pid.get(i)),
+                principal_account: acct.get(i).map(str::to_string),
+                source_ip: ip.get(i).unwrap_or("").to_string(),
+                user_agent: ua.get(i).unwrap_or("").to_string(),
+                event_id: id.get(i).unwrap_or("").to_string(),
+                function,
+                function_timeout_s,
+            }),
+        ));
     }
     Ok(())
 }
 
-fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<Event>) -> PolarsResult<()> {
+fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<(u64, Event)>) -> PolarsResult<()> {
     let (t, start) = (df.column("t")?.i64()?, df.column("start")?.i64()?);
     let (dur, timeout) = (df.column("duration_ms")?.f64()?, df.column("timeout_seconds")?.f64()?);
     let (billed, mem) = (df.column("billed_duration_ms")?.i64()?, df.column("memory_size_mb")?.i64()?);
@@ -251,20 +256,23 @@ fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
             continue;
         };
         let duration_ms = dur.get(i).unwrap_or(0.0);
-        out.push(Event::Invocation(Invocation {
-            start: start.get(i).unwrap_or(end),
-            end,
-            account: f.account.clone(),
-            region: f.region.clone(),
-            function: function.to_string(),
-            duration_ms,
-            billed_ms: billed.get(i).map(|b| b as f64).unwrap_or(duration_ms.ceil()),
-            memory_mb: mem.get(i).map(|m| m as f64).unwrap_or(128.0),
-            status: InvocationStatus::parse(status.get(i).unwrap_or("unknown")),
-            timeout_s: timeout.get(i),
-            log_event_id: leid.get(i).unwrap_or("").to_string(),
-            request_id: rid.get(i).map(str::to_string),
-        }));
+        out.push((
+            source_of(&f.rel),
+            Event::Invocation(Invocation {
+                start: start.get(i).unwrap_or(end),
+                end,
+                account: f.account.clone(),
+                region: f.region.clone(),
+                function: function.to_string(),
+                duration_ms,
+                billed_ms: billed.get(i).map(|b| b as f64).unwrap_or(duration_ms.ceil()),
+                memory_mb: mem.get(i).map(|m| m as f64).unwrap_or(128.0),
+                status: InvocationStatus::parse(status.get(i).unwrap_or("unknown")),
+                timeout_s: timeout.get(i),
+                log_event_id: leid.get(i).unwrap_or("").to_string(),
+                request_id: rid.get(i).map(str::to_string),
+            }),
+        ));
     }
     Ok(())
 }

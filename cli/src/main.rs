@@ -110,8 +110,8 @@ struct DetectArgs {
     #[arg(long)]
     sns_topic_arn: Option<String>,
     /// Repeated episodes of one kind and subject starting within this many minutes fold into
-    /// the alert already sent.
-    #[arg(long, default_value_t = 360)]
+    /// the alert already sent (0 or more; 0 folds nothing).
+    #[arg(long, default_value_t = 360, allow_negative_numbers = true, value_parser = trailwatch_alert::parse_fold_window_minutes)]
     fold_window_minutes: i64,
     /// More alerts than this for one account in one run become one digest message.
     #[arg(long, default_value_t = 5)]
@@ -164,8 +164,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
             ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg)
         }
-        Command::Detect { detect: args } => detect(&args),
+        Command::Detect { detect: args } => {
+            let _lock = lock_state(&args.state)?;
+            detect(&args)
+        }
         Command::Run { inputs, detect: args, region, export_log_groups } => {
+            // Held from before ingest to after the state is committed.
+            let _lock = lock_state(&args.state)?;
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
             let ingested = ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg)?;
             let detected = detect(&args)?;
@@ -177,6 +182,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The lock file of a state folder.
+const STATE_LOCK: &str = ".lock";
+
+/// Takes the state folder's exclusive lock (`<STATE>/.lock`) for a command that writes state,
+/// held until the returned file is dropped (or the process ends, however it ends). Two runs on one
+/// folder would read the same state and send the same alerts twice, so the second one stops at
+/// once and says why.
+// `File::try_lock` is std since 1.89; the workspace still declares 1.85.
+#[allow(clippy::incompatible_msrv)]
+fn lock_state(state: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(state).with_context(|| format!("creating the state folder {}", state.display()))?;
+    let path = state.join(STATE_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the state lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "state folder {} is in use: another trailwatch run holds its lock ({}). Wait for that run to \
+             finish, or give this one another --state",
+            state.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking the state folder {}", state.display()))
         }
     }
 }
@@ -200,13 +237,16 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
             let client = rt.block_on(trailwatch_core::s3::client(args.endpoint_url.as_deref()));
             let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
             let loc = LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() };
-            let run = detect_lake(&src, &loc, &store, &cfg)?;
+            let run = detect_lake(&src, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?;
             let staging = std::env::temp_dir().join("trailwatch-staging");
             (run, Box::new(trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging)))
         }
         None => {
             let loc = LakeLocation { bucket: String::new(), prefix: args.lake.clone() };
-            (detect_lake(&LocalFiles, &loc, &store, &cfg)?, Box::new(LocalLake::new(PathBuf::from(&args.lake))))
+            (
+                detect_lake(&LocalFiles, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?,
+                Box::new(LocalLake::new(PathBuf::from(&args.lake))),
+            )
         }
     };
     // Deliver first, commit state last: a crash in between re-emits the same ids, never loses.
@@ -220,13 +260,21 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
     let failed = run.files_failed.len();
     let shown = run.findings.iter().filter(|f| !f.suppressed).count();
     println!(
-        "detect: {} lake files read, {} unchanged, {} failed; {} events, {} duplicates, {} late; {} findings ({} suppressed); state: {}",
+        "detect: {} lake files read, {} unchanged, {} failed{}; {} events, {} duplicates, {} late{}; {} findings ({} suppressed); state: {}",
         run.files_read,
         run.files_unchanged,
         failed,
+        match run.files_late {
+            0 => String::new(),
+            n => format!(", {n} arrived past the {}-day retention", trailwatch_detect::run::RETENTION_DAYS),
+        },
         run.counters.events,
         run.counters.duplicates,
         run.counters.too_late,
+        match run.counters.future {
+            0 => String::new(),
+            n => format!(", {n} ahead of the wall clock (not trusted)"),
+        },
         shown,
         run.findings.len() - shown,
         args.state.display()
@@ -281,8 +329,9 @@ fn baseline(
     config: Option<&std::path::Path>,
     findings: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
+    let _lock = lock_state(state)?;
     let cfg = load_config(config)?;
-    let r = trailwatch_baseline::learn(lake, &DirState::new(state), &cfg)?;
+    let r = trailwatch_baseline::learn(lake, &DirState::new(state), &cfg, trailwatch_core::time::wall_clock_millis())?;
     if let Some(path) = findings {
         append_findings(path, &r.findings)?;
     }

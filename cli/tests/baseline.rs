@@ -98,12 +98,12 @@ fn warm_start_matches_streaming_detect() {
     let cfg = DetectConfig::default();
     let streaming = DirState::new(tmp.path().join("a"));
     let loc = LakeLocation { bucket: String::new(), prefix: lake.to_string_lossy().into_owned() };
-    let run = detect_lake(&LocalFiles, &loc, &streaming, &cfg).unwrap();
+    let run = detect_lake(&LocalFiles, &loc, &streaming, &cfg, trailwatch_core::time::wall_clock_millis()).unwrap();
     assert!(run.counters.events > 5_000, "{:?}", run.counters);
     run.commit(&streaming).unwrap();
 
     let warm = DirState::new(tmp.path().join("b"));
-    let report = trailwatch_baseline::learn(&lake, &warm, &cfg).unwrap();
+    let report = trailwatch_baseline::learn(&lake, &warm, &cfg, trailwatch_core::time::wall_clock_millis()).unwrap();
     assert_eq!(report.days, 4);
 
     let (a, b) = (streaming.load_shards().unwrap(), warm.load_shards().unwrap());
@@ -123,6 +123,6 @@ fn warm_start_matches_streaming_detect() {
     assert_eq!(streaming.load_meta().unwrap().clock, warm.load_meta().unwrap().clock);
 
     // A detect run after the warm start has nothing left to read.
-    let run = detect_lake(&LocalFiles, &loc, &warm, &cfg).unwrap();
+    let run = detect_lake(&LocalFiles, &loc, &warm, &cfg, trailwatch_core::time::wall_clock_millis()).unwrap();
     assert_eq!(run.files_read, 0);
 }

@@ -107,6 +107,7 @@ impl ObjectSource for S3Source {
                         key: key.to_string(),
                         etag: o.e_tag().map(str::to_string),
                         size: o.size().map(|s| s as u64),
+                        modified: o.last_modified().and_then(|t| t.to_millis().ok()),
                     });
                 }
             }
@@ -159,6 +160,16 @@ impl LakeStore for S3Lake {
             .block_on(self.client.put_object().bucket(&self.bucket).key(&full).body(body).send())
             .map_err(|e| classify("put", uri, e))?;
         let _ = std::fs::remove_file(local);
+        Ok(())
+    }
+
+    fn delete_file(&self, key: &str) -> Result<(), StoreError> {
+        let full = format!("{}{key}", self.prefix);
+        let uri = format!("s3://{}/{full}", self.bucket);
+        // S3 answers a delete of a missing key with success.
+        self.handle
+            .block_on(self.client.delete_object().bucket(&self.bucket).key(&full).send())
+            .map_err(|e| classify("delete", uri, e))?;
         Ok(())
     }
 

@@ -13,6 +13,9 @@ pub struct ObjectRef {
     /// The S3 ETag, when known: it names the version that was read.
     pub etag: Option<String>,
     pub size: Option<u64>,
+    /// When the store says the object was last written (ms since the epoch), when listed: it
+    /// tells a file that arrived since the last run from one read long ago.
+    pub modified: Option<i64>,
 }
 
 impl ObjectRef {
@@ -91,6 +94,17 @@ pub trait LakeStore: Sync {
     /// True when `obj` is something the pipeline wrote itself (lake files, rejects, staging):
     /// such objects are never read back as input, so the pipeline cannot loop on itself.
     fn is_own_output(&self, obj: &ObjectRef) -> bool;
+    /// Removes the file at `key` (relative to the lake root); a key that is not there is not an
+    /// error. Ingest uses it to take back the files of an object whose upload failed midway, so
+    /// readers see all of an object's files or none. Stores that cannot delete say so.
+    fn delete_file(&self, key: &str) -> Result<(), StoreError> {
+        Err(StoreError {
+            op: "delete",
+            uri: format!("{}/{key}", self.root_uri().trim_end_matches('/')),
+            message: "this store cannot delete files".into(),
+            retryable: false,
+        })
+    }
 }
 
 /// Local files and folders as an [`ObjectSource`].
@@ -126,7 +140,12 @@ impl ObjectSource for LocalFiles {
                 entries.sort();
                 stack.extend(entries.into_iter().rev());
             } else if meta.is_file() {
-                out.push(ObjectRef { size: Some(meta.len()), ..ObjectRef::local(&p) });
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64);
+                out.push(ObjectRef { size: Some(meta.len()), modified, ..ObjectRef::local(&p) });
             }
         }
         Ok(out)
@@ -174,6 +193,14 @@ impl LakeStore for LocalLake {
         self.root.display().to_string()
     }
 
+    fn delete_file(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.root.join(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(local_err("delete", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
     fn is_own_output(&self, obj: &ObjectRef) -> bool {
         if !obj.bucket.is_empty() {
             return false;
@@ -198,6 +225,12 @@ mod tests {
             lake.put_file("t/a=1/f.parquet", &staged).unwrap();
         }
         assert_eq!(fs::read_to_string(dir.path().join("t/a=1/f.parquet")).unwrap(), "two");
+        lake.delete_file("t/a=1/f.parquet").unwrap();
+        assert!(!dir.path().join("t/a=1/f.parquet").exists());
+        lake.delete_file("t/a=1/f.parquet").unwrap();
+        let staged = lake.staging_dir().join("x");
+        fs::write(&staged, "two").unwrap();
+        lake.put_file("t/a=1/f.parquet", &staged).unwrap();
         let listed = LocalFiles.list("", dir.path().join("t").to_str().unwrap()).unwrap();
         assert_eq!(listed.len(), 1);
         assert!(lake.is_own_output(&listed[0]));

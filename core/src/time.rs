@@ -113,6 +113,12 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<EpochMillis> {
     Some(secs * 1000 + millis as i64)
 }
 
+/// The wall clock in ms since the epoch. Read by binaries and handed to the libraries, which
+/// never read it themselves, so tests can pin it.
+pub fn wall_clock_millis() -> EpochMillis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as EpochMillis)
+}
+
 /// `YYYY-MM-DD` of the UTC day holding `ms`: the lake's `date=` partition value.
 pub fn utc_date(ms: EpochMillis) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));

@@ -15,15 +15,21 @@ use crate::error::DetectError;
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
     pub lateness: Lateness,
+    /// How far event time is trusted.
+    pub time: TimeRules,
     pub baseline: Baseline,
     /// Calls per 5-minute window of one API (`source:name`) in one account and region.
+    #[serde(deserialize_with = "rule::api_call_rate")]
     pub api_call_rate: RateRule,
     /// Failed calls (not throttles, which are `throttling`) per 5-minute window of one API.
+    #[serde(deserialize_with = "rule::api_error_rate")]
     pub api_error_rate: RateRule,
     /// Calls per 5-minute window of one principal.
+    #[serde(deserialize_with = "rule::principal_call_rate")]
     pub principal_call_rate: RateRule,
     pub enumeration: Enumeration,
     /// Throttled calls per 5-minute window, per function (Invoke) or per API.
+    #[serde(deserialize_with = "rule::throttling")]
     pub throttling: RateRule,
     pub concurrency: Concurrency,
     pub timeouts: Timeouts,
@@ -40,12 +46,13 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             lateness: Lateness::default(),
+            time: TimeRules::default(),
             baseline: Baseline::default(),
-            api_call_rate: RateRule { z: 6.0, min_count: 15.0, min_ratio: 5.0 },
-            api_error_rate: RateRule { z: 6.0, min_count: 30.0, min_ratio: 5.0 },
-            principal_call_rate: RateRule { z: 8.0, min_count: 200.0, min_ratio: 8.0 },
+            api_call_rate: rule::API_CALL_RATE,
+            api_error_rate: rule::API_ERROR_RATE,
+            principal_call_rate: rule::PRINCIPAL_CALL_RATE,
             enumeration: Enumeration::default(),
-            throttling: RateRule { z: 4.0, min_count: 20.0, min_ratio: 3.0 },
+            throttling: rule::THROTTLING,
             concurrency: Concurrency::default(),
             timeouts: Timeouts::default(),
             unusual_invocation: UnusualInvocation::default(),
@@ -73,6 +80,27 @@ pub struct Lateness {
 impl Default for Lateness {
     fn default() -> Self {
         Lateness { cloudtrail_minutes: 20, logs_minutes: 10, metrics_minutes: 10 }
+    }
+}
+
+/// Event time is evidence, not authority: how far it may run ahead of the wall clock, and how
+/// far one source may lead the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeRules {
+    /// Records claiming a time further ahead of the processing wall clock than this are reported
+    /// (`event_time_skew`) and never move a watermark or the clock. CloudTrail stamps its own
+    /// records; CloudWatch Logs accepts events up to 2 hours ahead, so an application whose
+    /// clock runs fast is reported too, which is the point.
+    pub max_future_skew_minutes: u32,
+    /// A table's watermark moves at most this far past the newest time that a second source
+    /// (another delivered object) or the deployment's confirmed clock agrees on.
+    pub max_source_lead_minutes: u32,
+}
+
+impl Default for TimeRules {
+    fn default() -> Self {
+        TimeRules { max_future_skew_minutes: 5, max_source_lead_minutes: 10 }
     }
 }
 
@@ -122,6 +150,49 @@ pub struct RateRule {
     pub z: f64,
     pub min_count: f64,
     pub min_ratio: f64,
+}
+
+/// Each rate rule's defaults, and deserializers that fill a rule's missing fields from its own
+/// defaults (so `[api_call_rate] z = 7` alone keeps `min_count = 15`, and `api_error_rate`'s
+/// `min_count` stays 30).
+mod rule {
+    use super::RateRule;
+    use serde::{Deserialize, Deserializer};
+
+    pub const API_CALL_RATE: RateRule = RateRule { z: 6.0, min_count: 15.0, min_ratio: 5.0 };
+    pub const API_ERROR_RATE: RateRule = RateRule { z: 6.0, min_count: 30.0, min_ratio: 5.0 };
+    pub const PRINCIPAL_CALL_RATE: RateRule = RateRule { z: 8.0, min_count: 200.0, min_ratio: 8.0 };
+    pub const THROTTLING: RateRule = RateRule { z: 4.0, min_count: 20.0, min_ratio: 3.0 };
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Partial {
+        z: Option<f64>,
+        min_count: Option<f64>,
+        min_ratio: Option<f64>,
+    }
+
+    fn merge<'de, D: Deserializer<'de>>(d: D, dflt: RateRule) -> Result<RateRule, D::Error> {
+        let p = Partial::deserialize(d)?;
+        Ok(RateRule {
+            z: p.z.unwrap_or(dflt.z),
+            min_count: p.min_count.unwrap_or(dflt.min_count),
+            min_ratio: p.min_ratio.unwrap_or(dflt.min_ratio),
+        })
+    }
+
+    pub fn api_call_rate<'de, D: Deserializer<'de>>(d: D) -> Result<RateRule, D::Error> {
+        merge(d, API_CALL_RATE)
+    }
+    pub fn api_error_rate<'de, D: Deserializer<'de>>(d: D) -> Result<RateRule, D::Error> {
+        merge(d, API_ERROR_RATE)
+    }
+    pub fn principal_call_rate<'de, D: Deserializer<'de>>(d: D) -> Result<RateRule, D::Error> {
+        merge(d, PRINCIPAL_CALL_RATE)
+    }
+    pub fn throttling<'de, D: Deserializer<'de>>(d: D) -> Result<RateRule, D::Error> {
+        merge(d, THROTTLING)
+    }
 }
 
 /// One principal touching many distinct APIs and being denied.
@@ -326,7 +397,15 @@ fn end_of_day(date: &str) -> Option<EpochMillis> {
     let y: i64 = date[0..4].parse().ok()?;
     let m: u32 = date[5..7].parse().ok()?;
     let d: u32 = date[8..10].parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=days_in_month).contains(&d) {
         return None;
     }
     Some((days_from_civil(y, m, d) + 1) * 86_400_000)
@@ -411,6 +490,41 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("YYYY-MM-DD"));
         let e = DetectConfig::from_toml("[[suppress]]\nuntil = \"2027-01-01\"\nreason = \"r\"\n", "c");
         assert!(e.unwrap_err().to_string().contains("at least"));
+    }
+
+    #[test]
+    fn a_partial_rule_keeps_its_own_defaults() {
+        let cfg = DetectConfig::from_toml("[api_call_rate]\nz = 7\n", "t").unwrap();
+        assert_eq!(cfg.api_call_rate, RateRule { z: 7.0, min_count: 15.0, min_ratio: 5.0 });
+        let cfg = DetectConfig::from_toml("[api_error_rate]\nmin_ratio = 2\n", "t").unwrap();
+        assert_eq!(cfg.api_error_rate, RateRule { z: 6.0, min_count: 30.0, min_ratio: 2.0 });
+        let cfg = DetectConfig::from_toml("[throttling]\n[principal_call_rate]\nz = 9\n", "t").unwrap();
+        assert_eq!(cfg.throttling, RateRule { z: 4.0, min_count: 20.0, min_ratio: 3.0 });
+        assert_eq!(cfg.principal_call_rate.min_count, 200.0);
+        let e = DetectConfig::from_toml("[api_call_rate]\nzz = 7\n", "t").unwrap_err();
+        assert!(e.to_string().contains("zz"), "{e}");
+    }
+
+    #[test]
+    fn suppressions_need_real_dates() {
+        let cfg = |until: &str| {
+            DetectConfig::from_toml(&format!("[[suppress]]\nkind = \"x\"\nuntil = \"{until}\"\nreason = \"r\"\n"), "c")
+        };
+        for bad in ["2027-02-31", "2027-02-29", "2027-04-31", "2027-13-01", "2027-00-10", "2027-01-00"] {
+            assert!(cfg(bad).unwrap_err().to_string().contains("YYYY-MM-DD"), "{bad}");
+        }
+        for good in ["2028-02-29", "2027-02-28", "2027-12-31", "2000-02-29"] {
+            assert!(cfg(good).is_ok(), "{good}");
+        }
+        assert!(cfg("1900-02-29").is_err());
+        assert_eq!(end_of_day("2027-03-01").unwrap() - end_of_day("2027-02-28").unwrap(), 86_400_000);
+    }
+
+    #[test]
+    fn time_rules_default_and_parse() {
+        let cfg = DetectConfig::from_toml("[time]\nmax_future_skew_minutes = 120\n", "t").unwrap();
+        assert_eq!(cfg.time, TimeRules { max_future_skew_minutes: 120, max_source_lead_minutes: 10 });
+        assert_eq!(DetectConfig::default().time.max_future_skew_minutes, 5);
     }
 
     #[test]

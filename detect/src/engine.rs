@@ -11,6 +11,7 @@ use crate::config::DetectConfig;
 use crate::detectors::api::{ApiKey, PrincipalKey, ThrottleKey};
 use crate::detectors::lambda::FunctionKey;
 use crate::detectors::silence::{SourceWarning, TrailSilence};
+use crate::detectors::skew::FutureTime;
 use crate::detectors::{is_throttle, Ctx};
 use crate::event::{ApiCall, Event, Table};
 use crate::stats::hash_parts;
@@ -105,6 +106,41 @@ pub struct Counters {
     pub duplicates: u64,
     /// Events later than the allowed lateness: checked for novelty, not counted in windows.
     pub too_late: u64,
+    /// Events claiming a time ahead of the processing wall clock by more than the allowed skew:
+    /// reported as `event_time_skew`, kept out of every window and watermark.
+    #[serde(default)]
+    pub future: u64,
+}
+
+/// The newest event time of the two sources (lake files of different source objects) that
+/// reached furthest in one table. A watermark moves past what a second source confirms by at
+/// most [`TimeRules::max_source_lead_minutes`](crate::config::TimeRules), so one file cannot
+/// drag a shard's time forward.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sources {
+    /// (source, newest time), newest first, at most two, distinct sources.
+    pub top: Vec<(u64, EpochMillis)>,
+}
+
+impl Sources {
+    pub fn observe(&mut self, source: u64, t: EpochMillis) {
+        match self.top.iter_mut().find(|(s, _)| *s == source) {
+            Some(e) => e.1 = e.1.max(t),
+            None => self.top.push((source, t)),
+        }
+        self.top.sort_by(|a, b| b.1.cmp(&a.1));
+        self.top.truncate(2);
+    }
+
+    /// The newest time of any source.
+    pub fn newest(&self) -> Option<EpochMillis> {
+        self.top.first().map(|s| s.1)
+    }
+
+    /// The newest time a second source has reached too.
+    pub fn confirmed(&self) -> Option<EpochMillis> {
+        self.top.get(1).map(|s| s.1)
+    }
 }
 
 /// All state of one account and region. Shards never share keys, so they can be stored and
@@ -127,6 +163,12 @@ pub struct Shard {
     pub no_data_events: SourceWarning,
     pub no_logs: SourceWarning,
     pub counters: Counters,
+    /// Per table: the sources that reached furthest, the evidence watermarks advance on.
+    #[serde(default)]
+    pub sources: [Sources; 3],
+    /// Per table: records claiming times ahead of the wall clock.
+    #[serde(default)]
+    pub future: [FutureTime; 3],
     /// Lake key -> the version read (ETag, or size and modification time), for this shard's
     /// objects, so a run or invocation reads only new or changed ones. Pruned to the last
     /// [`RETENTION_DAYS`](crate::run::RETENTION_DAYS) of partitions.
@@ -157,21 +199,55 @@ impl Shard {
         Shard { version: STATE_VERSION, account: account.into(), region: region.into(), ..Default::default() }
     }
 
+    /// How much the shard holds: keys of every detector and remembered event ids. The sweep
+    /// saves a shard whose size changed although it found nothing.
+    pub fn size(&self) -> usize {
+        self.apis.len() + self.principals.len() + self.throttles.len() + self.functions.len() + self.dedup.len()
+    }
+
     /// Final-before time of a table: windows ending at or before it are final.
     fn final_before(&self, cfg: &DetectConfig, table: Table) -> Option<EpochMillis> {
         self.watermark[table as usize].map(|w| w - lateness(cfg, table))
     }
 
-    pub fn observe(&mut self, cfg: &DetectConfig, out: &mut Vec<Finding>, ev: &Event) {
+    /// Feeds one event from `source` (events of one lake source object share it). `clock`: the
+    /// deployment's confirmed clock; `now`: the processing wall clock, when known. Returns the
+    /// time a second source confirms in this event's table, for the deployment clock.
+    pub fn observe(
+        &mut self,
+        cfg: &DetectConfig,
+        out: &mut Vec<Finding>,
+        ev: &Event,
+        (source, clock, now): (u64, Option<EpochMillis>, Option<EpochMillis>),
+    ) -> Option<EpochMillis> {
         let t = ev.time();
         let table = ev.table();
         let ti = table as usize;
-        let wm = self.watermark[ti].map_or(t, |w| w.max(t));
-        let horizon = wm - lateness(cfg, table) - HOUR;
+        if let Some(now) = now.filter(|&n| t > n + cfg.time.max_future_skew_minutes as i64 * MINUTE) {
+            self.counters.future += 1;
+            let at = self.watermark[ti].or_else(|| self.watermark.iter().flatten().max().copied());
+            let at = at.unwrap_or_else(|| window_start(now, HOUR));
+            let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+            self.future[ti].observe(&mut ctx, ev, now, at);
+            return None;
+        }
+        // Duplicates first, against the watermark before this event: a second copy of a record in
+        // another file is not a second source.
+        let horizon = self.watermark[ti].map_or(t, |w| w.max(t)) - lateness(cfg, table) - HOUR;
         if t >= horizon && self.dedup.seen(t, ev.dedup_key()) {
             self.counters.duplicates += 1;
-            return;
+            return None;
         }
+        self.sources[ti].observe(source, t);
+        let src = &self.sources[ti];
+        let newest = src.newest().unwrap_or(t);
+        let base = match (src.confirmed(), clock) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let cand = base.map_or(newest, |b| newest.min(b + cfg.time.max_source_lead_minutes as i64 * MINUTE));
+        let confirmed = src.confirmed();
+        let wm = self.watermark[ti].map_or(cand, |w| w.max(cand));
         self.counters.events += 1;
         self.watermark[ti] = Some(wm);
         self.first[ti] = Some(self.first[ti].map_or(t, |f| f.min(t)));
@@ -216,6 +292,7 @@ impl Shard {
         if !counted {
             self.counters.too_late += 1;
         }
+        confirmed
     }
 
     /// Closes final windows, fires early where the evidence is overwhelming, checks silence
@@ -231,6 +308,9 @@ impl Shard {
                 .is_some_and(|(f, w)| (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64),
         };
         let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+        for (ti, f) in self.future.iter_mut().enumerate() {
+            f.advance(&mut ctx, self.watermark[ti]);
+        }
         if let Some(fb) = ct_final {
             for k in self.apis.keys.values_mut() {
                 k.advance(&mut ctx, fb);
@@ -357,36 +437,64 @@ fn observe_api(
     counted
 }
 
-/// The whole deployment's detector state: one shard per account and region, and the newest
-/// event time seen anywhere (the clock silence is measured against).
+/// The whole deployment's detector state: one shard per account and region, and the clock
+/// silence and retention are measured against.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     pub shards: BTreeMap<(String, String), Shard>,
-    pub clock: Option<EpochMillis>,
+    /// The deployment's confirmed clock: the newest event time that two sources of one table of
+    /// one shard agree on, so no single file can move it (see [`Engine::clock`]).
+    pub confirmed: Option<EpochMillis>,
+    /// The processing wall clock: events ahead of it by more than the allowed skew are reported
+    /// and kept out of time. `None` trusts every event time (tests, replays of fixed data).
+    pub now: Option<EpochMillis>,
     findings: Vec<Finding>,
 }
 
 impl Engine {
-    pub fn new(shards: impl IntoIterator<Item = Shard>, clock: Option<EpochMillis>) -> Self {
+    /// `confirmed`: the confirmed clock saved by the last run.
+    pub fn new(shards: impl IntoIterator<Item = Shard>, confirmed: Option<EpochMillis>) -> Self {
         Engine {
             shards: shards.into_iter().map(|s| ((s.account.clone(), s.region.clone()), s)).collect(),
-            clock,
+            confirmed,
+            now: None,
             findings: Vec::new(),
         }
     }
 
+    /// Sets the processing wall clock (ms since the epoch).
+    pub fn with_now(mut self, now: EpochMillis) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// The clock silence and retention are measured against: the confirmed clock, or, before two
+    /// sources of any table agree, the newest watermark.
+    pub fn clock(&self) -> Option<EpochMillis> {
+        self.confirmed.or_else(|| self.shards.values().flat_map(|s| s.watermark.iter().flatten()).max().copied())
+    }
+
+    /// Feeds an event whose source is not known: every such event counts as one source, so
+    /// watermarks follow the newest event time (as in tests and the warm start).
     pub fn observe(&mut self, cfg: &DetectConfig, ev: &Event) {
+        self.observe_from(cfg, ev, 0);
+    }
+
+    /// Feeds an event read from `source` (a hash of the lake source object it came from).
+    pub fn observe_from(&mut self, cfg: &DetectConfig, ev: &Event, source: u64) {
         let (account, region) = ev.shard();
-        self.clock = Some(self.clock.map_or(ev.time(), |c| c.max(ev.time())));
         let key = (account.to_string(), region.to_string());
         let shard = self.shards.entry(key).or_insert_with(|| Shard::new(account, region));
-        shard.observe(cfg, &mut self.findings, ev);
+        if let Some(c) = shard.observe(cfg, &mut self.findings, ev, (source, self.confirmed, self.now)) {
+            self.confirmed = Some(self.confirmed.map_or(c, |x| x.max(c)));
+        }
     }
 
     /// Closes every final window of every shard.
     pub fn advance(&mut self, cfg: &DetectConfig) {
+        let clock = self.clock();
         for s in self.shards.values_mut() {
-            s.advance(cfg, &mut self.findings, self.clock);
+            s.advance(cfg, &mut self.findings, clock);
         }
     }
 

@@ -25,6 +25,10 @@ impl Deliver for ToLake {
     fn deliver(&self, findings: &[Finding]) -> Result<(), DetectError> {
         trailwatch_detect::output::write_findings(&self.0, findings).map(|_| ())
     }
+
+    fn reject(&self, what: &str, reason: &str) -> Result<(), DetectError> {
+        trailwatch_detect::output::write_reject(&self.0, what, reason).map(|_| ())
+    }
 }
 
 struct Deps {
@@ -68,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
         let deps = deps.clone();
         async move {
             let out = tokio::task::spawn_blocking(move || {
-                handle_event(&ev.payload, &deps.prefix, &deps.src, &deps.store, &deps.out, &deps.cfg)
+                let now = trailwatch_core::time::wall_clock_millis();
+                handle_event(&ev.payload, &deps.prefix, &deps.src, &deps.store, &deps.out, &deps.cfg, now)
             })
             .await
             .map_err(|e| Diagnostic {
@@ -78,8 +83,7 @@ async fn main() -> anyhow::Result<()> {
             match out {
                 Ok(summary) => {
                     tracing::info!(?summary, "event handled");
-                    serde_json::to_value(&summary)
-                        .map_err(|e| Diagnostic { error_type: "NonRetryable".into(), error_message: e.to_string() })
+                    Ok(summary.reply())
                 }
                 Err(e) => Err(Diagnostic {
                     error_type: if e.is_retryable() { "Retryable" } else { "NonRetryable" }.into(),

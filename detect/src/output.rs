@@ -130,3 +130,25 @@ pub fn write_findings(lake: &dyn LakeStore, findings: &[Finding]) -> Result<Vec<
     }
     Ok(keys)
 }
+
+/// Records something detect could not read (a lake file, an SQS message) under
+/// `_rejected/detect/<stem>.jsonl` as one JSON line with the reason. The name hashes what and
+/// why, so a retried invocation replaces its own record instead of adding one.
+pub fn write_reject(lake: &dyn LakeStore, what: &str, reason: &str) -> Result<String, DetectError> {
+    let err = |e: &dyn std::fmt::Display, retryable: bool| DetectError::Findings {
+        location: format!("{}/{}/detect", lake.root_uri(), trailwatch_core::lake::REJECTED_DIR),
+        message: format!("recording the rejection of {what}: {e}"),
+        retryable,
+    };
+    let line = serde_json::json!({ "stage": "detect", "object": what, "reason": reason });
+    let stem = object_stem("detect-reject", what, reason);
+    let key = format!("{}/detect/{stem}.jsonl", trailwatch_core::lake::REJECTED_DIR);
+    let staging = lake.staging_dir();
+    std::fs::create_dir_all(&staging).map_err(|e| err(&e, true))?;
+    let tmp =
+        tempfile::Builder::new().prefix("reject-").suffix(".jsonl").tempfile_in(&staging).map_err(|e| err(&e, true))?;
+    std::fs::write(tmp.path(), format!("{line}\n")).map_err(|e| err(&e, true))?;
+    let path = tmp.into_temp_path();
+    lake.put_file(&key, &path).map_err(|e| err(&e, e.retryable))?;
+    Ok(key)
+}

@@ -17,9 +17,14 @@ use crate::read::{partition_of, read_file};
 use crate::state::{Meta, StateStore};
 use crate::window::DAY;
 
-/// Lake partitions older than this (behind the clock) are not read again: their data is far
-/// past every window's lateness. History that old is learned with `trailwatch baseline`.
+/// Lake partitions older than this (behind the clock) are not listed in the manifest: their data
+/// is far past every window's lateness. Their files are still read when they arrived since the
+/// last run (late deliveries count as late and are checked for novelty); files that were there
+/// before it were read then. History that old is learned with `trailwatch baseline`.
 pub const RETENTION_DAYS: i64 = 3;
+
+/// Slack for the store's and this machine's clocks disagreeing about when a file arrived.
+const ARRIVAL_SLACK: i64 = 10 * crate::window::MINUTE;
 
 /// Where the lake is: a local folder (`bucket` empty, `prefix` its path) or an S3 prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +60,16 @@ struct LakeFile {
     table: Table,
     account: String,
     region: String,
+    /// The source object the file was made from (a hash of its stem): watermarks need two.
+    source: u64,
+}
+
+/// The source of a lake file: files are named `<stem>[-<part>].parquet` after the object they
+/// were made from, so every part of one delivered object is one source.
+pub fn source_of(rel: &str) -> u64 {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let stem = name.split(['-', '.']).next().unwrap_or(name);
+    crate::stats::hash_str(stem)
 }
 
 /// What a run did, and the state to commit once its findings are safely out.
@@ -63,6 +78,9 @@ pub struct DetectRun {
     pub files_read: u64,
     /// Files already read by an earlier run (same key and version) or too old to matter.
     pub files_unchanged: u64,
+    /// Files in partitions older than the retention that arrived since the last run: read, so
+    /// their records count as late and are checked for novelty, and named in the log.
+    pub files_late: u64,
     /// Files that could not be read: (uri, reason). They are not recorded as read, so the next
     /// run tries them again.
     pub files_failed: Vec<(String, String)>,
@@ -101,22 +119,28 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("sha256:{}", trailwatch_core::lake::hex(&sha2::Sha256::digest(bytes)))
 }
 
-/// Reads the lake's new objects and runs every detector over them.
+/// Reads the lake's new objects and runs every detector over them. `now` is the processing wall
+/// clock (ms since the epoch): records claiming later times are reported, not trusted.
 pub fn detect_lake(
     src: &dyn ObjectSource,
     lake: &LakeLocation,
     store: &dyn StateStore,
     cfg: &DetectConfig,
+    now: EpochMillis,
 ) -> Result<DetectRun, DetectError> {
     let mut meta = store.load_meta()?;
     meta.version = STATE_VERSION;
     let shards = store.load_shards()?;
-    let mut engine = Engine::new(shards, meta.clock);
-    let oldest = meta.clock.map(|c| utc_date(c - RETENTION_DAYS * DAY));
+    let mut engine = Engine::new(shards, meta.clock).with_now(now);
+    let oldest = engine.clock().map(|c| utc_date(c - RETENTION_DAYS * DAY));
+    // A file in an old partition that arrived since the last run is a late delivery: read it.
+    let arrived_late =
+        |obj: &ObjectRef| meta.last_run.is_none_or(|l| obj.modified.is_none_or(|m| m >= l - ARRIVAL_SLACK));
 
     let mut run = DetectRun {
         files_read: 0,
         files_unchanged: 0,
+        files_late: 0,
         files_failed: vec![],
         counters: Counters::default(),
         findings: vec![],
@@ -146,20 +170,34 @@ pub fn detect_lake(
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             let version = version_of(&obj);
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
-            if (version.is_some() && known == version.as_ref()) || oldest.as_ref().is_some_and(|o| &date < o) {
+            if version.is_some() && known == version.as_ref() {
                 run.files_unchanged += 1;
                 continue;
             }
-            by_date.entry(date).or_default().push(LakeFile { obj, rel, version, table, account, region });
+            if oldest.as_ref().is_some_and(|o| &date < o) {
+                if !arrived_late(&obj) {
+                    // Read by the run after it arrived.
+                    run.files_unchanged += 1;
+                    continue;
+                }
+                run.files_late += 1;
+                tracing::info!(file = %obj.uri(), "late file in a partition older than the retention: read for late counts and novelty");
+            }
+            let source = source_of(&rel);
+            by_date.entry(date).or_default().push(LakeFile { obj, rel, version, table, account, region, source });
         }
     }
 
     let before: Counters = total(&engine);
     for (_, files) in by_date {
-        let mut events: Vec<Event> = Vec::new();
+        let mut events: Vec<(u64, Event)> = Vec::new();
+        let mut file_events = Vec::new();
         for f in files {
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
-            match read_one(src, &f, known, &mut events) {
+            file_events.clear();
+            let res = read_one(src, &f, known, &mut file_events);
+            events.extend(file_events.drain(..).map(|e| (f.source, e)));
+            match res {
                 Ok(None) => run.files_unchanged += 1,
                 Ok(Some(version)) => {
                     run.files_read += 1;
@@ -178,14 +216,30 @@ pub fn detect_lake(
         events: after.events - before.events,
         duplicates: after.duplicates - before.duplicates,
         too_late: after.too_late - before.too_late,
+        future: after.future - before.future,
     };
+    if run.files_late > 0 {
+        tracing::warn!(
+            files = run.files_late,
+            retention_days = RETENTION_DAYS,
+            "files arrived in partitions older than the retention: read for late counts and novelty only"
+        );
+    }
+    if run.counters.future > 0 {
+        tracing::warn!(
+            records = run.counters.future,
+            max_skew_minutes = cfg.time.max_future_skew_minutes,
+            "records claim event times ahead of the wall clock: reported as event_time_skew, not trusted"
+        );
+    }
     let mut findings = engine.take_findings(cfg);
     findings.sort_by(|a, b| {
         (a.start, &a.kind, &a.subject, a.status as u8).cmp(&(b.start, &b.kind, &b.subject, b.status as u8))
     });
     run.findings = findings;
-    meta.clock = engine.clock;
-    if let Some(c) = engine.clock {
+    meta.clock = engine.confirmed;
+    meta.last_run = Some(now);
+    if let Some(c) = engine.clock() {
         for s in engine.shards.values_mut() {
             prune_manifest(s, c);
         }
@@ -195,13 +249,14 @@ pub fn detect_lake(
     Ok(run)
 }
 
-/// Feeds one date partition's events: in event-time order (files of a day arrive in any
-/// order), closing windows as time moves so findings come out in time order. `trailwatch
-/// baseline` feeds history through this same function, so its state is the streaming state.
-pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<Event>) {
-    events.sort_by_key(Event::time);
-    for (i, ev) in events.iter().enumerate() {
-        engine.observe(cfg, ev);
+/// Feeds one date partition's events, each with its source ([`source_of`]): in event-time
+/// order (files of a day arrive in any order), closing windows as time moves so findings come
+/// out in time order. `trailwatch baseline` feeds history through this same function, so its
+/// state is the streaming state.
+pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<(u64, Event)>) {
+    events.sort_by_key(|(_, e)| e.time());
+    for (i, (source, ev)) in events.iter().enumerate() {
+        engine.observe_from(cfg, ev, *source);
         if i % 50_000 == 49_999 {
             engine.advance(cfg);
         }
@@ -209,7 +264,8 @@ pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<Event>)
     engine.advance(cfg);
 }
 
-/// Forgets manifest entries of partitions older than the retention: they are not read again.
+/// Forgets manifest entries of partitions older than the retention: their files are read again
+/// only if they change after the next run starts.
 pub fn prune_manifest(s: &mut crate::engine::Shard, clock: EpochMillis) {
     let oldest = utc_date(clock - RETENTION_DAYS * DAY);
     s.manifest.retain(|k, _| partition_of(k).is_some_and(|(_, _, d)| d >= oldest));
@@ -221,6 +277,7 @@ fn total(e: &Engine) -> Counters {
         c.events += s.counters.events;
         c.duplicates += s.counters.duplicates;
         c.too_late += s.counters.too_late;
+        c.future += s.counters.future;
     }
     c
 }

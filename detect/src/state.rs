@@ -17,8 +17,11 @@ use crate::error::DetectError;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
     pub version: u32,
-    /// The newest event time seen anywhere.
+    /// The deployment's confirmed clock: the newest event time two sources agree on.
     pub clock: Option<EpochMillis>,
+    /// The wall clock when the last committed run started: files that arrived since are new.
+    #[serde(default)]
+    pub last_run: Option<EpochMillis>,
 }
 
 /// A place to keep detect's state.

@@ -77,6 +77,7 @@ pub fn summary(ep: &Episode, status: Status) -> String {
             ep.detail,
             num(ep.baseline)
         ),
+        crate::detectors::skew::KIND => crate::detectors::skew::summary(ep),
         other => format!("{other} on {}", ep.subject),
     };
     match status {

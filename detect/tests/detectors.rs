@@ -142,9 +142,10 @@ fn api_call_rate_fires_on_a_burst_and_closes_with_the_same_id() {
 #[test]
 fn quiet_keys_and_young_keys_stay_silent() {
     let mut sim = Sim::new(DetectConfig::default());
-    // Two calls a day, then a burst one call short of the minimum size: far above baseline,
-    // but too small to page anyone.
-    let burst = DetectConfig::default().api_call_rate.min_count as i64 - 1;
+    // Two calls a day, then 14 in 14 seconds: far above baseline, but too small to page anyone.
+    // A literal, not the config's minimum less one, so that lowering the documented default
+    // (`[api_call_rate] min_count = 15.0`, calls in 5 minutes) fails here.
+    let burst: i64 = 14;
     let mut ev = vec![];
     for d in 0..6 {
         ev.push(call(t0() + d * DAY, "iam.amazonaws.com", "GetUser", "arn:aws:iam::111122223333:user/a", d as u64 * 2));
@@ -520,7 +521,7 @@ fn saved_and_restored_state_gives_the_same_findings_as_one_run() {
         }
         e.advance(&cfg);
         out.extend(e.take_findings(&cfg));
-        clock = e.clock;
+        clock = e.confirmed;
         shards = e.shards.values().map(|s| decode_shard(&encode_shard(s).unwrap()).unwrap()).collect();
     }
     let key = |f: &Finding| (f.id.clone(), f.status as u8);

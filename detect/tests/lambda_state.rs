@@ -57,6 +57,9 @@ fn invocations_file(file: usize, rows: usize) -> Vec<u8> {
     out
 }
 
+/// The wall clock the handler is given: after the test data (2026-01-05).
+const NOW: i64 = 1_800_000_000_000;
+
 #[derive(Default)]
 struct Collect(Mutex<Vec<Finding>>);
 
@@ -64,6 +67,10 @@ impl Deliver for Collect {
     fn deliver(&self, findings: &[Finding]) -> Result<(), DetectError> {
         self.0.lock().unwrap().extend_from_slice(findings);
         Ok(())
+    }
+
+    fn reject(&self, what: &str, reason: &str) -> Result<(), DetectError> {
+        panic!("nothing here is unreadable: {what}: {reason}")
     }
 }
 
@@ -125,7 +132,8 @@ fn concurrent_writers_never_lose_an_update() {
                         ObjectRef::s3("lake", key("eu-west-1", 2 * w + 1)),
                         ObjectRef::s3("lake", key("us-east-1", w)),
                     ];
-                    let s = handle_objects(&objs, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg).unwrap();
+                    let s =
+                        handle_objects(&objs, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg, NOW).unwrap();
                     assert_eq!(s.objects_read, 3);
                     s.conflicts
                 })
@@ -145,7 +153,7 @@ fn concurrent_writers_never_lose_an_update() {
         "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": "lake"}, "object": {"key": key("eu-west-1", f)}}
     })).collect::<Vec<_>>()});
-    let s = handle_event(&event, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg).unwrap();
+    let s = handle_event(&event, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg, NOW).unwrap();
     assert_eq!((s.objects_read, s.objects_unchanged), (0, 16));
     let (_, eu2) = store.load("111122223333", "eu-west-1").unwrap().unwrap();
     assert_eq!(eu2.counters.events, 16 * rows as u64);
@@ -158,6 +166,7 @@ fn concurrent_writers_never_lose_an_update() {
         store.as_ref(),
         out.as_ref(),
         &cfg,
+        NOW,
     )
     .unwrap();
     assert_eq!(s.shards, 2);

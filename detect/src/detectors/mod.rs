@@ -4,6 +4,7 @@
 pub mod api;
 pub mod lambda;
 pub mod silence;
+pub mod skew;
 
 use trailwatch_core::finding::Finding;
 

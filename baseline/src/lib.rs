@@ -62,7 +62,8 @@ fn scan_err(what: &str) -> impl FnOnce(PolarsError) -> BaselineError + '_ {
 /// `now` is the wall clock: records claiming later times are reported, not learned from.
 pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig, now: i64) -> Result<Report, BaselineError> {
     let mut meta = store.load_meta()?;
-    let mut engine = Engine::new(store.load_shards()?, meta.clock).with_now(now);
+    let key = meta.hash_key()?;
+    let mut engine = Engine::new(store.load_shards()?, meta.clock).with_now(now).with_key(key);
     let mut days: BTreeMap<String, Vec<File>> = BTreeMap::new();
     let root = lake.to_string_lossy().trim_end_matches('/').to_string();
     for table in [CLOUDTRAIL_TABLE, LAMBDA_INVOCATIONS_TABLE] {

@@ -14,12 +14,12 @@ use crate::detectors::silence::{SourceWarning, TrailSilence};
 use crate::detectors::skew::FutureTime;
 use crate::detectors::{is_throttle, Ctx};
 use crate::event::{ApiCall, Event, Table};
-use crate::stats::hash_parts;
+use crate::stats::HashKey;
 use crate::window::{window_start, DAY, HOUR, MINUTE};
 
-/// Bumped when the serialized state changes shape; older state is refused with a clear error
-/// rather than misread.
-pub const STATE_VERSION: u32 = 1;
+/// Bumped when the serialized state changes shape or meaning; older state is refused with a
+/// clear error rather than misread. 2: keys are keyed hashes ([`HashKey`]).
+pub const STATE_VERSION: u32 = 2;
 
 /// Keys of one detector in one shard, capped: beyond `max_keys` new keys are only counted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,8 +218,9 @@ impl Shard {
         cfg: &DetectConfig,
         out: &mut Vec<Finding>,
         ev: &Event,
-        (source, clock, now): (u64, Option<EpochMillis>, Option<EpochMillis>),
+        input: Input,
     ) -> Option<EpochMillis> {
+        let Input { source, clock, now, key } = input;
         let t = ev.time();
         let table = ev.table();
         let ti = table as usize;
@@ -227,14 +228,14 @@ impl Shard {
             self.counters.future += 1;
             let at = self.watermark[ti].or_else(|| self.watermark.iter().flatten().max().copied());
             let at = at.unwrap_or_else(|| window_start(now, HOUR));
-            let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+            let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key: &key };
             self.future[ti].observe(&mut ctx, ev, now, at);
             return None;
         }
         // Duplicates first, against the watermark before this event: a second copy of a record in
         // another file is not a second source.
         let horizon = self.watermark[ti].map_or(t, |w| w.max(t)) - lateness(cfg, table) - HOUR;
-        if t >= horizon && self.dedup.seen(t, ev.dedup_key()) {
+        if t >= horizon && self.dedup.seen(t, ev.dedup_key(&key)) {
             self.counters.duplicates += 1;
             return None;
         }
@@ -251,7 +252,7 @@ impl Shard {
         self.counters.events += 1;
         self.watermark[ti] = Some(wm);
         self.first[ti] = Some(self.first[ti].map_or(t, |f| f.min(t)));
-        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key: &key };
         let max = cfg.baseline.max_keys;
         let counted = match ev {
             Event::Api(a) => observe_api(
@@ -260,7 +261,7 @@ impl Shard {
                 (&mut self.apis, &mut self.principals, &mut self.throttles, &mut self.functions),
                 &mut self.trail,
             ),
-            Event::Invocation(inv) => match self.functions.get_or_insert(hash_parts(&[&inv.function]), max, || {
+            Event::Invocation(inv) => match self.functions.get_or_insert(key.parts(&[&inv.function]), max, || {
                 FunctionKey { name: inv.function.clone(), ..Default::default() }
             }) {
                 Some(f) => f.observe_invocation(&mut ctx, inv),
@@ -268,7 +269,7 @@ impl Shard {
             },
             Event::Metric(m) => match m.metric.as_str() {
                 "Throttles" if m.sum > 0.0 => {
-                    let h = hash_parts(&["fn", &m.function]);
+                    let h = key.parts(&["fn", &m.function]);
                     match self
                         .throttles
                         .get_or_insert(h, max, || ThrottleKey { label: m.function.clone(), ..Default::default() })
@@ -278,7 +279,7 @@ impl Shard {
                     }
                 }
                 "ConcurrentExecutions" => {
-                    if let Some(f) = self.functions.get_or_insert(hash_parts(&[&m.function]), max, || FunctionKey {
+                    if let Some(f) = self.functions.get_or_insert(key.parts(&[&m.function]), max, || FunctionKey {
                         name: m.function.clone(),
                         ..Default::default()
                     }) {
@@ -297,7 +298,7 @@ impl Shard {
 
     /// Closes final windows, fires early where the evidence is overwhelming, checks silence
     /// against `clock` (the newest event time of the whole deployment) and evicts idle keys.
-    pub fn advance(&mut self, cfg: &DetectConfig, out: &mut Vec<Finding>, clock: Option<EpochMillis>) {
+    pub fn advance(&mut self, cfg: &DetectConfig, out: &mut Vec<Finding>, clock: Option<EpochMillis>, key: &HashKey) {
         let ct_final = self.final_before(cfg, Table::CloudTrail);
         let logs_final = earlier(self.final_before(cfg, Table::Invocations), self.final_before(cfg, Table::Metrics));
         let throttle_final = earlier(ct_final, self.final_before(cfg, Table::Metrics));
@@ -307,7 +308,7 @@ impl Shard {
                 .zip(self.watermark[2])
                 .is_some_and(|(f, w)| (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64),
         };
-        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out };
+        let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key };
         for (ti, f) in self.future.iter_mut().enumerate() {
             f.advance(&mut ctx, self.watermark[ti]);
         }
@@ -402,23 +403,23 @@ fn observe_api(
     // invocation rate from its logs, which hold every invocation, not a trail's selection.
     let invoke = a.source == "lambda.amazonaws.com" && a.name.starts_with("Invoke");
     if !throttled && !invoke {
-        if let Some(k) = apis.get_or_insert(hash_parts(&[&a.source, &a.name]), max, || ApiKey {
+        if let Some(k) = apis.get_or_insert(ctx.key.parts(&[&a.source, &a.name]), max, || ApiKey {
             label: api.clone(),
             ..Default::default()
         }) {
             counted &= k.observe(a, failed);
         }
     }
-    if let Some(k) = principals.get_or_insert(hash_parts(&[&a.principal]), max, || PrincipalKey {
+    if let Some(k) = principals.get_or_insert(ctx.key.parts(&[&a.principal]), max, || PrincipalKey {
         label: a.principal.clone(),
         ..Default::default()
     }) {
-        counted &= k.observe(a, &api);
+        counted &= k.observe(a, &api, ctx.key);
     }
     if throttled {
         let (h, label) = match (&a.function, a.name.starts_with("Invoke")) {
-            (Some(f), true) => (hash_parts(&["fn", f]), f.clone()),
-            _ => (hash_parts(&["api", &api]), api.clone()),
+            (Some(f), true) => (ctx.key.parts(&["fn", f]), f.clone()),
+            _ => (ctx.key.parts(&["api", &api]), api.clone()),
         };
         if let Some(k) = throttles.get_or_insert(h, max, || ThrottleKey { label, ..Default::default() }) {
             counted &= k.observe_call(a);
@@ -426,8 +427,8 @@ fn observe_api(
     }
     if let Some(f) = &a.function {
         if a.error_code.is_none() || throttled {
-            if let Some(k) =
-                functions.get_or_insert(hash_parts(&[f]), max, || FunctionKey { name: f.clone(), ..Default::default() })
+            if let Some(k) = functions
+                .get_or_insert(ctx.key.parts(&[f]), max, || FunctionKey { name: f.clone(), ..Default::default() })
             {
                 k.observe_call(ctx, a);
             }
@@ -448,7 +449,21 @@ pub struct Engine {
     /// The processing wall clock: events ahead of it by more than the allowed skew are reported
     /// and kept out of time. `None` trusts every event time (tests, replays of fixed data).
     pub now: Option<EpochMillis>,
+    /// The deployment's hash key ([`HashKey`]); the default key in tests.
+    pub key: HashKey,
     findings: Vec<Finding>,
+}
+
+/// What an event comes with besides itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Input {
+    /// The lake source object it was read from (events of one object share it).
+    pub source: u64,
+    /// The deployment's confirmed clock.
+    pub clock: Option<EpochMillis>,
+    /// The processing wall clock, when known.
+    pub now: Option<EpochMillis>,
+    pub key: HashKey,
 }
 
 impl Engine {
@@ -458,8 +473,15 @@ impl Engine {
             shards: shards.into_iter().map(|s| ((s.account.clone(), s.region.clone()), s)).collect(),
             confirmed,
             now: None,
+            key: HashKey::default(),
             findings: Vec::new(),
         }
+    }
+
+    /// Sets the deployment's hash key (kept with the state).
+    pub fn with_key(mut self, key: HashKey) -> Self {
+        self.key = key;
+        self
     }
 
     /// Sets the processing wall clock (ms since the epoch).
@@ -485,7 +507,8 @@ impl Engine {
         let (account, region) = ev.shard();
         let key = (account.to_string(), region.to_string());
         let shard = self.shards.entry(key).or_insert_with(|| Shard::new(account, region));
-        if let Some(c) = shard.observe(cfg, &mut self.findings, ev, (source, self.confirmed, self.now)) {
+        let input = Input { source, clock: self.confirmed, now: self.now, key: self.key };
+        if let Some(c) = shard.observe(cfg, &mut self.findings, ev, input) {
             self.confirmed = Some(self.confirmed.map_or(c, |x| x.max(c)));
         }
     }
@@ -494,7 +517,7 @@ impl Engine {
     pub fn advance(&mut self, cfg: &DetectConfig) {
         let clock = self.clock();
         for s in self.shards.values_mut() {
-            s.advance(cfg, &mut self.findings, clock);
+            s.advance(cfg, &mut self.findings, clock, &self.key);
         }
     }
 

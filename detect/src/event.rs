@@ -122,12 +122,11 @@ impl Event {
 
     /// The hash that identifies a duplicate: CloudTrail's event id, the REPORT line's log event
     /// id, or a datapoint's metric, function and minute.
-    pub fn dedup_key(&self) -> u64 {
-        use crate::stats::hash_parts;
+    pub fn dedup_key(&self, key: &crate::stats::HashKey) -> u64 {
         match self {
-            Event::Api(a) => hash_parts(&["ct", &a.event_id]),
-            Event::Invocation(i) => hash_parts(&["inv", &i.log_event_id]),
-            Event::Metric(m) => hash_parts(&["m", &m.metric, &m.function, &m.time.to_string()]),
+            Event::Api(a) => key.parts(&["ct", &a.event_id]),
+            Event::Invocation(i) => key.parts(&["inv", &i.log_event_id]),
+            Event::Metric(m) => key.parts(&["m", &m.metric, &m.function, &m.time.to_string()]),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::error::DetectError;
 use crate::event::{Event, Table};
 use crate::read::{partition_of, read_file};
 use crate::run::prune_manifest;
+use crate::stats::HashKey;
 
 /// Shard state with optimistic concurrency.
 pub trait ShardStore: Sync {
@@ -36,6 +37,8 @@ pub trait ShardStore: Sync {
     fn raise_clock(&self, t: Option<EpochMillis>) -> Result<Option<EpochMillis>, DetectError>;
     /// Every stored shard, for the sweep.
     fn shards(&self) -> Result<Vec<(String, String)>, DetectError>;
+    /// The deployment's hash key, made once (by whichever invocation comes first) and kept.
+    fn hash_key(&self) -> Result<HashKey, DetectError>;
 }
 
 /// Where findings go once computed: the lake's findings table, then alert. Called before the
@@ -203,11 +206,17 @@ fn handle_named(
     now: EpochMillis,
     summary: &mut Summary,
 ) -> Option<DetectError> {
-    let prefix = lake_prefix.trim_matches('/');
     let mut first_error: Option<DetectError> = None;
     let mut by_shard: BTreeMap<(String, String), Vec<LakeObject>> = BTreeMap::new();
     for (obj, message) in objects {
-        let rel = obj.key.strip_prefix(prefix).unwrap_or(&obj.key).trim_start_matches('/');
+        // S3 keys have no leading `/` (a prefix given as `/lake/` still means `lake/`); local
+        // paths do.
+        let rel = obj
+            .key
+            .strip_prefix(lake_prefix.trim_end_matches('/'))
+            .or_else(|| obj.key.strip_prefix(lake_prefix.trim_matches('/')))
+            .unwrap_or(&obj.key)
+            .trim_start_matches('/');
         match (table_of(rel), partition_of(rel), obj.key.ends_with(".parquet")) {
             (Some(table), Some((a, r, _)), true) => by_shard.entry((a, r)).or_default().push(LakeObject {
                 obj: obj.clone(),
@@ -311,6 +320,7 @@ fn update_shard(
     now: EpochMillis,
     summary: &mut Summary,
 ) -> Result<(), DetectError> {
+    let key = store.hash_key()?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -339,7 +349,7 @@ fn update_shard(
             shard.manifest.insert(rel.clone(), version.clone());
         }
         let future_before = shard.counters.future;
-        let mut engine = Engine::new([shard], clock).with_now(now);
+        let mut engine = Engine::new([shard], clock).with_now(now).with_key(key);
         for (source, e) in &events {
             engine.observe_from(cfg, e, *source);
         }
@@ -380,12 +390,13 @@ pub fn sweep_all(
 ) -> Result<Summary, DetectError> {
     let mut summary = Summary::default();
     let clock = store.raise_clock(None)?;
+    let key = store.hash_key()?;
     for (account, region) in store.shards()? {
         summary.shards += 1;
         for attempt in 1..=MAX_ATTEMPTS {
             let Some((v, shard)) = store.load(&account, &region)? else { break };
             let before = shard.size();
-            let mut engine = Engine::new([shard], clock).with_now(now);
+            let mut engine = Engine::new([shard], clock).with_now(now).with_key(key);
             engine.advance(cfg);
             let findings = engine.take_findings(cfg);
             let shard = engine.shards.into_values().next().expect("one shard");

@@ -131,7 +131,8 @@ pub fn detect_lake(
     let mut meta = store.load_meta()?;
     meta.version = STATE_VERSION;
     let shards = store.load_shards()?;
-    let mut engine = Engine::new(shards, meta.clock).with_now(now);
+    let key = meta.hash_key()?;
+    let mut engine = Engine::new(shards, meta.clock).with_now(now).with_key(key);
     let oldest = engine.clock().map(|c| utc_date(c - RETENTION_DAYS * DAY));
     // A file in an old partition that arrived since the last run is a late delivery: read it.
     let arrived_late =

@@ -22,6 +22,29 @@ pub struct Meta {
     /// The wall clock when the last committed run started: files that arrived since are new.
     #[serde(default)]
     pub last_run: Option<EpochMillis>,
+    /// The deployment's hash key as hex ([`HashKey`](crate::stats::HashKey)), made on the first
+    /// run: every hash in the shards is keyed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Meta {
+    /// The deployment's hash key, made (and kept in `self`, to be saved) when there is none.
+    pub fn hash_key(&mut self) -> Result<crate::stats::HashKey, DetectError> {
+        use crate::stats::HashKey;
+        match &self.secret {
+            Some(s) => HashKey::from_hex(s).ok_or_else(|| DetectError::State {
+                location: "meta.json".into(),
+                message: "secret is not 32 hex digits".into(),
+                retryable: false,
+            }),
+            None => {
+                let k = HashKey::random();
+                self.secret = Some(k.to_hex());
+                Ok(k)
+            }
+        }
+    }
 }
 
 /// A place to keep detect's state.
@@ -158,5 +181,27 @@ pub mod u64_buckets {
                 Ok((t, set))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_keeps_its_hash_key_and_two_deployments_differ() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (DirState::new(tmp.path().join("a")), DirState::new(tmp.path().join("b")));
+        let mut ma = a.load_meta().unwrap();
+        let ka = ma.hash_key().unwrap();
+        a.save_meta(&ma).unwrap();
+        let mut mb = b.load_meta().unwrap();
+        let kb = mb.hash_key().unwrap();
+        assert_ne!(ka, kb);
+        assert_ne!(ka.str("role/admin"), kb.str("role/admin"));
+        // Stable across runs: the next run reads the same key back.
+        assert_eq!(a.load_meta().unwrap().hash_key().unwrap(), ka);
+        let mut bad = Meta { secret: Some("zz".into()), ..Meta::default() };
+        assert!(bad.hash_key().is_err());
     }
 }

@@ -36,6 +36,69 @@ pub fn hash_parts(parts: &[&str]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The per-deployment key of every hash kept in detector state. State keys are hashes of
+/// attacker-controlled strings (principals, IPs, user agents, event ids); with a public hash an
+/// attacker could craft a principal that collides with a known one and pass as it, so they are
+/// keyed SipHash-1-3 with a secret kept with the state (stable across runs, apart between
+/// deployments).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKey(..)")
+    }
+}
+
+impl HashKey {
+    pub fn new(k0: u64, k1: u64) -> Self {
+        HashKey { k0, k1 }
+    }
+
+    /// A fresh key from the operating system's randomness (the seeds std draws for its hash
+    /// maps), for a deployment's first run.
+    pub fn random() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let word = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.finish()
+        };
+        HashKey { k0: word(1), k1: word(2) }
+    }
+
+    /// 32 hex digits, as the state stores it.
+    pub fn to_hex(&self) -> String {
+        format!("{:016x}{:016x}", self.k0, self.k1)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(HashKey { k0: u64::from_str_radix(&s[..16], 16).ok()?, k1: u64::from_str_radix(&s[16..], 16).ok()? })
+    }
+
+    /// The keyed hash of a string.
+    pub fn str(&self, s: &str) -> u64 {
+        self.parts(&[s])
+    }
+
+    /// The keyed hash of several parts, length-prefixed so `("ab","c")` and `("a","bc")` differ.
+    pub fn parts(&self, parts: &[&str]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        for p in parts {
+            h.write(&(p.len() as u32).to_le_bytes());
+            h.write(p.as_bytes());
+        }
+        h.finish()
+    }
+}
+
 /// Mean and variance of a series: exact (Welford) for the first `1/alpha` observations, then
 /// exponentially weighted with `alpha`, so a baseline follows slow drift but one spike barely
 /// moves it.
@@ -275,6 +338,19 @@ pub fn peak_overlap(intervals: &[(i64, i64)], from: i64, to: i64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_hashes_are_stable_and_differ_between_deployments() {
+        let (a, b) = (HashKey::new(1, 2), HashKey::new(3, 4));
+        assert_eq!(a.str("arn:aws:iam::1:role/x"), a.str("arn:aws:iam::1:role/x"));
+        assert_ne!(a.str("arn:aws:iam::1:role/x"), b.str("arn:aws:iam::1:role/x"));
+        assert_ne!(a.parts(&["ab", "c"]), a.parts(&["a", "bc"]));
+        let r = HashKey::random();
+        assert_ne!(r, HashKey::random());
+        assert_eq!(HashKey::from_hex(&r.to_hex()), Some(r));
+        assert_eq!(HashKey::from_hex("xyz"), None);
+        assert!(!format!("{r:?}").contains(&r.to_hex()[..8]), "the key must not be logged");
+    }
     use proptest::prelude::*;
 
     #[test]

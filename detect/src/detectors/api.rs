@@ -8,7 +8,7 @@ use trailwatch_core::time::EpochMillis;
 use super::{alpha_for, is_denial, Ctx};
 use crate::config::RateRule;
 use crate::event::ApiCall;
-use crate::stats::{hash_str, BoundedSet};
+use crate::stats::{BoundedSet, HashKey};
 use crate::window::{push_evidence, Contribs, Series, Subject, Tracker, Verdict, Windows, MINUTE};
 
 /// CloudTrail delivers about every 5 minutes: rates are counted per 5-minute window.
@@ -144,7 +144,7 @@ pub struct PrincipalKey {
 }
 
 impl PrincipalKey {
-    pub fn observe(&mut self, a: &ApiCall, api: &str) -> bool {
+    pub fn observe(&mut self, a: &ApiCall, api: &str, key: &HashKey) -> bool {
         self.last_seen = self.last_seen.max(a.time);
         let Some(agg) = self.win.at(a.time, WIDTH) else { return false };
         agg.calls += 1;
@@ -153,7 +153,7 @@ impl PrincipalKey {
         push_evidence(&mut agg.evidence, &a.event_id);
         if is_denial(a.error_code.as_deref()) {
             agg.denials += 1;
-            agg.denied_apis.insert(hash_str(api), API_SET_CAP);
+            agg.denied_apis.insert(key.str(api), API_SET_CAP);
             agg.deny_top.add("denied_api", api, 1);
             agg.deny_top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
             agg.deny_top.add("source_ip", &a.source_ip, 1);

@@ -9,7 +9,7 @@ use trailwatch_core::time::EpochMillis;
 use super::{alpha_for, Ctx};
 use crate::config::RateRule;
 use crate::event::{ApiCall, Invocation, InvocationStatus};
-use crate::stats::{hash_str, peak_overlap, BoundedSet, LogHistogram, Moments};
+use crate::stats::{peak_overlap, BoundedSet, LogHistogram, Moments};
 use crate::window::{push_evidence, window_start, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
 
 /// Concurrency and invocation rate are judged per minute.
@@ -163,10 +163,11 @@ impl FunctionKey {
         }
         let first = *n.first.get_or_insert(a.time);
         let hour = (a.time.rem_euclid(86_400_000) / HOUR) as usize;
-        let p = hash_str(&a.principal);
-        let acct = a.principal_account.as_deref().map(hash_str);
-        let ip = hash_str(&a.source_ip);
-        let ua = hash_str(&a.user_agent);
+        let key = ctx.key;
+        let p = key.str(&a.principal);
+        let acct = a.principal_account.as_deref().map(|s| key.str(s));
+        let ip = key.str(&a.source_ip);
+        let ua = key.str(&a.user_agent);
         let cap = r.max_values;
         let learning = ((a.time - first) as f64) < r.baseline_days * 86_400_000.0;
         let new_p = !n.principals.contains(p) && !n.principals.is_full(cap);

@@ -9,6 +9,7 @@ pub mod skew;
 use trailwatch_core::finding::Finding;
 
 use crate::config::DetectConfig;
+use crate::stats::HashKey;
 
 /// What a detector needs besides its own state: the config, the shard it runs in and where
 /// findings go.
@@ -17,6 +18,8 @@ pub struct Ctx<'a> {
     pub account: &'a str,
     pub region: &'a str,
     pub out: &'a mut Vec<Finding>,
+    /// The deployment's hash key, for every hash a detector keeps.
+    pub key: &'a HashKey,
 }
 
 /// Error codes AWS services answer throttled calls with.

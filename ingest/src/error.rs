@@ -16,6 +16,8 @@ pub enum BadKind {
     Json,
     /// Valid JSON without a single CloudTrail record in it.
     NotCloudTrail,
+    /// A payload carried in an encoding that does not decode (`awslogs.data` that is not base64).
+    Encoding,
 }
 
 impl BadKind {
@@ -25,6 +27,7 @@ impl BadKind {
             BadKind::Bomb => "decompression refused",
             BadKind::Json => "bad JSON",
             BadKind::NotCloudTrail => "not CloudTrail",
+            BadKind::Encoding => "bad encoding",
         }
     }
 }
@@ -46,6 +49,19 @@ pub enum IngestError {
     /// Arrow or Parquet refused a batch: a bug, reported with the object that triggered it.
     #[error("{uri}: writing Parquet: {detail}")]
     Encode { uri: String, detail: String },
+    /// Storing the object's files in the lake failed partway. The files already stored were
+    /// taken back (`left` names any that could not be), so readers see none of the object; a
+    /// retry stores them all again.
+    #[error("{uri}: storing its lake files failed ({source}); {removed} file(s) taken back{}", left_note(left))]
+    Commit { uri: String, source: Box<StoreError>, removed: usize, left: Vec<String> },
+}
+
+fn left_note(left: &[String]) -> String {
+    if left.is_empty() {
+        String::new()
+    } else {
+        format!(", {} could not be removed: {}", left.len(), left.join(", "))
+    }
 }
 
 impl IngestError {
@@ -55,6 +71,9 @@ impl IngestError {
         match self {
             IngestError::Store(e) => e.retryable,
             IngestError::BadObject { .. } => false,
+            // The object's content is fine; the lake refused it (or the upload broke off), and
+            // what was stored of it was taken back, so trying again is always safe.
+            IngestError::Commit { .. } => true,
             IngestError::Interrupted { .. } | IngestError::Staging { .. } | IngestError::Encode { .. } => true,
         }
     }

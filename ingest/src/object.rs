@@ -5,12 +5,13 @@
 //! Lambda subscription event), metric-stream datapoints, and export-task text files.
 
 use std::io::{BufRead, Read};
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use trailwatch_core::lake::{self, is_region, Partition};
 use trailwatch_core::s3key::{cloudtrail_key_hints, KeyHints};
 use trailwatch_core::store::{is_transient_io, LakeStore};
-use trailwatch_core::time::utc_date;
+use trailwatch_core::time::{utc_date, EpochMillis};
 
 use crate::cloudwatch::{
     self, AwsLogsEvent, Datapoint, ExportReader, InvocationBatch, InvocationRow, MetricBatch, Payload,
@@ -20,16 +21,73 @@ use crate::decompress::{self, Encoding};
 use crate::error::{BadKind, IngestError};
 use crate::platform::{self, LogEvent};
 use crate::split::{RecordMeta, SplitError, Splitter};
-use crate::writer::{self, PartitionedWriter, RejectLine, RejectWriter, TableBatch, MAX_REJECT_TEXT};
+use crate::writer::{self, PartitionedWriter, RejectLine, RejectWriter, Staged, TableBatch, MAX_REJECT_TEXT};
 use crate::{Config, ObjectReport, Outcome};
+
+#[cfg(test)]
+thread_local! {
+    /// How many times a CloudWatch Logs payload was parsed on this thread (tests only).
+    static PAYLOAD_PARSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Parses a CloudWatch Logs payload; every parse of one goes through here.
+fn parse_payload<'t, T: serde::Deserialize<'t>>(text: &'t [u8]) -> serde_json::Result<T> {
+    #[cfg(test)]
+    PAYLOAD_PARSES.with(|c| c.set(c.get() + 1));
+    serde_json::from_slice(text)
+}
+
+/// Where one stream's lake files are named from.
+#[derive(Debug, Clone)]
+pub(crate) enum Naming {
+    /// An object: its bucket and key, and the version read (an ETag; `None`: the content hash).
+    Object { bucket: String, key: String, version: Option<String> },
+    /// A Lambda subscription event: named after the payload inside it, once it has been read;
+    /// `placeholder` names it until then (and if it holds no payload).
+    AwsLogs { placeholder: String },
+}
+
+/// The owner, log group, stream and first and last event ids of a subscription event's payload.
+#[derive(Debug, Default)]
+struct AwsLogsName {
+    key: Option<String>,
+    first: Option<String>,
+    last: Option<String>,
+}
+
+/// Records whose event time is further ahead of the processing clock than the allowed skew.
+#[derive(Debug)]
+struct FutureCheck {
+    /// Event times after this (ms since the epoch) are future-dated.
+    after: i64,
+    records: u64,
+    max: Option<i64>,
+}
+
+impl FutureCheck {
+    fn new(now: EpochMillis, skew: Duration) -> Self {
+        FutureCheck { after: now.saturating_add(skew.as_millis() as i64), records: 0, max: None }
+    }
+
+    fn check(&mut self, event_time: i64) {
+        if event_time > self.after {
+            self.records += 1;
+            self.max = Some(self.max.map_or(event_time, |m| m.max(event_time)));
+        }
+    }
+}
 
 /// The writers and rejects of one object.
 struct Sinks<'a> {
     lake: &'a dyn LakeStore,
     cfg: &'a Config,
     bucket: &'a str,
-    key: &'a str,
+    /// The object's key; for a subscription event, `awslogs/<owner>/<group>/<stream>` once known.
+    key: String,
     uri: String,
+    /// Set for a Lambda subscription event: its name, learned from its payload.
+    awslogs: Option<AwsLogsName>,
+    future: FutureCheck,
     hints: KeyHints,
     /// A region named by a key segment (Firehose prefixes such as `.../eu-west-1/...`).
     key_region: Option<String>,
@@ -64,7 +122,15 @@ impl<'a> Sinks<'a> {
         text: Option<&[u8]>,
     ) -> Result<(), IngestError> {
         let text = text.map(|t| writer::truncate(std::str::from_utf8(t).unwrap_or("<not UTF-8>"), MAX_REJECT_TEXT));
-        self.rejects.push(&RejectLine { bucket: self.bucket, key: self.key, index, line, reason, record: text })
+        self.rejects.push(&RejectLine {
+            bucket: self.bucket,
+            key: &self.key,
+            index,
+            line,
+            message_id: None,
+            reason,
+            record: text,
+        })
     }
 
     fn region_for_logs(&self) -> Option<&str> {
@@ -88,6 +154,7 @@ impl<'a> Sinks<'a> {
                 let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
                 let region = self.hints.region.as_deref().or(row.aws_region());
                 let p = Partition::new(account, region, utc_date(row.event_time));
+                self.future.check(row.event_time);
                 writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, &row, text.len())?;
                 Ok(true)
             }
@@ -130,12 +197,26 @@ impl<'a> Sinks<'a> {
         for inv in platform::invocations(group, stream, &lambda) {
             let p = Partition::new(Some(owner), region.as_deref(), utc_date(inv.end_time));
             let row = InvocationRow { inv: &inv, log_group: group, log_stream: stream };
+            self.future.check(inv.end_time);
             writer(&mut self.invocations, self.lake, &self.uri, self.cfg)?.push(p, &row, 256)?;
         }
         Ok(())
     }
 
     fn payload(&mut self, p: &Payload, m: &RecordMeta) -> Result<(), IngestError> {
+        if let Some(name) = &mut self.awslogs {
+            // A subscription event is named after its payload (the first, should it hold more).
+            if name.key.is_none() {
+                let key = format!("awslogs/{}/{}/{}", p.owner, p.log_group.trim_start_matches('/'), p.log_stream);
+                self.uri = key.clone();
+                self.key = key.clone();
+                name.key = Some(key);
+                name.first = p.log_events.first().map(|e| e.id.to_string());
+            }
+            if let Some(e) = p.log_events.last() {
+                name.last = Some(e.id.to_string());
+            }
+        }
         if p.message_type != "DATA_MESSAGE" {
             self.recognised += 1;
             self.skipped += 1;
@@ -155,6 +236,7 @@ impl<'a> Sinks<'a> {
         let account = d.account_id.as_deref().or(self.hints.account_id.as_deref());
         let region = d.region.as_deref().or(self.key_region.as_deref());
         let p = Partition::new(account, region, utc_date(d.timestamp));
+        self.future.check(d.timestamp);
         writer(&mut self.metrics, self.lake, &self.uri, self.cfg)?.push(p, d, size)
     }
 
@@ -172,7 +254,7 @@ impl<'a> Sinks<'a> {
             Ok(j) => j,
             Err(why) => return self.reject(Some(m.index), Some(m.line), &format!("{what}: {why}"), None),
         };
-        match serde_json::from_slice::<Payload>(&json) {
+        match parse_payload::<Payload>(&json) {
             Ok(p) => {
                 let saved = match region {
                     Some(r) => self.key_region.replace(r.to_string()),
@@ -188,49 +270,107 @@ impl<'a> Sinks<'a> {
         }
     }
 
-    fn commit(self, version: &str) -> Result<ObjectReport, IngestError> {
-        let stem = lake::object_stem(self.bucket, self.key, version);
+    /// Stores the object's files, all or nothing ([`writer::store_all`]), named after `stem`.
+    fn commit(self, stem: &str) -> Result<ObjectReport, IngestError> {
         let rejected = self.rejects.count();
         let table = if self.cloudtrail.is_none() && (self.invocations.is_some() || self.metrics.is_some()) {
             "cloudwatch"
         } else {
             lake::CLOUDTRAIL_TABLE
         };
-        // Rejects are staged in this object's folder: store them before it goes.
-        let rejects_key = self.rejects.commit(self.lake, table, &stem)?;
         let mut records = 0;
-        let mut keys = Vec::new();
+        let mut staged: Vec<Staged> = Vec::new();
         if let Some(w) = self.cloudtrail {
             records += w.rows();
-            keys.extend(w.commit(self.lake, &stem)?);
+            staged.push(w.finish(stem)?);
         }
         if let Some(w) = self.invocations {
             records += w.rows();
-            keys.extend(w.commit(self.lake, &stem)?);
+            staged.push(w.finish(stem)?);
         }
         if let Some(w) = self.metrics {
             records += w.rows();
-            keys.extend(w.commit(self.lake, &stem)?);
+            staged.push(w.finish(stem)?);
         }
-        keys.extend(rejects_key);
+        // The rejects are staged in this object's folder (`_dir`), which lives until the end.
+        let mut files: Vec<(String, std::path::PathBuf)> =
+            staged.iter_mut().flat_map(|s| std::mem::take(&mut s.files)).collect();
+        files.extend(self.rejects.finish(table, stem)?);
+        let keys = writer::store_all(self.lake, &self.uri, &files)?;
+        drop(staged);
+        let future = &self.future;
+        let max_future_event_time = future.max.map(trailwatch_core::time::format_rfc3339_millis);
+        if future.records > 0 {
+            tracing::warn!(
+                object = %self.uri,
+                future_records = future.records,
+                max_event_time = max_future_event_time.as_deref().unwrap_or(""),
+                "{}: {} record(s) dated more than {} s after the processing time (latest {}); kept in the lake",
+                self.uri,
+                future.records,
+                self.cfg.max_future_skew.as_secs(),
+                max_future_event_time.as_deref().unwrap_or(""),
+            );
+        }
         Ok(ObjectReport {
             uri: self.uri,
             outcome: Outcome::Ingested,
             records,
             rejected,
             skipped_records: self.skipped,
+            future_records: self.future.records,
+            max_future_event_time,
             lake_keys: keys,
         })
     }
 }
 
-/// base64 → gunzip when gzipped (every member, capped) → payload JSON.
-pub(crate) fn decode_awslogs(data: &str, cfg: &Config) -> Result<Vec<u8>, String> {
+/// The decompression caps for one CloudWatch Logs payload carried as base64: the object caps,
+/// and no more than the record cap in all (a payload is one record, and CloudWatch Logs sends at
+/// most ~1 MB), so a 6 MB event cannot expand to the ~1.2 GB the 200:1 ratio would allow.
+fn payload_limits(cfg: &Config) -> decompress::DecompressLimits {
+    let max_bytes = cfg.decompress.max_bytes.min(cfg.split.max_record_bytes as u64);
+    decompress::DecompressLimits { max_bytes, ..cfg.decompress }
+}
+
+/// base64 → gunzip when gzipped (every member, capped at [`payload_limits`]) → payload JSON,
+/// for a payload inside an object (a Firehose or Kinesis record, itself under the record cap).
+fn decode_awslogs(data: &str, cfg: &Config) -> Result<Vec<u8>, String> {
     let gz = cloudwatch::base64_decode(data).ok_or("not base64")?;
-    let mut opened = decompress::open(&gz[..], cfg.decompress, false).map_err(|e| e.to_string())?;
+    let mut opened = decompress::open(&gz[..], payload_limits(cfg), false).map_err(|e| e.to_string())?;
     let mut json = Vec::new();
-    opened.reader.read_to_end(&mut json).map_err(|e| format!("corrupt gzip: {e}"))?;
+    opened.reader.read_to_end(&mut json).map_err(|e| {
+        if decompress::is_bomb(&e) {
+            format!("decompression refused: {e}")
+        } else {
+            format!("corrupt gzip: {e}")
+        }
+    })?;
     Ok(json)
+}
+
+/// Ingests a CloudWatch Logs subscription event delivered straight to the Lambda
+/// (`{"awslogs":{"data":...}}`, `data` being the event's `awslogs.data`). The payload is streamed
+/// like an object: gunzipped under the decompression caps (and at most the record cap in all),
+/// split and parsed once. There is no S3 object, so its lake files are named from the payload's
+/// owner, log group, stream and first and last event ids, and a redelivery replaces them.
+pub fn ingest_awslogs(
+    data: &str,
+    lake: &dyn LakeStore,
+    cfg: &Config,
+    now: EpochMillis,
+) -> Result<ObjectReport, IngestError> {
+    let digest = lake::object_stem("", "awslogs", data);
+    let placeholder = format!("awslogs/{}", &digest[..16]);
+    let Some(gz) = cloudwatch::base64_decode(data) else {
+        return Err(IngestError::BadObject {
+            uri: placeholder,
+            kind: BadKind::Encoding,
+            detail: "awslogs.data is not base64".into(),
+        });
+    };
+    let capped = Config { decompress: payload_limits(cfg), ..cfg.clone() };
+    ingest_stream(&gz[..], Naming::AwsLogs { placeholder }, lake, &capped, now)
 }
 
 /// A Firehose transformation event (`records[].data`), or a Kinesis record (`kinesis.data`).
@@ -335,7 +475,8 @@ fn export_stream<'k>(key: &'k str, prefix: &str) -> &'k str {
 }
 
 /// Ingests a stream of bytes as the object `bucket`/`key`. `version` (an ETag) names its lake
-/// files; without one the content's hash does.
+/// files; without one the content's hash does. `now` is the processing time: records dated more
+/// than `cfg.max_future_skew` after it are kept, counted and reported.
 pub fn ingest_reader(
     raw: impl Read,
     bucket: &str,
@@ -343,9 +484,26 @@ pub fn ingest_reader(
     version: Option<String>,
     lake: &dyn LakeStore,
     cfg: &Config,
+    now: EpochMillis,
 ) -> Result<ObjectReport, IngestError> {
+    let naming = Naming::Object { bucket: bucket.to_string(), key: key.to_string(), version };
+    ingest_stream(raw, naming, lake, cfg, now)
+}
+
+pub(crate) fn ingest_stream(
+    raw: impl Read,
+    naming: Naming,
+    lake: &dyn LakeStore,
+    cfg: &Config,
+    now: EpochMillis,
+) -> Result<ObjectReport, IngestError> {
+    let (bucket, key, awslogs) = match &naming {
+        Naming::Object { bucket, key, .. } => (bucket.as_str(), key.as_str(), None),
+        Naming::AwsLogs { placeholder } => ("", placeholder.as_str(), Some(AwsLogsName::default())),
+    };
+    let hash_content = matches!(naming, Naming::Object { version: None, .. });
     let uri = if bucket.is_empty() { key.to_string() } else { format!("s3://{bucket}/{key}") };
-    let opened = decompress::open(raw, cfg.decompress, version.is_none());
+    let opened = decompress::open(raw, cfg.decompress, hash_content);
     let decompress::Opened { mut reader, encoding, hash } = opened.map_err(|e| io_error(&uri, 0, e))?;
     if encoding == Encoding::Empty {
         return Ok(ObjectReport::skipped(uri, "zero-byte object"));
@@ -355,8 +513,10 @@ pub fn ingest_reader(
         lake,
         cfg,
         bucket,
-        key,
+        key: key.to_string(),
         uri: uri.clone(),
+        awslogs,
+        future: FutureCheck::new(now, cfg.max_future_skew),
         hints: cloudtrail_key_hints(key),
         key_region: key.split('/').find(|s| is_region(s)).map(str::to_string),
         cloudtrail: None,
@@ -390,8 +550,18 @@ pub fn ingest_reader(
             ),
         });
     }
-    let version = version.or_else(|| hash.finish()).unwrap_or_default();
-    sinks.commit(&version)
+    let stem = match (&naming, sinks.awslogs.take()) {
+        (Naming::AwsLogs { placeholder }, Some(name)) => {
+            let key = name.key.as_deref().unwrap_or(placeholder);
+            let version = format!("{}:{}", name.first.unwrap_or_default(), name.last.unwrap_or_default());
+            lake::object_stem("", key, &version)
+        }
+        (Naming::Object { bucket, key, version }, _) => {
+            lake::object_stem(bucket, key, &version.clone().or_else(|| hash.finish()).unwrap_or_default())
+        }
+        (Naming::AwsLogs { placeholder }, None) => lake::object_stem("", placeholder, ""),
+    };
+    sinks.commit(&stem)
 }
 
 /// Every JSON value of the stream, routed by shape. Returns how many values were seen, or `None`
@@ -467,7 +637,7 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
         }
         match shape {
             Shape::Digest if m.index == 0 => return Ok(None),
-            Shape::Payload => match serde_json::from_str::<Payload>(raw.get()) {
+            Shape::Payload => match parse_payload::<Payload>(raw.get().as_bytes()) {
                 Ok(p) => sinks.payload(&p, &m)?,
                 Err(e) => sinks.reject(Some(m.index), Some(m.line), &bad("CloudWatch Logs payload", e), Some(&buf))?,
             },
@@ -595,5 +765,67 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(export_log_group(&cfg, key).map(|(_, g)| g.as_str()), Some("/b"));
+    }
+
+    #[test]
+    fn future_dated_means_beyond_the_skew() {
+        let now_ms = 1_700_000_000_000;
+        let mut f = FutureCheck::new(now_ms, Duration::from_secs(300));
+        for t in [now_ms - 86_400_000, now_ms, now_ms + 300_000] {
+            f.check(t);
+        }
+        assert_eq!((f.records, f.max), (0, None), "at most the skew ahead is not future-dated");
+        f.check(now_ms + 300_001);
+        f.check(now_ms + 3_600_000);
+        f.check(now_ms + 400_000);
+        assert_eq!((f.records, f.max), (3, Some(now_ms + 3_600_000)));
+        let mut f = FutureCheck::new(now_ms, Duration::ZERO);
+        f.check(now_ms + 1);
+        assert_eq!(f.records, 1);
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        bytes
+            .chunks(3)
+            .flat_map(|c| {
+                let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+                (0..4).map(move |i| if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_awslogs_payload_is_parsed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = trailwatch_core::store::LocalLake::new(dir.path());
+        let payload = serde_json::json!({
+            "messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "/aws/lambda/f",
+            "logStream": "2024/01/02/[$LATEST]abc", "subscriptionFilters": ["x"],
+            "logEvents": [
+                {"id": "1", "timestamp": 1704153600000i64, "message": "START RequestId: r1 Version: $LATEST\n"},
+                {"id": "2", "timestamp": 1704153600100i64, "message": "REPORT RequestId: r1\tDuration: 100.00 ms\tBilled Duration: 100 ms\tMemory Size: 128 MB\tMax Memory Used: 64 MB\t\n"}
+            ]
+        });
+        let data = base64(&gz(&serde_json::to_vec(&payload).unwrap()));
+        let before = PAYLOAD_PARSES.with(|c| c.get());
+        let r = ingest_awslogs(&data, &lake, &Config::default(), trailwatch_core::time::wall_clock_millis()).unwrap();
+        assert_eq!(r.records, 1, "{r:?}");
+        assert_eq!(PAYLOAD_PARSES.with(|c| c.get()) - before, 1);
+        assert_eq!(r.uri, "awslogs/111122223333/aws/lambda/f/2024/01/02/[$LATEST]abc");
+        assert_eq!(
+            r.lake_keys,
+            vec![format!(
+                "lambda_invocations/account_id=111122223333/region=unknown/date=2024-01-02/{}.parquet",
+                lake::object_stem("", &r.uri, "1:2")
+            )]
+        );
     }
 }

@@ -192,22 +192,65 @@ impl<B: TableBatch> PartitionedWriter<B> {
     }
 
     /// Closes every file and stores it in the lake as `<partition>/<stem>[-<part>].parquet`.
-    /// Returns the lake keys written.
-    pub fn commit(mut self, lake: &dyn LakeStore, stem: &str) -> Result<Vec<String>, IngestError> {
+    /// Returns the lake keys written. All or nothing: see [`store_all`].
+    pub fn commit(self, lake: &dyn LakeStore, stem: &str) -> Result<Vec<String>, IngestError> {
+        let uri = self.uri.clone();
+        let staged = self.finish(stem)?;
+        store_all(lake, &uri, &staged.files)
+    }
+
+    /// Closes every file and names it `<partition>/<stem>[-<part>].parquet`, without storing it.
+    pub fn finish(mut self, stem: &str) -> Result<Staged, IngestError> {
         let parts: Vec<Partition> = self.open.keys().cloned().collect();
         for p in parts {
             self.close(p)?;
         }
-        let mut keys = Vec::with_capacity(self.closed.len());
         self.closed.sort();
-        for (p, part, path) in &self.closed {
-            let name = if *part == 0 { format!("{stem}.parquet") } else { format!("{stem}-{part}.parquet") };
-            let key = format!("{}/{name}", p.dir(B::TABLE));
-            lake.put_file(&key, path)?;
-            keys.push(key);
-        }
-        Ok(keys)
+        let files = self
+            .closed
+            .drain(..)
+            .map(|(p, part, path)| {
+                let name = if part == 0 { format!("{stem}.parquet") } else { format!("{stem}-{part}.parquet") };
+                (format!("{}/{name}", p.dir(B::TABLE)), path)
+            })
+            .collect();
+        Ok(Staged { files, _dir: self.dir })
     }
+}
+
+/// An object's files, closed and named, waiting in their staging folder to be stored.
+pub struct Staged {
+    /// `(lake key, staged file)`, in the order they are stored.
+    pub files: Vec<(String, PathBuf)>,
+    /// Keeps the staging folder until the files are stored.
+    _dir: tempfile::TempDir,
+}
+
+/// Stores an object's staged files, all or nothing: Athena lists a partition's files with no
+/// regard for markers or manifests, so when a store fails partway every key of the object is
+/// deleted again (those stored now, and any copy an earlier run left under the keys not reached
+/// yet), and the error, [`IngestError::Commit`], is retryable. Returns the keys stored.
+pub fn store_all(lake: &dyn LakeStore, uri: &str, files: &[(String, PathBuf)]) -> Result<Vec<String>, IngestError> {
+    for (key, path) in files {
+        if let Err(source) = lake.put_file(key, path) {
+            // A put that failed may still have landed (a timeout after the write), so the failed
+            // key is taken back too.
+            let mut removed = 0;
+            let mut left = Vec::new();
+            for (k, _) in files {
+                match lake.delete_file(k) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::error!(object = %uri, key = %k, error = %e, "taking back a stored file failed");
+                        left.push(k.clone());
+                    }
+                }
+            }
+            tracing::warn!(object = %uri, key = %key, error = %source, removed, "storing the object's files failed; its files were taken back");
+            return Err(IngestError::Commit { uri: uri.to_string(), source: Box::new(source), removed, left });
+        }
+    }
+    Ok(files.iter().map(|(k, _)| k.clone()).collect())
 }
 
 /// Encodes a partition's buffered rows.
@@ -225,6 +268,9 @@ pub struct RejectLine<'a> {
     pub index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    /// The SQS message id of a rejected message (one that named no object it could be filed under).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<&'a str>,
     pub reason: &'a str,
     /// The record's text, cut at [`MAX_REJECT_TEXT`] bytes, so it can be fixed and replayed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,11 +311,17 @@ impl RejectWriter {
 
     /// Stores the rejects (if any) as `_rejected/<table>/<stem>.jsonl`.
     pub fn commit(self, lake: &dyn LakeStore, table: &str, stem: &str) -> Result<Option<String>, IngestError> {
+        let uri = self.uri.clone();
+        let Some(file) = self.finish(table, stem)? else { return Ok(None) };
+        Ok(store_all(lake, &uri, std::slice::from_ref(&file))?.pop())
+    }
+
+    /// Flushes the rejects (if any) and names them `_rejected/<table>/<stem>.jsonl`, without
+    /// storing them. The staged file lives in the folder the writer was made in.
+    pub fn finish(self, table: &str, stem: &str) -> Result<Option<(String, PathBuf)>, IngestError> {
         let Some(out) = self.out else { return Ok(None) };
         out.into_inner().map_err(|e| staging_err(&self.uri, &self.path, e.into_error()))?;
-        let key = rejected_key(table, stem);
-        lake.put_file(&key, &self.path)?;
-        Ok(Some(key))
+        Ok(Some((rejected_key(table, stem), self.path)))
     }
 }
 

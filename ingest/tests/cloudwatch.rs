@@ -11,7 +11,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use trailwatch_core::store::{LocalFiles, LocalLake, ObjectRef};
-use trailwatch_ingest::handler::{handle_event, Summary};
+use trailwatch_core::time::wall_clock_millis;
+use trailwatch_ingest::handler::handle_event;
 use trailwatch_ingest::{ingest_object, BadKind, Config, IngestError, Outcome};
 
 fn fixtures() -> PathBuf {
@@ -124,8 +125,8 @@ fn lambda_subscription_event_through_the_handler() {
     let event: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(fixtures().join("lambda-subscription-event.json")).unwrap()).unwrap();
     let cfg = Config { default_region: Some("eu-central-1".into()), ..Config::default() };
-    let (_, s1) = handle_event(&event, &LocalFiles, &lake, &cfg).unwrap();
-    let (_, s2) = handle_event(&event, &LocalFiles, &lake, &cfg).unwrap();
+    let (_, s1) = handle_event(&event, &LocalFiles, &lake, &cfg, wall_clock_millis()).unwrap();
+    let (_, s2) = handle_event(&event, &LocalFiles, &lake, &cfg, wall_clock_millis()).unwrap();
     assert_eq!(s1.records, 1);
     assert_eq!(s1.lake_keys, s2.lake_keys, "a redelivered event replaces its file");
     assert!(
@@ -134,8 +135,13 @@ fn lambda_subscription_event_through_the_handler() {
         s1.lake_keys
     );
     let garbage = serde_json::json!({"awslogs": {"data": "not base64 at all!"}});
-    let (_, s) = handle_event(&garbage, &LocalFiles, &lake, &cfg).unwrap();
-    assert_eq!(s, Summary { objects_rejected: 1, ..Summary::default() });
+    let (_, s) = handle_event(&garbage, &LocalFiles, &lake, &cfg, wall_clock_millis()).unwrap();
+    assert_eq!(s.objects_rejected, 1, "{s:?}");
+    assert_eq!((s.objects_ingested, s.records, s.lake_keys.len()), (0, 0, 0), "{s:?}");
+    // Recorded with its reason, not only logged.
+    assert_eq!(s.rejected_keys.len(), 1, "{s:?}");
+    let line = fs::read_to_string(dir.path().join(&s.rejected_keys[0])).unwrap();
+    assert!(line.contains("not base64") && line.contains("not base64 at all!"), "{line}");
 }
 
 #[test]

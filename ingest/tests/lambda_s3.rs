@@ -3,13 +3,15 @@
 
 mod support;
 
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Read;
-
-use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use support::{delivery, parquet_rows, record, Moto};
 use trailwatch_core::s3::{S3Lake, S3Source};
-use trailwatch_core::store::{ObjectBody, ObjectRef, ObjectSource, StoreError};
+use trailwatch_core::store::{LakeStore, ObjectBody, ObjectRef, ObjectSource, StoreError};
+use trailwatch_core::time::wall_clock_millis;
 use trailwatch_ingest::handler::{handle_event, Reply, Summary};
 use trailwatch_ingest::Config;
 
@@ -31,7 +33,7 @@ impl Env {
     fn new() -> Env {
         let moto = Moto::start();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let s3 = rt.block_on(trailwatch_core::s3::client(Some(&moto.endpoint)));
+        let s3 = moto.s3();
         for b in [SRC, LAKE] {
             rt.block_on(s3.create_bucket().bucket(b).send()).unwrap();
         }
@@ -57,7 +59,8 @@ impl Env {
     }
 
     fn handle(&self, event: &Value) -> (Reply, Summary) {
-        handle_event(event, &self.src, &self.lake, &Config::default()).expect("no transient failure")
+        handle_event(event, &self.src, &self.lake, &Config::default(), wall_clock_millis())
+            .expect("no transient failure")
     }
 }
 
@@ -234,22 +237,101 @@ fn sqs_batch_fails_only_the_transient_messages() {
         message("corrupt", "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/02/corrupt.json.gz"),
         message("flaky", "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/02/flaky.json.gz"),
     ]);
-    let (reply, summary) = handle_event(&batch, &Flaky(&env.src), &env.lake, &Config::default()).unwrap();
+    let (reply, summary) =
+        handle_event(&batch, &Flaky(&env.src), &env.lake, &Config::default(), wall_clock_millis()).unwrap();
     let Reply::Sqs(resp) = reply else { panic!("an SQS event gets a batch response") };
     let failed: Vec<&str> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["flaky"]);
     assert_eq!(summary.records, 1);
-    // The garbage body, the missing and the corrupt object are acknowledged; the two objects
-    // have their reason under _rejected/.
+    // The garbage body, the missing and the corrupt object are acknowledged, and each has its
+    // reason under _rejected/: the objects under objects/, the message under messages/.
     assert_eq!(summary.objects_rejected, 3, "{summary:?}");
+    assert_eq!(summary.rejected_keys.len(), 3, "{summary:?}");
     let lake = env.lake_objects();
     let rejected: Vec<String> = lake
         .iter()
         .filter(|(k, _)| k.starts_with("_rejected/"))
         .map(|(_, b)| String::from_utf8(b.to_vec()).unwrap())
         .collect();
-    assert_eq!(rejected.len(), 2, "{:?}", lake.keys());
+    assert_eq!(rejected.len(), 3, "{:?}", lake.keys());
     assert!(rejected.iter().any(|r| r.contains("corrupt gzip") && r.contains("corrupt.json.gz")), "{rejected:?}");
     assert!(rejected.iter().any(|r| r.contains("NoSuchKey")), "{rejected:?}");
+    let messages: Vec<Value> = lake
+        .iter()
+        .filter(|(k, _)| k.starts_with("_rejected/messages/") && k.ends_with(".jsonl"))
+        .flat_map(|(_, b)| {
+            String::from_utf8(b.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let garbage = &fixture("sqs-batch-partial-garbage.json")["Records"][1];
+    assert_eq!(messages[0]["message_id"], garbage["messageId"]);
+    assert_eq!(messages[0]["record"], garbage["body"]);
+    assert!(messages[0]["reason"].as_str().unwrap().contains("not JSON"), "{messages:?}");
     let _ = &env.staging;
+}
+
+/// The lake, except that its `n`th put (from 1) fails the way a throttled S3 does.
+struct FailNthPut<'a> {
+    inner: &'a S3Lake,
+    n: usize,
+    puts: AtomicUsize,
+}
+
+impl LakeStore for FailNthPut<'_> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+            return Err(StoreError {
+                op: "put",
+                uri: format!("s3://{LAKE}/{key}"),
+                message: "SlowDown: Please reduce your request rate.".into(),
+                retryable: true,
+            });
+        }
+        self.inner.put_file(key, local)
+    }
+    fn delete_file(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete_file(key)
+    }
+    fn staging_dir(&self) -> std::path::PathBuf {
+        self.inner.staging_dir()
+    }
+    fn root_uri(&self) -> String {
+        self.inner.root_uri()
+    }
+    fn is_own_output(&self, obj: &ObjectRef) -> bool {
+        self.inner.is_own_output(obj)
+    }
+}
+
+#[test]
+fn an_upload_failing_midway_leaves_nothing_of_the_object() {
+    let env = Env::new();
+    // Three days, so three Parquet files, and a bad record, so a rejects file: four puts.
+    let mut records: Vec<Value> = (0..6).map(|i| record(i, &format!("2024-01-0{}T10:00:00Z", i % 3 + 1))).collect();
+    records.push(json!({"eventName": "NoTime"}));
+    env.put(KEY, delivery(&records, 1));
+    let mut ev = fixture("sqs-s3-object-created.json");
+    retarget(&mut ev, SRC, KEY);
+    for n in [2, 4] {
+        let failing = FailNthPut { inner: &env.lake, n, puts: AtomicUsize::new(0) };
+        let (reply, summary) = handle_event(&ev, &env.src, &failing, &Config::default(), wall_clock_millis()).unwrap();
+        let Reply::Sqs(resp) = reply else { panic!("an SQS event gets a batch response") };
+        assert_eq!(resp.batch_item_failures.len(), 1, "put {n}: the message is retried");
+        assert_eq!(summary.objects_retry, 1, "{summary:?}");
+        assert!(env.lake_objects().is_empty(), "put {n}: {:?}", env.lake_objects().keys());
+    }
+    // The retry stores every file.
+    let (_, summary) = env.handle(&ev);
+    assert_eq!((summary.records, summary.records_rejected), (6, 1), "{summary:?}");
+    let lake = env.lake_objects();
+    assert_eq!(lake.len(), 4, "{:?}", lake.keys());
+    // A failure after a complete earlier run leaves none of it either, never a part.
+    let failing = FailNthPut { inner: &env.lake, n: 3, puts: AtomicUsize::new(0) };
+    handle_event(&ev, &env.src, &failing, &Config::default(), wall_clock_millis()).unwrap();
+    assert!(env.lake_objects().is_empty(), "{:?}", env.lake_objects().keys());
 }

@@ -76,6 +76,15 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig, now: i64) 
                 continue;
             }
             let rel = obj.key.strip_prefix(&root).unwrap_or(&obj.key).trim_start_matches('/').to_string();
+            // What detect's next run compares arrivals with, as if it had listed the lake.
+            if let Some(m) = obj.modified {
+                if meta.last_listed.is_none_or(|n| m > n) {
+                    (meta.last_listed, meta.last_listed_keys) = (Some(m), vec![]);
+                }
+                if meta.last_listed == Some(m) {
+                    meta.last_listed_keys.push(rel.clone());
+                }
+            }
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             // The version detect records for a local file: a hash of its bytes.
             let bytes =
@@ -124,7 +133,6 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig, now: i64) 
         store.save_shard(s)?;
     }
     meta.clock = engine.confirmed;
-    meta.last_run = Some(now);
     store.save_meta(&meta)?;
     Ok(report)
 }

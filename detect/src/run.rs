@@ -23,9 +23,6 @@ use crate::window::DAY;
 /// before it were read then. History that old is learned with `trailwatch baseline`.
 pub const RETENTION_DAYS: i64 = 3;
 
-/// Slack for the store's and this machine's clocks disagreeing about when a file arrived.
-const ARRIVAL_SLACK: i64 = 10 * crate::window::MINUTE;
-
 /// Where the lake is: a local folder (`bucket` empty, `prefix` its path) or an S3 prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LakeLocation {
@@ -134,9 +131,14 @@ pub fn detect_lake(
     let key = meta.hash_key()?;
     let mut engine = Engine::new(shards, meta.clock).with_now(now).with_key(key);
     let oldest = engine.clock().map(|c| utc_date(c - RETENTION_DAYS * DAY));
-    // A file in an old partition that arrived since the last run is a late delivery: read it.
-    let arrived_late =
-        |obj: &ObjectRef| meta.last_run.is_none_or(|l| obj.modified.is_none_or(|m| m >= l - ARRIVAL_SLACK));
+    // A file in an old partition that arrived since the last run listed the lake is a late
+    // delivery: read it. Arrival is judged by the store's own clock, never this machine's.
+    let (last_listed, frontier) = (meta.last_listed, std::mem::take(&mut meta.last_listed_keys));
+    let arrived_late = |obj: &ObjectRef, rel: &str| match (last_listed, obj.modified) {
+        (Some(l), Some(m)) => m > l || (m == l && !frontier.iter().any(|k| k == rel)),
+        _ => true,
+    };
+    let mut newest: (Option<EpochMillis>, Vec<String>) = (last_listed, vec![]);
 
     let mut run = DetectRun {
         files_read: 0,
@@ -168,6 +170,14 @@ pub fn detect_lake(
                 continue;
             }
             let rel = lake.relative(&obj.key).to_string();
+            if let Some(m) = obj.modified {
+                if newest.0.is_none_or(|n| m > n) {
+                    newest = (Some(m), vec![]);
+                }
+                if newest.0 == Some(m) {
+                    newest.1.push(rel.clone());
+                }
+            }
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             let version = version_of(&obj);
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
@@ -176,7 +186,7 @@ pub fn detect_lake(
                 continue;
             }
             if oldest.as_ref().is_some_and(|o| &date < o) {
-                if !arrived_late(&obj) {
+                if !arrived_late(&obj, &rel) {
                     // Read by the run after it arrived.
                     run.files_unchanged += 1;
                     continue;
@@ -239,7 +249,7 @@ pub fn detect_lake(
     });
     run.findings = findings;
     meta.clock = engine.confirmed;
-    meta.last_run = Some(now);
+    (meta.last_listed, meta.last_listed_keys) = newest;
     if let Some(c) = engine.clock() {
         for s in engine.shards.values_mut() {
             prune_manifest(s, c);

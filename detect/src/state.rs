@@ -19,9 +19,14 @@ pub struct Meta {
     pub version: u32,
     /// The deployment's confirmed clock: the newest event time two sources agree on.
     pub clock: Option<EpochMillis>,
-    /// The wall clock when the last committed run started: files that arrived since are new.
+    /// The newest modification time (the store's own clock) among the lake files the last
+    /// committed run listed: files modified at or after it arrived since.
     #[serde(default)]
-    pub last_run: Option<EpochMillis>,
+    pub last_listed: Option<EpochMillis>,
+    /// The files modified exactly at `last_listed`: a file stamped in that same instant (S3 has
+    /// one-second stamps) but not among them arrived after the listing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_listed_keys: Vec<String>,
     /// The deployment's hash key as hex ([`HashKey`](crate::stats::HashKey)), made on the first
     /// run: every hash in the shards is keyed with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

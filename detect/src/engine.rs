@@ -128,7 +128,7 @@ impl Sources {
             Some(e) => e.1 = e.1.max(t),
             None => self.top.push((source, t)),
         }
-        self.top.sort_by(|a, b| b.1.cmp(&a.1));
+        self.top.sort_by_key(|s| std::cmp::Reverse(s.1));
         self.top.truncate(2);
     }
 

@@ -37,6 +37,50 @@ impl Default for AlertConfig {
     }
 }
 
+/// Parses a fold window in minutes (`--fold-window-minutes`, `FOLD_WINDOW_MINUTES`): a whole
+/// number, 0 or more (0 folds nothing), small enough to hold in milliseconds. A negative window
+/// would fold nothing and hide the mistake, so it is refused.
+pub fn parse_fold_window_minutes(s: &str) -> Result<i64, String> {
+    let m: i64 = s.trim().parse().map_err(|_| format!("`{s}` is not a whole number of minutes"))?;
+    if m < 0 {
+        return Err(format!("`{s}` is negative: the fold window is 0 minutes or more (0 folds nothing)"));
+    }
+    if m.checked_mul(60_000).is_none() {
+        return Err(format!("`{s}` minutes is too long a fold window"));
+    }
+    Ok(m)
+}
+
+impl AlertConfig {
+    /// The `alert` Lambda's configuration from its environment (`env` returns a variable's
+    /// value, `None` when unset or empty): `FOLD_WINDOW_MINUTES` (default 360),
+    /// `DIGEST_THRESHOLD` (default 5), `MIN_SEVERITY` (default `info`), `ATHENA_DATABASE` and
+    /// `ATHENA_WORKGROUP` (default `trailwatch`). A bad value is an error naming the variable,
+    /// so the function fails at start rather than alerting with a setting nobody chose.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<AlertConfig, String> {
+        let mut cfg = AlertConfig::default();
+        if let Some(m) = env("FOLD_WINDOW_MINUTES") {
+            cfg.fold_window_ms =
+                parse_fold_window_minutes(&m).map_err(|e| format!("FOLD_WINDOW_MINUTES: {e}"))? * 60_000;
+        }
+        if let Some(n) = env("DIGEST_THRESHOLD") {
+            cfg.digest_threshold =
+                n.trim().parse().map_err(|_| format!("DIGEST_THRESHOLD: `{n}` is not a whole number, 0 or more"))?;
+        }
+        if let Some(s) = env("MIN_SEVERITY") {
+            cfg.min_severity = serde_json::from_value(serde_json::Value::String(s.clone()))
+                .map_err(|_| format!("MIN_SEVERITY: `{s}` is not info, low, medium, high or critical"))?;
+        }
+        if let Some(db) = env("ATHENA_DATABASE") {
+            cfg.render.athena_database = db;
+        }
+        if let Some(wg) = env("ATHENA_WORKGROUP") {
+            cfg.render.athena_workgroup = wg;
+        }
+        Ok(cfg)
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct AlertReport {
@@ -253,6 +297,31 @@ mod tests {
     use super::*;
     use crate::publish::{DeadLetterEntry, PublishError};
     use crate::sent::{FileSent, MemorySent};
+
+    #[test]
+    fn fold_window_must_be_zero_or_more_minutes() {
+        assert_eq!(parse_fold_window_minutes("360"), Ok(360));
+        assert_eq!(parse_fold_window_minutes("0"), Ok(0));
+        let e = parse_fold_window_minutes("-5").unwrap_err();
+        assert!(e.contains("negative"), "{e}");
+        assert!(parse_fold_window_minutes("six").is_err());
+        assert!(parse_fold_window_minutes("1.5").is_err());
+        assert!(parse_fold_window_minutes(&i64::MAX.to_string()).is_err(), "overflows in milliseconds");
+    }
+
+    #[test]
+    fn lambda_config_refuses_a_negative_fold_window() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let e = AlertConfig::from_env(env(&[("FOLD_WINDOW_MINUTES", "-60")])).unwrap_err();
+        assert!(e.starts_with("FOLD_WINDOW_MINUTES:") && e.contains("negative"), "{e}");
+        let cfg = AlertConfig::from_env(env(&[("FOLD_WINDOW_MINUTES", "30"), ("MIN_SEVERITY", "high")])).unwrap();
+        assert_eq!((cfg.fold_window_ms, cfg.min_severity), (30 * 60_000, Severity::High));
+        assert_eq!(AlertConfig::from_env(env(&[])).unwrap().fold_window_ms, AlertConfig::default().fold_window_ms);
+        assert!(AlertConfig::from_env(env(&[("DIGEST_THRESHOLD", "-1")])).unwrap_err().starts_with("DIGEST_THRESHOLD"));
+        assert!(AlertConfig::from_env(env(&[("MIN_SEVERITY", "urgent")])).unwrap_err().starts_with("MIN_SEVERITY"));
+    }
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<Message>>);

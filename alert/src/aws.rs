@@ -74,7 +74,7 @@ impl Publisher for SnsPublisher {
                 let code = e.code().unwrap_or("").to_string();
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 // Throttling and 5xx pass; a bad request or a missing topic will not.
-                let retryable = publish_retryable(
+                let retryable = aws_retryable(
                     &code,
                     status,
                     e.as_service_error().is_some(),
@@ -89,9 +89,15 @@ impl Publisher for SnsPublisher {
 /// SQS's body limit, with room for the envelope.
 const MAX_SQS_BODY: usize = 250_000;
 
-/// Whether a failed publish can succeed later: throttling, 5xx and network trouble pass; a bad
-/// request, a missing topic or a request that could not even be built will not.
-pub fn publish_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
+/// Whether a failed AWS call (an SNS publish, a DynamoDB sent record) can succeed later:
+/// throttling, 5xx and network trouble pass; a bad request, a missing topic or table, access
+/// denied, or a request that could not even be built will not. Its arguments: the service's
+/// error code and HTTP status, whether the service answered at all, and whether the request
+/// could not be built.
+///
+/// The same rule, with the same signature, as `trailwatch_detect::aws::aws_retryable` (the
+/// detect state store) and close to core's S3 `classify`; they are to become one in core.
+pub fn aws_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
     if construction {
         return false;
     }
@@ -107,10 +113,36 @@ pub fn publish_retryable(code: &str, status: u16, is_service_error: bool, constr
                 | "Throttled"
                 | "ThrottledException"
                 | "KMSThrottling"
+                | "RequestThrottled"
+                | "RequestThrottledException"
+                | "TooManyRequestsException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "TransactionConflictException"
+                | "SlowDown"
+                | "RequestTimeout"
+                | "RequestTimeoutException"
                 | "InternalError"
                 | "InternalFailure"
+                | "InternalServerError"
                 | "ServiceUnavailable"
         )
+}
+
+/// [`aws_retryable`] for a DynamoDB SDK error.
+fn dynamodb_retryable<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    use aws_sdk_dynamodb::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            aws_retryable(se.err().code().unwrap_or(""), se.raw().status().as_u16(), true, false)
+        }
+        SdkError::ConstructionFailure(_) => false,
+        // A bad endpoint or request the HTTP client refuses fails the same way every time.
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        _ => true,
+    }
 }
 
 /// The Lambda's dead-letter place: an SQS queue, one entry a message.
@@ -160,11 +192,14 @@ fn n(v: i64) -> AttributeValue {
 }
 
 impl DynamoSent {
-    fn err(&self, e: impl std::error::Error) -> AlertError {
+    fn err<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        e: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> AlertError {
         AlertError::State {
             location: format!("dynamodb:{}", self.table),
             message: DisplayErrorContext(&e).to_string(),
-            retryable: true,
+            retryable: dynamodb_retryable(&e),
         }
     }
 
@@ -269,16 +304,42 @@ impl SentStore for DynamoSent {
 
 #[cfg(test)]
 mod tests {
-    use super::publish_retryable;
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::{ConnectorError, ErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::{aws_retryable, dynamodb_retryable};
 
     #[test]
     fn throttling_and_5xx_retry_bad_requests_do_not() {
-        assert!(publish_retryable("Throttling", 400, true, false));
-        assert!(publish_retryable("", 503, true, false));
-        assert!(publish_retryable("KMSThrottling", 400, true, false));
-        assert!(publish_retryable("", 0, false, false), "timeouts and dropped connections");
-        assert!(!publish_retryable("NotFound", 404, true, false));
-        assert!(!publish_retryable("InvalidParameter", 400, true, false));
-        assert!(!publish_retryable("", 0, false, true));
+        assert!(aws_retryable("Throttling", 400, true, false));
+        assert!(aws_retryable("", 503, true, false));
+        assert!(aws_retryable("KMSThrottling", 400, true, false));
+        assert!(aws_retryable("", 0, false, false), "timeouts and dropped connections");
+        assert!(!aws_retryable("NotFound", 404, true, false));
+        assert!(!aws_retryable("InvalidParameter", 400, true, false));
+        assert!(!aws_retryable("", 0, false, true));
+    }
+
+    fn coded(code: &str, status: u16) -> SdkError<PutItemError, HttpResponse> {
+        let err = PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        SdkError::service_error(err, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn sent_records_retry_only_what_can_pass() {
+        for code in ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"] {
+            assert!(dynamodb_retryable(&coded(code, 400)), "{code}");
+        }
+        assert!(dynamodb_retryable(&coded("InternalServerError", 500)));
+        assert!(dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::timeout_error("slow")));
+        assert!(dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::dispatch_failure(ConnectorError::io(
+            "reset".into()
+        ))));
+        for code in ["ValidationException", "ResourceNotFoundException", "AccessDeniedException"] {
+            assert!(!dynamodb_retryable(&coded(code, 400)), "{code}");
+        }
+        assert!(!dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::construction_failure("no table")));
     }
 }

@@ -18,7 +18,7 @@ pub mod text;
 #[cfg(feature = "aws")]
 pub mod aws;
 
-pub use alerter::{alert, AlertConfig, AlertReport};
+pub use alerter::{alert, parse_fold_window_minutes, AlertConfig, AlertReport};
 pub use error::AlertError;
 pub use publish::{DeadLetter, DeadLetterEntry, FileDeadLetter, PublishError, Publisher, RetryPolicy};
 pub use sent::{FileSent, MemorySent, SentStore};

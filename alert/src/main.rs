@@ -30,23 +30,8 @@ struct Clients {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut cfg = AlertConfig::default();
-    if let Some(m) = env("FOLD_WINDOW_MINUTES") {
-        cfg.fold_window_ms = m.parse::<i64>().context("FOLD_WINDOW_MINUTES must be a number")? * 60_000;
-    }
-    if let Some(n) = env("DIGEST_THRESHOLD") {
-        cfg.digest_threshold = n.parse().context("DIGEST_THRESHOLD must be a number")?;
-    }
-    if let Some(s) = env("MIN_SEVERITY") {
-        cfg.min_severity =
-            serde_json::from_value(Value::String(s)).context("MIN_SEVERITY: info|low|medium|high|critical")?;
-    }
-    if let Some(db) = env("ATHENA_DATABASE") {
-        cfg.render.athena_database = db;
-    }
-    if let Some(wg) = env("ATHENA_WORKGROUP") {
-        cfg.render.athena_workgroup = wg;
-    }
+    // A bad setting fails the start (an init error), before any event is taken.
+    let cfg = AlertConfig::from_env(env).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let handle = tokio::runtime::Handle::current();
     let deps = Arc::new(Clients {
         src: S3Source::new(client(env("AWS_ENDPOINT_URL_S3").as_deref()).await, handle.clone()),

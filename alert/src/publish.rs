@@ -42,13 +42,34 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with jitter derived from the attempt and a seed (no RNG needed):
-    /// full jitter over `[d/2, d]`.
-    fn delay(&self, attempt: u32, seed: u64) -> Duration {
+    /// The wait after failed attempt `attempt` (0-based): exponential backoff capped at
+    /// `max_delay`, with jitter drawn fresh for every wait, uniform over `[d/2, d]`. The
+    /// randomness is per attempt, not per message, so invocations retrying the same message
+    /// (an SQS redelivery racing a Lambda retry, say) do not back off in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.delay_with(attempt, random_u64())
+    }
+
+    /// [`RetryPolicy::delay`] for a given 64-bit random value.
+    fn delay_with(&self, attempt: u32, random: u64) -> Duration {
         let d = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
-        let frac = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(attempt as u64) >> 54) as u32; // 0..1024
+        let frac = (random >> 54) as u32; // 0..1024
         d / 2 + d / 2 * frac / 1024
     }
+}
+
+/// A fresh random value for each call, without an RNG dependency: SipHash with std's per-process
+/// random keys (`RandomState`, seeded from the OS) over the clock, the process id and a counter.
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// How a message fared.
@@ -67,18 +88,25 @@ pub enum Delivery {
 
 /// Publishes `message`, retrying retryable failures with backoff.
 pub fn publish_with_retry(publisher: &dyn Publisher, message: &Message, policy: &RetryPolicy) -> Delivery {
-    // Jitter seeded by the first finding id, so concurrent invocations spread their retries.
-    let seed = message.findings.first().map_or(0, |(id, _)| {
-        id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
-    });
+    publish_with_sleep(publisher, message, policy, &mut std::thread::sleep)
+}
+
+/// [`publish_with_retry`] with the wait between attempts given (tests record it).
+fn publish_with_sleep(
+    publisher: &dyn Publisher,
+    message: &Message,
+    policy: &RetryPolicy,
+    sleep: &mut dyn FnMut(Duration),
+) -> Delivery {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match publisher.publish(message) {
             Ok(message_id) => return Delivery::Published { message_id, attempts: attempt },
             Err(e) if e.retryable && attempt < policy.max_attempts => {
-                tracing::warn!(topic = publisher.topic(), attempt, error = %e.message, "publish failed, retrying");
-                std::thread::sleep(policy.delay(attempt - 1, seed));
+                let wait = policy.delay(attempt - 1);
+                tracing::warn!(topic = publisher.topic(), attempt, error = %e.message, wait_ms = wait.as_millis() as u64, "publish failed, retrying");
+                sleep(wait);
             }
             Err(e) => {
                 let why = if e.retryable { "retry budget spent" } else { "permanent error" };
@@ -159,5 +187,77 @@ impl DeadLetter for FileDeadLetter {
         line.push(b'\n');
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(err)?;
         f.write_all(&line).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use trailwatch_core::finding::Status;
+
+    use super::*;
+
+    /// Fails every attempt with a retryable error.
+    struct Throttled;
+
+    impl Publisher for Throttled {
+        fn topic(&self) -> &str {
+            "test"
+        }
+        fn publish(&self, _: &Message) -> Result<String, PublishError> {
+            Err(PublishError { message: "Throttling (400)".into(), retryable: true })
+        }
+    }
+
+    fn message() -> Message {
+        Message {
+            subject: "s".into(),
+            email: "e".into(),
+            default: "{}".into(),
+            attributes: BTreeMap::new(),
+            findings: vec![("same-finding-id".into(), Status::Open)],
+        }
+    }
+
+    /// The waits of one retry sequence of the same message.
+    fn waits(policy: &RetryPolicy) -> Vec<Duration> {
+        let mut waits = Vec::new();
+        let d = publish_with_sleep(&Throttled, &message(), policy, &mut |w| waits.push(w));
+        assert!(matches!(d, Delivery::Failed { attempts, .. } if attempts == policy.max_attempts), "{d:?}");
+        waits
+    }
+
+    #[test]
+    fn retries_of_one_message_do_not_back_off_in_lockstep() {
+        let policy =
+            RetryPolicy { max_attempts: 8, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) };
+        let first = waits(&policy);
+        assert_eq!(first.len(), 7);
+        // Same message, same policy: the waits still differ (32 random draws alike by chance
+        // has odds of about 2^-70).
+        let others: Vec<_> = (0..4).map(|_| waits(&policy)).collect();
+        assert!(others.iter().all(|w| w != &first), "{first:?} repeated in {others:?}");
+        for seq in std::iter::once(&first).chain(&others) {
+            for (attempt, w) in seq.iter().enumerate() {
+                let d = (policy.base_delay * (1 << attempt)).min(policy.max_delay);
+                assert!(*w >= d / 2 && *w <= d, "attempt {attempt}: {w:?} outside [{:?}, {d:?}]", d / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spans_its_range_and_stays_bounded() {
+        let policy = RetryPolicy::default();
+        for attempt in [0, 1, 5, 40] {
+            let d = (policy.base_delay.saturating_mul(1 << attempt.min(16))).min(policy.max_delay);
+            let draws: Vec<Duration> = (0..2000).map(|_| policy.delay(attempt)).collect();
+            assert!(draws.iter().all(|w| *w >= d / 2 && *w <= d), "attempt {attempt}");
+            let (lo, hi) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+            // 2000 uniform draws cover most of the range.
+            assert!(*lo < d / 2 + d / 10 && *hi > d - d / 10, "attempt {attempt}: {lo:?}..{hi:?} of {d:?}");
+        }
+        assert_eq!(policy.delay_with(0, 0), policy.base_delay / 2);
+        assert!(policy.delay_with(3, u64::MAX) <= policy.base_delay * 8);
     }
 }

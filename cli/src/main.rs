@@ -11,7 +11,7 @@ use trailwatch_core::finding::{Finding, Severity, Status};
 use trailwatch_core::store::{LakeStore, LocalFiles, LocalLake, ObjectRef, ObjectSource};
 use trailwatch_detect::state::DirState;
 use trailwatch_detect::{detect_lake, DetectConfig, LakeLocation};
-use trailwatch_ingest::{ingest_object, record_failure, Config, Outcome};
+use trailwatch_ingest::{ingest_object_at, record_failure, Config, Outcome};
 
 #[derive(Parser)]
 #[command(name = "trailwatch", version, about = "Find attacks and failures in CloudTrail and CloudWatch logs")]
@@ -193,8 +193,6 @@ const STATE_LOCK: &str = ".lock";
 /// held until the returned file is dropped (or the process ends, however it ends). Two runs on one
 /// folder would read the same state and send the same alerts twice, so the second one stops at
 /// once and says why.
-// `File::try_lock` is std since 1.89; the workspace still declares 1.85.
-#[allow(clippy::incompatible_msrv)]
 fn lock_state(state: &std::path::Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(state).with_context(|| format!("creating the state folder {}", state.display()))?;
     let path = state.join(STATE_LOCK);
@@ -407,6 +405,9 @@ struct Totals {
     failed: u64,
     records: u64,
     rejected: u64,
+    /// Records ahead of the wall clock, and the objects that held them.
+    future: u64,
+    future_objects: Vec<String>,
 }
 
 fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Config) -> Result<ExitCode> {
@@ -445,7 +446,7 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
             }
         };
         for obj in objects {
-            match ingest_object(src, &obj, lake.as_ref(), cfg) {
+            match ingest_object_at(src, &obj, lake.as_ref(), cfg, trailwatch_core::time::wall_clock_millis()) {
                 Ok(r) => {
                     match r.outcome {
                         Outcome::Ingested => totals.read += 1,
@@ -461,6 +462,10 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
                             r.rejected,
                             r.lake_keys.last().map(String::as_str).unwrap_or("")
                         );
+                    }
+                    if r.future_records > 0 {
+                        totals.future += r.future_records;
+                        totals.future_objects.push(r.uri.clone());
                     }
                     totals.records += r.records;
                     totals.rejected += r.rejected;
@@ -486,6 +491,14 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
         totals.rejected,
         lake.root_uri()
     );
+    if totals.future > 0 {
+        // Kept in the lake as evidence; detect reports them as event_time_skew.
+        println!(
+            "warning: {} record(s) claim event times ahead of this machine's clock, in: {}",
+            totals.future,
+            totals.future_objects.join(", ")
+        );
+    }
     if parse_s3(lake_arg).is_none() {
         // Staging folders are removed as objects finish; drop the empty parent too.
         let _ = std::fs::remove_dir(PathBuf::from(lake_arg).join(trailwatch_core::lake::STAGING_DIR));

@@ -2,10 +2,15 @@
 //! larger than DynamoDB's 400 KB item limit) goes to a new S3 object, then a conditional
 //! DynamoDB update points the shard at it if its version is still the one read. A refused
 //! update deletes the new object and reports a conflict, and the handler recomputes.
+//!
+//! Failed calls are classified by [`aws_retryable`]: throttling, 5xx, timeouts and network
+//! trouble can pass on a retry; a request DynamoDB or S3 refuses (validation, a missing table,
+//! access denied) or a shard that does not encode or decode cannot.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::runtime::Handle;
@@ -15,6 +20,7 @@ use crate::engine::Shard;
 use crate::error::DetectError;
 use crate::handler::ShardStore;
 use crate::state::{decode_shard, encode_shard};
+use crate::stats::HashKey;
 
 /// DynamoDB (table with a string partition key `pk`) plus an S3 prefix for shard bodies.
 pub struct DynamoS3Store {
@@ -32,6 +38,8 @@ fn shard_pk(account: &str, region: &str) -> String {
 }
 
 const CLOCK_PK: &str = "clock";
+/// The item holding the deployment's hash key ([`HashKey`]).
+const SECRET_PK: &str = "secret";
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -41,13 +49,72 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-impl DynamoS3Store {
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> DetectError {
-        DetectError::State {
-            location: format!("dynamodb:{}/{what}", self.table),
-            message: e.to_string(),
-            retryable: true,
+/// Whether a failed AWS call can succeed later: throttling, 5xx and network trouble pass; a
+/// request the service refuses (validation, a missing table or key, access denied) or one that
+/// could not even be built will not. Its arguments: the service's error code and HTTP status,
+/// whether the service answered at all, and whether the request could not be built or sent as
+/// asked.
+///
+/// The same rule, with the same signature, as `trailwatch_alert::aws::aws_retryable` (SNS, SQS
+/// and DynamoDB) and close to core's S3 `classify`; they are to become one in core.
+pub fn aws_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
+    if construction {
+        return false;
+    }
+    if !is_service_error {
+        return true;
+    }
+    status >= 500
+        || status == 429
+        || matches!(
+            code,
+            "Throttling"
+                | "ThrottlingException"
+                | "Throttled"
+                | "ThrottledException"
+                | "KMSThrottling"
+                | "RequestThrottled"
+                | "RequestThrottledException"
+                | "TooManyRequestsException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "TransactionConflictException"
+                | "SlowDown"
+                | "RequestTimeout"
+                | "RequestTimeoutException"
+                | "InternalError"
+                | "InternalFailure"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+        )
+}
+
+/// [`aws_retryable`] for an SDK error of any DynamoDB or S3 operation.
+pub fn sdk_error_retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(se) => {
+            aws_retryable(se.err().code().unwrap_or(""), se.raw().status().as_u16(), true, false)
         }
+        SdkError::ConstructionFailure(_) => aws_retryable("", 0, false, true),
+        // A bad endpoint or request the HTTP client refuses fails the same way every time.
+        SdkError::DispatchFailure(d) => aws_retryable("", 0, false, d.is_user()),
+        // Timeouts, and responses cut off or garbled in transit.
+        _ => aws_retryable("", 0, false, false),
+    }
+}
+
+impl DynamoS3Store {
+    /// A failed DynamoDB or S3 call on `what`, classified.
+    fn sdk_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        what: &str,
+        e: &SdkError<E, HttpResponse>,
+    ) -> DetectError {
+        self.err(what, DisplayErrorContext(e), sdk_error_retryable(e))
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> DetectError {
+        DetectError::State { location: format!("dynamodb:{}/{what}", self.table), message: e.to_string(), retryable }
     }
 
     fn body_key(&self, account: &str, region: &str, version: u64) -> String {
@@ -70,19 +137,29 @@ impl ShardStore for DynamoS3Store {
             let out = self
                 .handle
                 .block_on(self.ddb.get_item().table_name(&self.table).key("pk", s(&pk)).consistent_read(true).send())
-                .map_err(|e| self.err(&pk, DisplayErrorContext(&e)))?;
+                .map_err(|e| self.sdk_err(&pk, &e))?;
             let Some(item) = out.item else { return Ok(None) };
-            let version = num(&item, "version").ok_or_else(|| self.err(&pk, "item without a version"))? as u64;
-            let key =
-                item.get("body").and_then(|v| v.as_s().ok()).ok_or_else(|| self.err(&pk, "item without a body key"))?;
+            // A malformed item reads the same on every retry.
+            let version = num(&item, "version").ok_or_else(|| self.err(&pk, "item without a version", false))? as u64;
+            let key = item
+                .get("body")
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| self.err(&pk, "item without a body key", false))?;
             let obj = match self.handle.block_on(self.s3.get_object().bucket(&self.bucket).key(key).send()) {
                 Ok(o) => o,
                 // A writer moved the shard on and removed the body we were pointed at: read the
                 // pointer again.
-                Err(e) if attempt < 8 && e.as_service_error().is_some_and(|se| se.is_no_such_key()) => continue,
-                Err(e) => return Err(self.err(key, aws_sdk_s3::error::DisplayErrorContext(&e))),
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                    if attempt < 8 {
+                        continue;
+                    }
+                    // Writers kept moving the shard on under us: a later retry can succeed.
+                    return Err(self.err(key, "the shard's body kept being replaced while it was read", true));
+                }
+                Err(e) => return Err(self.sdk_err(key, &e)),
             };
-            let bytes = self.handle.block_on(obj.body.collect()).map_err(|e| self.err(key, e))?.into_bytes();
+            // Reading the body fails only in transit.
+            let bytes = self.handle.block_on(obj.body.collect()).map_err(|e| self.err(key, e, true))?.into_bytes();
             let shard = decode_shard(&bytes).map_err(|e| DetectError::State {
                 location: format!("s3://{}/{key}", self.bucket),
                 message: e,
@@ -96,10 +173,11 @@ impl ShardStore for DynamoS3Store {
         let pk = shard_pk(&shard.account, &shard.region);
         let next = expected.map_or(1, |v| v + 1);
         let key = self.body_key(&shard.account, &shard.region, next);
-        let body = encode_shard(shard).map_err(|e| self.err(&pk, e))?;
+        // A shard that does not serialize will not on a retry either.
+        let body = encode_shard(shard).map_err(|e| self.err(&pk, e, false))?;
         self.handle
             .block_on(self.s3.put_object().bucket(&self.bucket).key(&key).body(ByteStream::from(body)).send())
-            .map_err(|e| self.err(&key, aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+            .map_err(|e| self.sdk_err(&key, &e))?;
         let mut req = self
             .ddb
             .put_item()
@@ -134,7 +212,8 @@ impl ShardStore for DynamoS3Store {
                 let _ = self.handle.block_on(self.s3.delete_object().bucket(&self.bucket).key(&key).send());
                 Ok(false)
             }
-            Err(e) => Err(self.err(&pk, DisplayErrorContext(&e))),
+            // The update may have been applied all the same (a timeout, say): the new body stays.
+            Err(e) => Err(self.sdk_err(&pk, &e)),
         }
     }
 
@@ -153,13 +232,13 @@ impl ShardStore for DynamoS3Store {
             match r {
                 Ok(_) => return Ok(Some(t)),
                 Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(self.err(CLOCK_PK, DisplayErrorContext(&e))),
+                Err(e) => return Err(self.sdk_err(CLOCK_PK, &e)),
             }
         }
         let out = self
             .handle
             .block_on(self.ddb.get_item().table_name(&self.table).key("pk", s(CLOCK_PK)).consistent_read(true).send())
-            .map_err(|e| self.err(CLOCK_PK, DisplayErrorContext(&e)))?;
+            .map_err(|e| self.sdk_err(CLOCK_PK, &e))?;
         Ok(out.item.and_then(|i| num(&i, "t")))
     }
 
@@ -178,7 +257,7 @@ impl ShardStore for DynamoS3Store {
                         .set_exclusive_start_key(start)
                         .send(),
                 )
-                .map_err(|e| self.err("scan", DisplayErrorContext(&e)))?;
+                .map_err(|e| self.sdk_err("scan", &e))?;
             for item in page.items() {
                 let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 if let (Some(a), Some(r)) = (get("account_id"), get("region")) {
@@ -193,6 +272,42 @@ impl ShardStore for DynamoS3Store {
         out.sort();
         Ok(out)
     }
+
+    fn hash_key(&self) -> Result<HashKey, DetectError> {
+        let read = || -> Result<Option<String>, DetectError> {
+            let out = self
+                .handle
+                .block_on(
+                    self.ddb.get_item().table_name(&self.table).key("pk", s(SECRET_PK)).consistent_read(true).send(),
+                )
+                .map_err(|e| self.sdk_err(SECRET_PK, &e))?;
+            Ok(out.item.and_then(|i| i.get("secret").and_then(|v| v.as_s().ok()).cloned()))
+        };
+        let hex = match read()? {
+            Some(h) => h,
+            None => {
+                // The first invocation ever makes it; a racing one keeps the winner's.
+                let fresh = HashKey::random().to_hex();
+                let r = self.handle.block_on(
+                    self.ddb
+                        .put_item()
+                        .table_name(&self.table)
+                        .item("pk", s(SECRET_PK))
+                        .item("secret", s(&fresh))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send(),
+                );
+                match r {
+                    Ok(_) => fresh,
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                        read()?.ok_or_else(|| self.err(SECRET_PK, "secret vanished", true))?
+                    }
+                    Err(e) => return Err(self.sdk_err(SECRET_PK, &e)),
+                }
+            }
+        };
+        HashKey::from_hex(&hex).ok_or_else(|| self.err(SECRET_PK, "secret is not 32 hex digits", false))
+    }
 }
 
 /// Builds a DynamoDB client like [`trailwatch_core::s3::client`] builds S3's.
@@ -202,4 +317,76 @@ pub async fn dynamodb_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Cl
         loader = loader.endpoint_url(url);
     }
     aws_sdk_dynamodb::Client::new(&loader.load().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::{ProvisionedThroughputExceededException, ResourceNotFoundException};
+    use aws_sdk_s3::primitives::SdkBody;
+
+    use super::*;
+
+    fn service(err: PutItemError, status: u16) -> SdkError<PutItemError, HttpResponse> {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    fn coded(code: &str, status: u16) -> SdkError<PutItemError, HttpResponse> {
+        service(PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build()), status)
+    }
+
+    #[test]
+    fn throttling_5xx_and_the_network_retry() {
+        let throughput = PutItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder()
+                .message("slow down")
+                .meta(ErrorMetadata::builder().code("ProvisionedThroughputExceededException").build())
+                .build(),
+        );
+        assert!(sdk_error_retryable(&service(throughput, 400)));
+        for code in ["ThrottlingException", "RequestLimitExceeded", "InternalServerError", "SlowDown"] {
+            assert!(sdk_error_retryable(&coded(code, 400)), "{code}");
+        }
+        assert!(sdk_error_retryable(&coded("", 503)), "any 5xx");
+        assert!(sdk_error_retryable(&coded("", 429)));
+        let timeout: SdkError<PutItemError, HttpResponse> = SdkError::timeout_error("slow");
+        assert!(sdk_error_retryable(&timeout));
+        let io: SdkError<PutItemError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io("connection reset".into()));
+        assert!(sdk_error_retryable(&io));
+    }
+
+    #[test]
+    fn refused_requests_do_not_retry() {
+        let missing = PutItemError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("no table")
+                .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+                .build(),
+        );
+        assert!(!sdk_error_retryable(&service(missing, 400)));
+        for code in ["ValidationException", "AccessDeniedException", "UnrecognizedClientException", "NoSuchBucket"] {
+            assert!(!sdk_error_retryable(&coded(code, 400)), "{code}");
+        }
+        assert!(!sdk_error_retryable(&coded("NoSuchKey", 404)));
+        let construction: SdkError<PutItemError, HttpResponse> = SdkError::construction_failure("no table name");
+        assert!(!sdk_error_retryable(&construction));
+        let user: SdkError<PutItemError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::user("bad endpoint".into()));
+        assert!(!sdk_error_retryable(&user));
+    }
+
+    #[test]
+    fn the_rule_matches_alerts() {
+        // The cases alert's twin is tested with (alert/src/aws.rs).
+        assert!(aws_retryable("Throttling", 400, true, false));
+        assert!(aws_retryable("", 503, true, false));
+        assert!(aws_retryable("KMSThrottling", 400, true, false));
+        assert!(aws_retryable("", 0, false, false), "timeouts and dropped connections");
+        assert!(!aws_retryable("NotFound", 404, true, false));
+        assert!(!aws_retryable("InvalidParameter", 400, true, false));
+        assert!(!aws_retryable("", 0, false, true));
+    }
 }

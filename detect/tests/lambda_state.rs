@@ -3,6 +3,7 @@
 //! the sweep visits every shard.
 #![cfg(feature = "aws")]
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
@@ -15,7 +16,7 @@ use trailwatch_core::store::ObjectRef;
 use trailwatch_core::testing::Moto;
 use trailwatch_detect::aws::{dynamodb_client, DynamoS3Store};
 use trailwatch_detect::handler::{handle_event, handle_objects, Deliver, ShardStore};
-use trailwatch_detect::{DetectConfig, DetectError};
+use trailwatch_detect::{DetectConfig, DetectError, Shard};
 
 const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
 
@@ -74,6 +75,40 @@ impl Deliver for Collect {
     }
 }
 
+/// A store that, on the first save of each shard, lets another invocation (`interloper`) update
+/// that shard in between the caller's load and save: the caller's conditional write is then
+/// refused however the threads happen to be scheduled, so the retry path always runs.
+struct Interleaved<'a> {
+    inner: &'a DynamoS3Store,
+    interloper: &'a (dyn Fn(&str) + Sync),
+    raced: Mutex<BTreeSet<String>>,
+}
+
+impl ShardStore for Interleaved<'_> {
+    fn load(&self, account: &str, region: &str) -> Result<Option<(u64, Shard)>, DetectError> {
+        self.inner.load(account, region)
+    }
+
+    fn save(&self, shard: &Shard, expected: Option<u64>) -> Result<bool, DetectError> {
+        if self.raced.lock().unwrap().insert(shard.region.clone()) {
+            (self.interloper)(&shard.region);
+        }
+        self.inner.save(shard, expected)
+    }
+
+    fn raise_clock(&self, t: Option<i64>) -> Result<Option<i64>, DetectError> {
+        self.inner.raise_clock(t)
+    }
+
+    fn shards(&self) -> Result<Vec<(String, String)>, DetectError> {
+        self.inner.shards()
+    }
+
+    fn hash_key(&self) -> Result<trailwatch_detect::stats::HashKey, DetectError> {
+        self.inner.hash_key()
+    }
+}
+
 #[test]
 fn concurrent_writers_never_lose_an_update() {
     let moto = Moto::start();
@@ -110,6 +145,12 @@ fn concurrent_writers_never_lose_an_update() {
             rt.block_on(s3.put_object().bucket("lake").key(key(shard, file)).body(body.into()).send()).unwrap();
         }
     }
+    // One more file a shard, for the invocation that writes in between a load and its save.
+    let extra = |shard: &str| if shard == "us-east-1" { 8 } else { 16 };
+    for shard in ["eu-west-1", "us-east-1"] {
+        let body = invocations_file(extra(shard), rows);
+        rt.block_on(s3.put_object().bucket("lake").key(key(shard, extra(shard))).body(body.into()).send()).unwrap();
+    }
 
     let store = Arc::new(DynamoS3Store {
         ddb,
@@ -122,18 +163,23 @@ fn concurrent_writers_never_lose_an_update() {
     let src = Arc::new(S3Source::new(s3.clone(), rt.handle().clone()));
     let out = Arc::new(Collect::default());
     let cfg = Arc::new(DetectConfig::default());
+    let interloper = |region: &str| {
+        let objs = [ObjectRef::s3("lake", key(region, extra(region)))];
+        let s = handle_objects(&objs, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg, NOW).unwrap();
+        assert_eq!(s.objects_read, 1);
+    };
+    let racing = Interleaved { inner: store.as_ref(), interloper: &interloper, raced: Mutex::default() };
     let conflicts: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|w| {
-                let (store, src, out, cfg) = (store.clone(), src.clone(), out.clone(), cfg.clone());
+                let (racing, src, out, cfg) = (&racing, src.clone(), out.clone(), cfg.clone());
                 scope.spawn(move || {
                     let objs = vec![
                         ObjectRef::s3("lake", key("eu-west-1", 2 * w)),
                         ObjectRef::s3("lake", key("eu-west-1", 2 * w + 1)),
                         ObjectRef::s3("lake", key("us-east-1", w)),
                     ];
-                    let s =
-                        handle_objects(&objs, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg, NOW).unwrap();
+                    let s = handle_objects(&objs, "lake", src.as_ref(), racing, out.as_ref(), &cfg, NOW).unwrap();
                     assert_eq!(s.objects_read, 3);
                     s.conflicts
                 })
@@ -142,21 +188,26 @@ fn concurrent_writers_never_lose_an_update() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     eprintln!("conditional writes refused and recomputed: {conflicts}");
+    // Each shard's first save was refused (the interloper wrote in between), and recomputed;
+    // the threads' own races only add to that.
+    assert_eq!(racing.raced.lock().unwrap().len(), 2);
+    assert!(conflicts >= 2, "the retry path ran for each shard: {conflicts} conflicts");
 
+    // No update was lost: every thread's files and the interloper's are in the shards.
     let (_, eu) = store.load("111122223333", "eu-west-1").unwrap().unwrap();
     let (_, us) = store.load("111122223333", "us-east-1").unwrap().unwrap();
-    assert_eq!((eu.counters.events, eu.manifest.len()), (16 * rows as u64, 16));
-    assert_eq!((us.counters.events, us.manifest.len()), (8 * rows as u64, 8));
+    assert_eq!((eu.counters.events, eu.manifest.len()), (17 * rows as u64, 17));
+    assert_eq!((us.counters.events, us.manifest.len()), (9 * rows as u64, 9));
 
     // The same notifications again (at-least-once delivery): nothing is read twice.
-    let event = serde_json::json!({"Records": (0..16).map(|f| serde_json::json!({
+    let event = serde_json::json!({"Records": (0..17).map(|f| serde_json::json!({
         "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": "lake"}, "object": {"key": key("eu-west-1", f)}}
     })).collect::<Vec<_>>()});
     let s = handle_event(&event, "lake", src.as_ref(), store.as_ref(), out.as_ref(), &cfg, NOW).unwrap();
-    assert_eq!((s.objects_read, s.objects_unchanged), (0, 16));
+    assert_eq!((s.objects_read, s.objects_unchanged), (0, 17));
     let (_, eu2) = store.load("111122223333", "eu-west-1").unwrap().unwrap();
-    assert_eq!(eu2.counters.events, 16 * rows as u64);
+    assert_eq!(eu2.counters.events, 17 * rows as u64);
 
     // The scheduled sweep visits every shard.
     let s = handle_event(

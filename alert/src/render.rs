@@ -332,6 +332,7 @@ fn kind_words(kind: &str) -> String {
         "api_call_rate" => "unusual API call rate".into(),
         "api_error_rate" => "unusual API error rate".into(),
         "log_silence" => "log silence".into(),
+        "event_time_skew" => "event time ahead of the clock".into(),
         other => field(&other.replace('_', " "), SHORT_MAX),
     }
 }
@@ -495,6 +496,10 @@ fn runbook(f: &Finding) -> [&'static str; 2] {
         ("log_silence", _) => [
             "Check whether the function still runs (its triggers, its log group subscription to the ingest bucket).",
             "If logs were cut on purpose (subscription or log group deleted), restore them and review who did it.",
+        ],
+        ("event_time_skew", _) => [
+            "Find who wrote the records (query above, contributors): check who can write to the log bucket or log group, and a clock that runs fast.",
+            "Forged times can hide activity: review the account's real activity around the time the records arrived.",
         ],
         _ => [
             "Run the evidence query above and review the activity around the episode.",
@@ -797,6 +802,28 @@ fn evidence_query(f: &Finding, cfg: &RenderConfig) -> Vec<String> {
                 table,
                 filters: with(partitions(f, week, to), extra),
                 tail: &["GROUP BY date", "ORDER BY date"],
+            }
+        }
+        // Records still claiming a time ahead of the moment the query runs; their partitions
+        // are their claimed days.
+        ("event_time_skew", _) => {
+            let (select, table, time): (&'static str, &'static str, &str) = match s {
+                LAMBDA_INVOCATIONS_TABLE => (INVOCATION_COLUMNS, LAMBDA_INVOCATIONS_TABLE, "end_time"),
+                LAMBDA_METRICS_TABLE => {
+                    ("timestamp, metric_name, dimensions, value_sum, value_max", LAMBDA_METRICS_TABLE, "timestamp")
+                }
+                _ => (CLOUDTRAIL_COLUMNS, CLOUDTRAIL_TABLE, "event_time"),
+            };
+            let tail: &'static [&'static str] = match table {
+                CLOUDTRAIL_TABLE => &["ORDER BY event_time DESC", "LIMIT 1000"],
+                LAMBDA_INVOCATIONS_TABLE => &["ORDER BY end_time DESC", "LIMIT 1000"],
+                _ => &["ORDER BY timestamp DESC", "LIMIT 1000"],
+            };
+            Query {
+                select,
+                table,
+                filters: with(partitions(f, from, None), vec![format!("{time} > current_timestamp")]),
+                tail,
             }
         }
         (k, Shape::Name) if !k.starts_with("api_") => Query {
@@ -1282,6 +1309,14 @@ mod tests {
         assert!(q(&finding("log_silence", "orders")).contains("\"lambda_invocations\""));
         assert!(q(&finding("log_silence", "source:lambda_logs")).contains("GROUP BY date"));
         assert!(q(&finding("new_kind", "orders")).contains("\"lambda_invocations\""));
+        // Future-dated records: those still ahead of the moment the query runs, from the start
+        // day on (their partitions are the days they claim).
+        let sql = q(&finding("event_time_skew", "cloudtrail"));
+        assert!(sql.contains("\"cloudtrail\"") && sql.contains("event_time > current_timestamp"), "{sql}");
+        assert!(sql.contains("date >= '2024-03-05'") && !sql.contains("event_time <"), "{sql}");
+        let sql = q(&finding("event_time_skew", "lambda_invocations"));
+        assert!(sql.contains("\"lambda_invocations\"") && sql.contains("end_time > current_timestamp"), "{sql}");
+        assert!(q(&finding("event_time_skew", "lambda_metrics")).contains("timestamp > current_timestamp"));
         // Every query is one statement ending with ';', no blank lines.
         for kind in ["timeouts", "throttling", "api_error_rate", "mystery"] {
             let sql = q(&finding(kind, "x"));

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a labelled multi-account scenario of CloudTrail and Lambda logs, as AWS delivers them.
 
-    generate.py --out DIR [--small] [--seed N] [--days 21]
+    generate.py --out DIR [--small] [--seed N] [--days 21] [--forge-future N]
 
 Days 1-14 (from Monday 2026-01-05) are normal traffic with daily and weekly seasonality, for
 detect to learn from. Days 15-21 are the scored week: normal traffic plus labelled incidents and
@@ -14,10 +14,15 @@ Output:
   DIR/deliveries.tsv   <delivery time>\t<path relative to DIR>, in delivery order
   DIR/manifest.json    what was written (record, event id, REPORT line and file counts)
 
+--forge-future N adds N CloudTrail files whose records claim a time ahead of their delivery
+(2099, or 3 hours or a day ahead), listed in deliveries.tsv and under `forged` in labels.json.
+They come from a random stream of their own: everything else is what the seed writes without it.
+
 Python 3 stdlib only; the output is byte for byte the same for a seed.
 """
 import argparse
 import bisect
+import calendar
 import gzip
 import hashlib
 import json
@@ -34,6 +39,10 @@ DAY = 86400
 WIN = 300  # CloudTrail files and Firehose buffers: 5 minutes
 ORG = "o-abc123defg"
 FOREIGN_ACCOUNT = "987654321098"  # never seen before the unusual invocation
+STRANGER_ACCOUNT = "246813579024"  # only in forged files (--forge-future): no other record names it
+FORGED_YEAR = 2099
+# What the forged files claim, in turn: mostly far in the future, a few only a little ahead.
+FORGE_CLAIMS = ("2099", "2099", "+3h", "2099", "+1d")
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -358,8 +367,8 @@ class Invocation:
 
 
 class Scenario:
-    def __init__(self, out, small, seed, days):
-        self.out, self.small, self.seed, self.days = Path(out), small, seed, days
+    def __init__(self, out, small, seed, days, forge=0):
+        self.out, self.small, self.seed, self.days, self.forge = Path(out), small, seed, days, forge
         self.rng = random.Random(seed)
         self.end = T0 + days * DAY
         self.scored_start = T0 + 14 * DAY
@@ -970,6 +979,63 @@ class Scenario:
                 self.write(rel, b"".join(members), (win + 1) * WIN + rng.randrange(60, 360))
                 self.counts["firehose_objects"] += 1
 
+    # --- forged event time (--forge-future) ---------------------------------------------------
+    def forge_future(self, n):
+        """N CloudTrail files, delivered at ordinary times in the ordinary layout, whose records claim
+        an event time ahead of their delivery: in 2099 (same day and time of year), or 3 hours or a day
+        after delivery. They go to the scenario's account-regions and to STRANGER_ACCOUNT (in the first
+        region), which appears nowhere else. A random stream of their own keeps the rest of the output
+        what the seed writes without them. Returns the labels and counts."""
+        rng = random.Random(f"forge-future:{self.seed}")
+        stranger = Region(STRANGER_ACCOUNT, self.world[0]["r"].region)
+        sp = Principal("AssumedRole", STRANGER_ACCOUNT, "app-backend", UA_JAVA.format(21), ["198.18.7.21"], session="ecs-task-forged")
+        targets = [(stranger, [sp])] + [(w["r"], [w["P"]["monitor"], w["P"]["autoscaler"], w["P"]["app"]]) for w in self.world]
+        apis = {"monitoring-readonly": ["ListBuckets", "DescribeTable", "DescribeInstances", "DescribeKey"],
+                "k8s-node-autoscaler": ["DescribeInstances", "DescribeSubnets"], "app-backend": ["Decrypt", "DescribeTable", "GetObject"]}
+        labels, counts = [], {"files": 0, "records": 0, "bytes": 0}
+        for i in range(n):
+            r, principals = targets[i % len(targets)]
+            claim = FORGE_CLAIMS[i % len(FORGE_CLAIMS)]
+            day = min(self.days - 1, int((i + 0.5) * self.days / n))  # spread over the days
+            win = (T0 + day * DAY) // WIN + rng.randrange(DAY // WIN)
+            fts = (win + 1) * WIN
+            delivered = fts + rng.randrange(60, 180)
+            if claim == "2099":
+                g = time.gmtime(fts)
+                base = calendar.timegm((FORGED_YEAR, g.tm_mon, g.tm_mday, g.tm_hour, g.tm_min, g.tm_sec))
+            else:
+                base = delivered + (3 * 3600 if claim == "+3h" else DAY)
+            recs = []
+            for _ in range(rng.randrange(3, 7)):
+                p = principals[rng.randrange(len(principals))]
+                ts = base + rng.randrange(0, 240)
+                recs.append((ts, record(rng, r, p, rng.choice(apis[p.name]), ts)))
+            recs.sort(key=lambda x: x[0])
+            stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(fts))
+            while True:
+                rel = (f"input/AWSLogs/{ORG}/{r.account}/CloudTrail/{r.region}/{time.strftime('%Y/%m/%d', time.gmtime(fts))}/"
+                       f"{r.account}_CloudTrail_{r.region}_{stamp}_{''.join(rng.choice(ALNUM) for _ in range(16))}.json.gz")
+                if not (self.out / rel).exists():
+                    break
+            body = '{"Records":[' + ",".join(DUMPS(x) for _, x in recs) + "]}"
+            data = gzip.compress(body.encode(), compresslevel=6, mtime=0)
+            path = self.out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self.deliveries.append((delivered, rel))
+            counts["files"] += 1
+            counts["records"] += len(recs)
+            counts["bytes"] += len(data)
+            labels.append({"id": f"forged-{i + 1:02d}-{claim.lstrip('+')}", "claims": claim, "account_id": r.account, "region": r.region,
+                           "path": rel, "delivered": iso(delivered), "records": len(recs),
+                           "event_time_first": iso(recs[0][0]), "event_time_last": iso(recs[-1][0]),
+                           # Only 2099 is ahead of any real processing clock; the others are in the past by now.
+                           "expect_finding": claim == "2099",
+                           "description": f"forged CloudTrail file: {len(recs)} records claiming {claim} "
+                                          f"({'the same day and time in ' + str(FORGED_YEAR) if claim == '2099' else 'after delivery'})"})
+        labels.sort(key=lambda x: (x["delivered"], x["id"]))
+        return {"labels": labels, "counts": counts}
+
     def write(self, rel, data, delivered):
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -984,6 +1050,7 @@ class Scenario:
                 self.gen_day(w, d)
             self.flush((T0 + (d + 1) * DAY) // WIN - 2)
         self.flush(1 << 62)
+        forged = self.forge_future(self.forge) if self.forge else None
         self.deliveries.sort()
         with open(self.out / "deliveries.tsv", "w") as f:
             for t, rel in self.deliveries:
@@ -994,6 +1061,8 @@ class Scenario:
                   "invoke_sample_one_in": self.sample,
                   "incidents": sorted(self.incidents, key=lambda x: x["start"]),
                   "benign": sorted(self.benign, key=lambda x: (x["start"], x["account_id"], x["region"]))}
+        if forged:
+            labels["forged"] = forged["labels"]
         (self.out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
         c = self.counts
         manifest = {"cloudtrail_records": c["cloudtrail_records"], "cloudtrail_distinct_event_ids": self.event_ids,
@@ -1003,6 +1072,9 @@ class Scenario:
                     "firehose_payloads": c["firehose_payloads"], "files": c["cloudtrail_files"] + c["firehose_objects"],
                     "bytes": c["bytes"],
                     "report_lines_by_function": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("report_lines:")}}
+        if forged:
+            # The counts above are the scenario's own; the forged files are counted apart.
+            manifest["forged"] = forged["counts"]
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 
@@ -1013,15 +1085,19 @@ def main():
     ap.add_argument("--small", action="store_true", help="1 account x 1 region, sized for CI")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--days", type=int, default=21, help="at least 21: 14 to learn, 7 scored")
+    ap.add_argument("--forge-future", type=int, default=0, metavar="N",
+                    help="also write N CloudTrail files whose records claim a future event time (labels.json: forged)")
     a = ap.parse_args()
     if a.days < 21:
         ap.error("--days must be at least 21 (14 days to learn, then the scored week)")
+    if a.forge_future < 0:
+        ap.error("--forge-future must not be negative")
     out = Path(a.out)
     if (out / "input").exists() and any((out / "input").iterdir()):
         ap.error(f"{out}/input is not empty")
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    m = Scenario(out, a.small, a.seed, a.days).run()
+    m = Scenario(out, a.small, a.seed, a.days, forge=a.forge_future).run()
     print(json.dumps({k: v for k, v in m.items() if k != "report_lines_by_function"}), file=sys.stdout)
     print(f"generated in {time.time() - t:.1f} s", file=sys.stderr)
 

@@ -14,7 +14,8 @@ reported at the batch's end. A finding counts
 when it is open, not suppressed, not of severity info, and starts in the scored period. It
 detects an incident when it has the incident's kind, account and region, a matching subject, and
 a start in [incident start - 15 min, incident end + 30 min]. Counted findings that detect no
-incident are false findings.
+incident are false findings, except an `event_time_skew` finding in the account-region of a
+`forged` label that expects one (generate.py --forge-future): that finding is the point.
 
 --rescore skips the replay and scores WORK/findings.reported.jsonl from an earlier run (the
 findings with the time each was reported), to tune the report without replaying.
@@ -34,6 +35,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+SKEW_KIND = "event_time_skew"  # raised for records whose event time is ahead of the wall clock
 BEFORE = timedelta(minutes=15)
 AFTER = timedelta(minutes=30)
 MAX_ARG_BYTES = 96 * 1024
@@ -216,6 +218,28 @@ def matches(f, inc, any_kind=False):
     return in_window(f["start_t"], parse_time(inc["start"]), parse_time(inc["end"]))
 
 
+def forged_match(f, labels):
+    """An event-time skew finding in the account-region of a forged file that expects one."""
+    return f.get("kind") == SKEW_KIND and any(
+        fl.get("expect_finding") and f.get("account_id") == fl["account_id"] and f.get("region") == fl["region"]
+        for fl in labels.get("forged") or [])
+
+
+def score_forged(labels, reported):
+    """Each forged file (generate.py --forge-future) and whether an event-time skew finding was
+    reported in its account-region: any line, whatever its status, severity or start, since the
+    finding's times are not the scenario's."""
+    skew = [fd for _, fd in reported if fd.get("kind") == SKEW_KIND]
+    rows = []
+    for fl in labels.get("forged") or []:
+        hits = [fd for fd in skew if fd.get("account_id") == fl["account_id"] and fd.get("region") == fl["region"]]
+        rows.append({k: fl.get(k) for k in ("id", "claims", "account_id", "region", "path", "delivered", "expect_finding")} |
+                    {"skew_findings": len({fd.get("id") for fd in hits})})
+    expect = [r for r in rows if r["expect_finding"]]
+    return {"files": len(rows), "expect_finding": len(expect), "with_finding": sum(1 for r in expect if r["skew_findings"]),
+            "skew_finding_ids": sorted({str(fd.get("id")) for fd in skew}), "list": rows}
+
+
 def score(labels, reported, stats):
     scored_start, end = parse_time(labels["scored_start"]), parse_time(labels["end"])
     findings = counted(reported, scored_start, end)
@@ -242,7 +266,7 @@ def score(labels, reported, stats):
     per_day = {d: 0 for d in days}
     false = []
     for f in findings:
-        if any(matches(f, inc) for inc in labels["incidents"]):
+        if any(matches(f, inc) for inc in labels["incidents"]) or forged_match(f, labels):
             continue
         day = f["start_t"].strftime("%Y-%m-%d")
         per_day[day] = per_day.get(day, 0) + 1
@@ -259,6 +283,7 @@ def score(labels, reported, stats):
         benign_rows.append({**{k: b.get(k) for k in ("description", "account_id", "region", "subject", "start", "end")},
                             "findings": [{"id": f["id"], "kind": f["kind"], "subject": f["subject"], "start": f["start"]} for f in hits]})
     n_days = max(1, len(days))
+    extra = {"forged": score_forged(labels, reported)} if labels.get("forged") else {}
     return {
         "replay": {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in stats.items()},
         "finding_lines": len(reported), "counted_findings": len(findings),
@@ -267,6 +292,7 @@ def score(labels, reported, stats):
         "false_findings": {"total": len(false), "per_day": per_day, "mean_per_day": round(len(false) / n_days, 2), "list": false},
         "benign": {"total": len(benign_rows), "with_findings": sum(1 for b in benign_rows if b["findings"]), "list": benign_rows},
         "incidents": incidents,
+        **extra,
     }
 
 
@@ -311,6 +337,14 @@ def print_report(res):
         if row["findings"]:
             kinds = ", ".join(sorted({f["kind"] or "?" for f in row["findings"]}))
             print(f"  {row['start']} {row['account_id']} {row['region']:<9} {trunc(row['description'], 60):<60} {len(row['findings'])} ({kinds})")
+    fg = res.get("forged")
+    if fg:
+        print()
+        print(f"forged files: {fg['files']}; expecting an {SKEW_KIND} finding: {fg['expect_finding']}, "
+              f"in an account-region that has one: {fg['with_finding']}; {SKEW_KIND} findings: {len(fg['skew_finding_ids'])}")
+        for row in fg["list"]:
+            print(f"  {row['id']:<16} {row['account_id']} {row['region']:<9} delivered {row['delivered']}  claims {row['claims']:<5} "
+                  f"{'expects' if row['expect_finding'] else 'no need of'} a finding; skew findings there: {row['skew_findings']}")
 
 
 def main():

@@ -1,12 +1,25 @@
 """The labelled scenario (testdata/scenario): the small variant is replayed through `trailwatch run`
 in delivery order and scored; its lake must hold every record, and recall and false findings must
-stay within bounds."""
+stay within bounds.
 
+Three replays, started together (they share the generation step and run side by side):
+- seed 1, the seed the detectors' thresholds were tuned on: loose bounds (at most one incident missed);
+- seed 2, which no tuning has seen: bounds that are what the detectors scored on it when the test was
+  written, as literal numbers that may only be tightened;
+- seed 1 with forged CloudTrail files mixed in (generate.py --forge-future): records that claim an
+  event time in 2099, or 3 hours or a day after their delivery. They must change nothing that is
+  scored, and the 2099 ones must be reported as `event_time_skew`.
+Seed 3 is kept out of tuning and out of CI: it is for the README's figures only.
+"""
+
+import gzip
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,44 +39,158 @@ def has_run_command():
         return False
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scenario")
-    r = subprocess.run([sys.executable, str(SCENARIO / "generate.py"), "--small", "--out", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return out, json.loads((out / "manifest.json").read_text())
-
-
-# One replay run per day of deliveries keeps this file under two minutes with a debug build (an hour
-# per run, 505 runs, takes ~8 minutes): recall and false findings are still scored, time to
+# One replay run per day of deliveries keeps each replay near two minutes with a debug build (an
+# hour per run, 505 runs, takes ~8 minutes): recall and false findings are still scored, time to
 # detect is not meaningful. The README's table uses 60-minute batches and a release build.
 BATCH_MINUTES = os.environ.get("TRAILWATCH_SCENARIO_BATCH_MINUTES", "1440")
-# Bounds that fail on a regression: at most one of the 8 incidents missed, at most one false
-# finding per scored day (the small variant scores 8/8 and 0.29 a day at 60- and 1440-minute batches).
+# Seed 1 (tuned on). Bounds that fail on a regression: at most one of the 8 incidents missed, at most
+# one false finding per scored day (it scores 8/8 and 0.29 a day at 60- and 1440-minute batches).
 MIN_RECALL = float(os.environ.get("TRAILWATCH_SCENARIO_MIN_RECALL", "0.85"))
 MAX_FALSE_PER_DAY = float(os.environ.get("TRAILWATCH_SCENARIO_MAX_FALSE_PER_DAY", "1.0"))
 
+# Seed 2 (held out: no threshold was tuned on it). What the detectors scored on it when this test was
+# written, small variant, one run per day of deliveries (SEED2_* below). These numbers are not
+# settings: they may only be tightened, when the detectors do better on seed 2 without being tuned
+# on it. No environment variable loosens them.
+SEED2 = 2
+SEED2_BATCH_MINUTES = "1440"
+SEED2_INCIDENTS = 8
+SEED2_MIN_DETECTED = 8  # all 8 detected (measured 2026-12-03, commit 1270fd0)
+SEED2_MAX_FALSE = 2  # false findings in the 7 scored days: 2, 0.29 a day (measured likewise)
+SEED2_MIN_RECALL = SEED2_MIN_DETECTED / SEED2_INCIDENTS
+SEED2_MAX_FALSE_PER_DAY = SEED2_MAX_FALSE / 7
+
+# Forged CloudTrail files mixed into seed 1 (generate.py --forge-future): 10 files over the 21 days,
+# alternating between the scenario's account-region and an account that appears nowhere else, six of
+# them claiming 2099 and four claiming 3 hours or a day after their delivery.
+FORGED_FILES = 10
+SKEW = "event_time_skew"
+
+# Scenarios (seed, forged files) and the replays of them; a replay is started only when a selected
+# test asks for it, and all that are asked for start together.
+SCENARIOS = {"seed1": (1, 0), "seed2": (SEED2, 0), "seed1_forged": (1, FORGED_FILES)}
+REPLAYS = {"replayed": ("seed1", BATCH_MINUTES), "replayed_seed2": ("seed2", SEED2_BATCH_MINUTES),
+           "replayed_forged": ("seed1_forged", BATCH_MINUTES)}
+NEEDS = {"small": {"seed1"}, "generated_forged": {"seed1", "seed1_forged"}}
+REPLAY_TIMEOUT_S = float(os.environ.get("TRAILWATCH_SCENARIO_TIMEOUT", "3600"))
+
+
+@dataclass
+class Replay:
+    scenario: Path
+    work: Path
+    lake: Path
+    res: dict
+    stdout: str
+
+    def reported(self):
+        """Every finding line of the replay, with the time it was reported."""
+        with open(self.work / "findings.reported.jsonl") as f:
+            return [json.loads(line)["finding"] for line in f if line.strip()]
+
+
+def _wanted(session):
+    names = {n for item in session.items for n in getattr(item, "fixturenames", ())}
+    replays = {n for n in REPLAYS if n in names}
+    scenarios = {REPLAYS[n][0] for n in replays}
+    for n, needs in NEEDS.items():
+        if n in names:
+            scenarios |= needs
+    return scenarios, replays
+
 
 @pytest.fixture(scope="module")
-def replayed(small, tmp_path_factory):
-    """The small variant replayed through `trailwatch run` in delivery order and scored, once:
-    the ingest checks read the replay's lake, so the scenario is ingested only once."""
-    out, _ = small
-    work = tmp_path_factory.mktemp("scenario-work")
-    res_path = work / "score.json"
-    r = subprocess.run([sys.executable, str(SCENARIO / "score.py"), "--scenario", str(out), "--trailwatch", BIN,
-                        "--batch-minutes", BATCH_MINUTES, "--work", str(work / "replay"), "--json", str(res_path)],
-                       capture_output=True, text=True)
-    print(r.stdout)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return work / "replay" / "lake", json.loads(res_path.read_text()), r.stdout
+def generated(request, tmp_path_factory):
+    """The scenarios the selected tests need, generated side by side."""
+    scenarios, _ = _wanted(request.session)
+    procs = {}
+    for name in sorted(scenarios):
+        seed, forge = SCENARIOS[name]
+        out = tmp_path_factory.mktemp(f"scenario-{name}")
+        cmd = [sys.executable, str(SCENARIO / "generate.py"), "--small", "--seed", str(seed), "--out", str(out)]
+        if forge:
+            cmd += ["--forge-future", str(forge)]
+        procs[name] = (out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = {}
+    for name, (out, pr) in procs.items():
+        _, err = pr.communicate()
+        assert pr.returncode == 0, f"generate {name}: {err}"
+        outs[name] = out
+    return outs
 
 
-@pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
+@pytest.fixture(scope="module")
+def small(generated):
+    out = generated["seed1"]
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def generated_forged(generated):
+    return generated["seed1"], generated["seed1_forged"]
+
+
+@pytest.fixture(scope="module")
+def replays(request, generated, tmp_path_factory):
+    """Starts every replay the selected tests need, at once, and waits for none of them: each replay
+    fixture waits for its own. Each scenario is replayed through `trailwatch run` in delivery order
+    and scored once; the ingest checks read the seed-1 replay's lake."""
+    _, wanted = _wanted(request.session)
+    started = {}
+    for name in sorted(wanted):
+        scenario, batch = REPLAYS[name]
+        out = generated[scenario]
+        work = tmp_path_factory.mktemp(f"scenario-work-{name}")
+        cmd = [sys.executable, str(SCENARIO / "score.py"), "--scenario", str(out), "--trailwatch", BIN,
+               "--batch-minutes", batch, "--work", str(work / "replay"), "--json", str(work / "score.json")]
+        log_out, log_err = open(work / "score.out", "w"), open(work / "score.err", "w")
+        started[name] = (out, work, subprocess.Popen(cmd, stdout=log_out, stderr=log_err), time.monotonic())
+        log_out.close()
+        log_err.close()
+    yield started
+    for _, _, pr, _ in started.values():
+        if pr.poll() is None:
+            pr.kill()
+            pr.wait()
+
+
+def _finish(replays, name):
+    out, work, pr, t0 = replays[name]
+    try:
+        pr.wait(timeout=REPLAY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pr.kill()
+        pr.wait()
+        pytest.fail(f"replay {name} took more than {REPLAY_TIMEOUT_S:.0f} s")
+    stdout = (work / "score.out").read_text()
+    print(f"{name}: replay and score took {time.monotonic() - t0:.0f} s (from its start, side by side with the others)")
+    print(stdout)
+    assert pr.returncode == 0, (work / "score.err").read_text()[-3000:]
+    return Replay(out, work / "replay", work / "replay" / "lake", json.loads((work / "score.json").read_text()), stdout)
+
+
+@pytest.fixture(scope="module")
+def replayed(replays):
+    return _finish(replays, "replayed")
+
+
+@pytest.fixture(scope="module")
+def replayed_seed2(replays):
+    return _finish(replays, "replayed_seed2")
+
+
+@pytest.fixture(scope="module")
+def replayed_forged(replays):
+    return _finish(replays, "replayed_forged")
+
+
+NO_RUN = "`trailwatch run` does not exist yet (under CI this skip is a failure: tests/python/conftest.py)"
+
+
+@pytest.mark.skipif(not has_run_command(), reason=NO_RUN)
 def test_small_scenario_ingests_whole(small, replayed):
     out, m = small
-    lake, res, _ = replayed
+    lake, res = replayed.lake, replayed.res
     assert 30_000 <= m["cloudtrail_distinct_event_ids"] <= 60_000 and 30_000 <= m["lambda_report_lines"] <= 60_000
     labels = json.loads((out / "labels.json").read_text())
     assert {i["kind"] for i in labels["incidents"]} >= {"concurrency_spike", "throttling", "timeouts", "unusual_invocation",
@@ -86,11 +213,11 @@ def test_small_scenario_ingests_whole(small, replayed):
     assert not (lake / "_rejected").exists() or not any((lake / "_rejected").rglob("*.jsonl"))
 
 
-@pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
+@pytest.mark.skipif(not has_run_command(), reason=NO_RUN)
 def test_small_scenario_lambda_region_comes_from_the_key(small, replayed):
     # The replay names inputs relative to the scenario folder, as S3 keys would be.
     out, _ = small
-    lake, _, _ = replayed
+    lake = replayed.lake
     labels = json.loads((out / "labels.json").read_text())
     inv = f"read_parquet('{lake}/lambda_invocations/*/*/*/*.parquet', {HIVE})"
     assert set(duckdb.connect().execute(f"SELECT DISTINCT account_id, region FROM {inv}").fetchall()) == \
@@ -141,9 +268,108 @@ def test_scorer_matches_by_kind_subject_and_window():
     assert score.score(labels, reported, {})["overall"]["detected"] == 2
 
 
-@pytest.mark.skipif(not has_run_command(), reason="`trailwatch run` does not exist yet")
+def test_scorer_does_not_count_skew_findings_on_forged_files():
+    score = load_scorer()
+    acct, stranger = "012345678901", "246813579024"
+    labels = {"start": "2026-01-05T00:00:00Z", "scored_start": "2026-01-19T00:00:00Z", "end": "2026-01-26T00:00:00Z",
+              "incidents": [], "benign": [],
+              "forged": [{"id": "forged-01-2099", "claims": "2099", "account_id": acct, "region": "us-east-1", "path": "a",
+                          "delivered": "2026-01-20T10:00:00Z", "expect_finding": True},
+                         {"id": "forged-02-3h", "claims": "+3h", "account_id": stranger, "region": "us-east-1", "path": "b",
+                          "delivered": "2026-01-21T10:00:00Z", "expect_finding": False}]}
+
+    def f(i, kind, account, start, **kw):
+        d = {"id": i, "kind": kind, "severity": "high", "account_id": account, "region": "us-east-1", "subject": "cloudtrail",
+             "start": start, "end": None, "summary": "", "status": "open", "suppressed": False, **kw}
+        return (datetime(2026, 1, 21, tzinfo=timezone.utc), d)
+
+    reported = [f("1", SKEW, acct, "2026-01-20T10:00:00Z"),  # the forged 2099 file's: expected, not false
+                f("2", SKEW, stranger, "2026-01-21T10:00:00Z"),  # a +3h file expects none: false
+                f("3", SKEW, acct, "2026-01-20T10:00:00Z", region="eu-west-1"),  # another region: false
+                f("4", SKEW, acct, "2026-12-03T09:00:00Z", severity="info")]  # outside the week, info: not counted
+    res = score.score(labels, reported, {})
+    assert sorted(x["id"] for x in res["false_findings"]["list"]) == ["2", "3"]
+    assert res["forged"]["expect_finding"] == res["forged"]["with_finding"] == 1
+    assert [r["skew_findings"] for r in res["forged"]["list"]] == [2, 1]  # any line in the account-region counts
+    assert "forged" not in score.score({**labels, "forged": []}, reported, {})
+
+
+@pytest.mark.skipif(not has_run_command(), reason=NO_RUN)
 def test_small_scenario_replay_and_score(replayed):
-    _, res, stdout = replayed
+    res, stdout = replayed.res, replayed.stdout
     assert res["replay"]["runs"] >= res["replay"]["batches"] > 0
     assert res["overall"]["recall"] >= MIN_RECALL, stdout
     assert res["false_findings"]["mean_per_day"] <= MAX_FALSE_PER_DAY, stdout
+
+
+@pytest.mark.skipif(not has_run_command(), reason=NO_RUN)
+def test_held_out_seed_scores_at_least_what_it_scored(replayed_seed2):
+    """Seed 2 was never tuned on: its score says how well the detectors generalise from seed 1."""
+    res, stdout = replayed_seed2.res, replayed_seed2.stdout
+    labels = json.loads((replayed_seed2.scenario / "labels.json").read_text())
+    assert labels["seed"] == SEED2 and labels["variant"] == "small"
+    assert res["replay"]["files"] == len((replayed_seed2.scenario / "deliveries.tsv").read_text().splitlines())
+    assert set(res["replay"]["exit_codes"]) == {"0"}, res["replay"]
+    assert res["overall"]["incidents"] == SEED2_INCIDENTS
+    assert res["overall"]["detected"] >= SEED2_MIN_DETECTED, stdout
+    assert res["overall"]["recall"] >= SEED2_MIN_RECALL - 1e-9, stdout
+    assert res["false_findings"]["total"] <= SEED2_MAX_FALSE, stdout
+    assert res["false_findings"]["total"] / 7 <= SEED2_MAX_FALSE_PER_DAY + 1e-9, stdout
+    assert res["benign"]["with_findings"] == 0, stdout
+
+
+def test_forged_files_are_only_added(generated_forged):
+    """--forge-future adds files and lines; everything the seed writes without it stays the same."""
+    plain, forged = generated_forged
+    lp, lf = (json.loads((d / "labels.json").read_text()) for d in (plain, forged))
+    assert {k: v for k, v in lf.items() if k != "forged"} == lp
+    mp, mf = (json.loads((d / "manifest.json").read_text()) for d in (plain, forged))
+    assert {k: v for k, v in mf.items() if k != "forged"} == mp
+    dp = (plain / "deliveries.tsv").read_text().splitlines()
+    df = (forged / "deliveries.tsv").read_text().splitlines()
+    assert df == sorted(df) and len(df) == len(dp) + FORGED_FILES == len(dp) + mf["forged"]["files"]
+    added = sorted(set(df) - set(dp))
+    assert set(dp) <= set(df) and len(added) == FORGED_FILES
+    assert sorted(line.split("\t", 1)[1] for line in added) == sorted(f["path"] for f in lf["forged"])
+    for line in dp:
+        rel = line.split("\t", 1)[1]
+        assert (plain / rel).read_bytes() == (forged / rel).read_bytes(), rel
+    files = {str(p.relative_to(forged)) for p in (forged / "input").rglob("*") if p.is_file()}
+    assert files == {line.split("\t", 1)[1] for line in df}
+    # What the forged files hold: their own account-region, ordinary names, and times ahead.
+    assert {f["claims"] for f in lf["forged"]} == {"2099", "+3h", "+1d"}
+    stranger = {f["account_id"] for f in lf["forged"]} - set(lp["accounts"])
+    assert len(stranger) == 1 and all(next(iter(stranger)) not in line for line in dp)
+    for f in lf["forged"]:
+        assert f["expect_finding"] == (f["claims"] == "2099")
+        with gzip.open(forged / f["path"]) as fh:
+            recs = json.load(fh)["Records"]
+        assert len(recs) == f["records"] and {r["recipientAccountId"] for r in recs} == {f["account_id"]}
+        assert min(r["eventTime"] for r in recs) == f["event_time_first"] > f["delivered"]
+        assert f"/{f['account_id']}/CloudTrail/{f['region']}/" in f["path"]
+
+
+@pytest.mark.skipif(not has_run_command(), reason=NO_RUN)
+def test_forged_future_times_change_no_score_and_are_reported(replayed, replayed_forged):
+    """Records that claim an event time ahead of their delivery (2099, +3 h, +1 day), in files
+    delivered at ordinary times, are harmless: the replay scores as it does without them. The ones
+    ahead of the processing wall clock (2099; the others are in the past by now) are reported as
+    `event_time_skew` on the table `cloudtrail` of their shard. Until detect knows about event-time
+    skew, this test fails; it is not marked xfail on purpose."""
+    plain, forged = replayed.res, replayed_forged.res
+    labels = json.loads((replayed_forged.scenario / "labels.json").read_text())
+    assert len(labels["forged"]) == FORGED_FILES
+    assert forged["replay"]["files"] == plain["replay"]["files"] + FORGED_FILES
+    detected = lambda res: sorted(i["id"] for i in res["incidents"] if i["detected"])  # noqa: E731
+    assert detected(forged) == detected(plain), replayed_forged.stdout
+    assert forged["false_findings"]["total"] == plain["false_findings"]["total"], replayed_forged.stdout
+    assert forged["benign"]["with_findings"] == plain["benign"]["with_findings"], replayed_forged.stdout
+    # The normal data raises no skew finding; the forged 2099 records do, in each account-region
+    # they were delivered to (the stranger account's shard holds nothing else).
+    assert not [f for f in replayed.reported() if f.get("kind") == SKEW]
+    skew = [f for f in replayed_forged.reported() if f.get("kind") == SKEW]
+    assert skew, replayed_forged.stdout
+    assert {f.get("subject") for f in skew} == {"cloudtrail"}, skew
+    expect = {(f["account_id"], f["region"]) for f in labels["forged"] if f["expect_finding"]}
+    assert {(f["account_id"], f["region"]) for f in skew} == expect, skew
+    assert forged["forged"]["with_finding"] == forged["forged"]["expect_finding"] == 6

@@ -56,6 +56,87 @@ impl Status {
     }
 }
 
+/// What a finding is about. Serialised as the snake_case names the lake and the JSON have always
+/// carried. A kind this build does not know (read from a lake a newer build wrote) is kept as
+/// `Other`, so it stays readable; code that handles kinds matches exhaustively, so a new kind
+/// does not compile until every stage handles it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    ConcurrencySpike,
+    Throttling,
+    Timeouts,
+    UnusualInvocation,
+    ApiCallRate,
+    ApiErrorRate,
+    LogSilence,
+    EventTimeSkew,
+    /// A kind unknown to this build, by name.
+    Other(String),
+}
+
+impl FindingKind {
+    /// Every kind this build emits.
+    pub const ALL: &'static [FindingKind] = &[
+        FindingKind::ConcurrencySpike,
+        FindingKind::Throttling,
+        FindingKind::Timeouts,
+        FindingKind::UnusualInvocation,
+        FindingKind::ApiCallRate,
+        FindingKind::ApiErrorRate,
+        FindingKind::LogSilence,
+        FindingKind::EventTimeSkew,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            FindingKind::ConcurrencySpike => "concurrency_spike",
+            FindingKind::Throttling => "throttling",
+            FindingKind::Timeouts => "timeouts",
+            FindingKind::UnusualInvocation => "unusual_invocation",
+            FindingKind::ApiCallRate => "api_call_rate",
+            FindingKind::ApiErrorRate => "api_error_rate",
+            FindingKind::LogSilence => "log_silence",
+            FindingKind::EventTimeSkew => "event_time_skew",
+            FindingKind::Other(s) => s,
+        }
+    }
+
+    /// The kind named `s`; `Other` when this build does not know it.
+    pub fn parse(s: &str) -> Self {
+        FindingKind::ALL.iter().find(|k| k.as_str() == s).cloned().unwrap_or_else(|| FindingKind::Other(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for FindingKind {
+    fn from(s: &str) -> Self {
+        FindingKind::parse(s)
+    }
+}
+
+impl PartialEq<&str> for FindingKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for FindingKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FindingKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(FindingKind::parse(&String::deserialize(d)?))
+    }
+}
+
 /// One dimension value that contributed most to a finding (a principal, an IP, an error code).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contributor {
@@ -70,9 +151,9 @@ pub struct Finding {
     /// Stable: a hash of kind, account, region, subject and episode start ([`finding_id`]), so a
     /// re-run or a retried invocation yields the same id.
     pub id: String,
-    /// `concurrency_spike`, `throttling`, `timeouts`, `unusual_invocation`, `api_call_rate`,
-    /// `api_error_rate`, `log_silence`; more may come, so consumers treat it as a string.
-    pub kind: String,
+    /// `concurrency_spike`, `throttling`, ... ([`FindingKind`]); more may come, so JSON consumers
+    /// treat it as a string.
+    pub kind: FindingKind,
     pub severity: Severity,
     pub account_id: String,
     pub region: String,
@@ -99,9 +180,9 @@ pub struct Finding {
 }
 
 /// The stable id of an episode.
-pub fn finding_id(kind: &str, account_id: &str, region: &str, subject: &str, start: EpochMillis) -> String {
+pub fn finding_id(kind: &FindingKind, account_id: &str, region: &str, subject: &str, start: EpochMillis) -> String {
     let mut h = Sha256::new();
-    for part in [kind, account_id, region, subject, &start.to_string()] {
+    for part in [kind.as_str(), account_id, region, subject, &start.to_string()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -252,7 +333,7 @@ pub fn read_findings_parquet(key: &str, bytes: Vec<u8>) -> Result<Vec<Finding>, 
             let ev = ev.as_string_opt::<i32>().ok_or_else(|| bad("evidence"))?;
             out.push(Finding {
                 id: id.value(i).to_string(),
-                kind: kind.value(i).to_string(),
+                kind: FindingKind::parse(kind.value(i)),
                 severity,
                 account_id: account_id.clone(),
                 region: region.clone(),
@@ -287,7 +368,7 @@ mod tests {
 
     fn sample() -> Finding {
         Finding {
-            id: finding_id("throttling", "012345678901", "eu-west-1", "orders", 1_700_000_000_000),
+            id: finding_id(&FindingKind::Throttling, "012345678901", "eu-west-1", "orders", 1_700_000_000_000),
             kind: "throttling".into(),
             severity: Severity::High,
             account_id: "012345678901".into(),
@@ -323,10 +404,30 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_distinct() {
-        let a = finding_id("k", "1", "r", "s", 5);
-        assert_eq!(a, finding_id("k", "1", "r", "s", 5));
-        assert_ne!(a, finding_id("k", "1", "r", "s", 6));
-        assert_ne!(finding_id("ab", "c", "r", "s", 5), finding_id("a", "bc", "r", "s", 5));
+        let k = FindingKind::parse("k");
+        let a = finding_id(&k, "1", "r", "s", 5);
+        assert_eq!(a, finding_id(&k, "1", "r", "s", 5));
+        assert_ne!(a, finding_id(&k, "1", "r", "s", 6));
+        assert_ne!(finding_id(&"ab".into(), "c", "r", "s", 5), finding_id(&"a".into(), "bc", "r", "s", 5));
+        // Ids did not change when kinds became an enum: the lake's ids stay the ids.
+        assert_eq!(
+            finding_id(&FindingKind::Throttling, "1", "r", "s", 5),
+            finding_id(&FindingKind::Other("throttling".into()), "1", "r", "s", 5)
+        );
+    }
+
+    #[test]
+    fn kinds_keep_their_names_and_unknown_ones_stay_readable() {
+        for k in FindingKind::ALL {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(&serde_json::from_str::<FindingKind>(&json).unwrap(), k);
+        }
+        assert_eq!(FindingKind::parse("log_silence"), FindingKind::LogSilence);
+        let later: FindingKind = serde_json::from_str("\"retry_storm\"").unwrap();
+        assert_eq!(later, FindingKind::Other("retry_storm".into()));
+        assert_eq!(serde_json::to_string(&later).unwrap(), "\"retry_storm\"");
+        assert!(FindingKind::EventTimeSkew == "event_time_skew");
         assert!(Severity::Critical > Severity::Info);
     }
 }

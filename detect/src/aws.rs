@@ -3,9 +3,10 @@
 //! DynamoDB update points the shard at it if its version is still the one read. A refused
 //! update deletes the new object and reports a conflict, and the handler recomputes.
 //!
-//! Failed calls are classified by [`aws_retryable`]: throttling, 5xx, timeouts and network
-//! trouble can pass on a retry; a request DynamoDB or S3 refuses (validation, a missing table,
-//! access denied) or a shard that does not encode or decode cannot.
+//! Failed calls are classified by core's one rule ([`sdk_error_retryable`]): throttling, 5xx,
+//! timeouts and network trouble can pass on a retry; a request DynamoDB or S3 refuses
+//! (validation, a missing table, access denied) or a shard that does not encode or decode
+//! cannot.
 
 use std::collections::HashMap;
 
@@ -14,6 +15,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::runtime::Handle;
+use trailwatch_core::aws::sdk_error_retryable;
 use trailwatch_core::time::EpochMillis;
 
 use crate::engine::Shard;
@@ -47,60 +49,6 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-/// Whether a failed AWS call can succeed later: throttling, 5xx and network trouble pass; a
-/// request the service refuses (validation, a missing table or key, access denied) or one that
-/// could not even be built will not. Its arguments: the service's error code and HTTP status,
-/// whether the service answered at all, and whether the request could not be built or sent as
-/// asked.
-///
-/// The same rule, with the same signature, as `trailwatch_alert::aws::aws_retryable` (SNS, SQS
-/// and DynamoDB) and close to core's S3 `classify`; they are to become one in core.
-pub fn aws_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
-    if construction {
-        return false;
-    }
-    if !is_service_error {
-        return true;
-    }
-    status >= 500
-        || status == 429
-        || matches!(
-            code,
-            "Throttling"
-                | "ThrottlingException"
-                | "Throttled"
-                | "ThrottledException"
-                | "KMSThrottling"
-                | "RequestThrottled"
-                | "RequestThrottledException"
-                | "TooManyRequestsException"
-                | "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
-                | "TransactionConflictException"
-                | "SlowDown"
-                | "RequestTimeout"
-                | "RequestTimeoutException"
-                | "InternalError"
-                | "InternalFailure"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-        )
-}
-
-/// [`aws_retryable`] for an SDK error of any DynamoDB or S3 operation.
-pub fn sdk_error_retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
-    match e {
-        SdkError::ServiceError(se) => {
-            aws_retryable(se.err().code().unwrap_or(""), se.raw().status().as_u16(), true, false)
-        }
-        SdkError::ConstructionFailure(_) => aws_retryable("", 0, false, true),
-        // A bad endpoint or request the HTTP client refuses fails the same way every time.
-        SdkError::DispatchFailure(d) => aws_retryable("", 0, false, d.is_user()),
-        // Timeouts, and responses cut off or garbled in transit.
-        _ => aws_retryable("", 0, false, false),
-    }
 }
 
 impl DynamoS3Store {
@@ -310,15 +258,6 @@ impl ShardStore for DynamoS3Store {
     }
 }
 
-/// Builds a DynamoDB client like [`trailwatch_core::s3::client`] builds S3's.
-pub async fn dynamodb_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    aws_sdk_dynamodb::Client::new(&loader.load().await)
-}
-
 #[cfg(test)]
 mod tests {
     use aws_sdk_dynamodb::error::{ConnectorError, ErrorMetadata};
@@ -376,17 +315,5 @@ mod tests {
         let user: SdkError<PutItemError, HttpResponse> =
             SdkError::dispatch_failure(ConnectorError::user("bad endpoint".into()));
         assert!(!sdk_error_retryable(&user));
-    }
-
-    #[test]
-    fn the_rule_matches_alerts() {
-        // The cases alert's twin is tested with (alert/src/aws.rs).
-        assert!(aws_retryable("Throttling", 400, true, false));
-        assert!(aws_retryable("", 503, true, false));
-        assert!(aws_retryable("KMSThrottling", 400, true, false));
-        assert!(aws_retryable("", 0, false, false), "timeouts and dropped connections");
-        assert!(!aws_retryable("NotFound", 404, true, false));
-        assert!(!aws_retryable("InvalidParameter", 400, true, false));
-        assert!(!aws_retryable("", 0, false, true));
     }
 }

@@ -415,7 +415,7 @@ impl Suppression {
     pub fn matches(&self, f: &Finding) -> bool {
         let eq = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
         end_of_day(&self.until).is_some_and(|until| f.start < until)
-            && eq(&self.kind, &f.kind)
+            && eq(&self.kind, f.kind.as_str())
             && eq(&self.account_id, &f.account_id)
             && eq(&self.region, &f.region)
             && eq(&self.subject, &f.subject)

@@ -83,9 +83,7 @@ impl Summary {
     /// summary itself.
     pub fn reply(&self) -> Value {
         if self.from_sqs {
-            let failures: Vec<Value> =
-                self.failed_messages.iter().map(|id| serde_json::json!({ "itemIdentifier": id })).collect();
-            serde_json::json!({ "batchItemFailures": failures })
+            trailwatch_core::batch::BatchResponse::new(self.failed_messages.iter().cloned()).to_value()
         } else {
             serde_json::to_value(self).unwrap_or_default()
         }

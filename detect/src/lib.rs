@@ -16,7 +16,6 @@ pub mod read;
 pub mod run;
 pub mod state;
 pub mod stats;
-pub mod summary;
 
 #[cfg(feature = "aws")]
 pub mod aws;

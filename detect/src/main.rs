@@ -6,19 +6,23 @@
 //! DynamoDB table, required), `STATE_BUCKET` (default `LAKE_BUCKET`), `STATE_PREFIX` (default
 //! `detect-state/`), `DETECT_CONFIG` (the TOML config itself, optional), `STAGING_DIR`
 //! (default `/tmp/trailwatch`), `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_DYNAMODB` (tests).
+//! An empty variable counts as unset.
+//!
+//! Findings go to the lake's `findings` table; the alert Lambda is notified of each new
+//! findings object and publishes the alerts.
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
+use trailwatch_core::env::Env;
 use trailwatch_core::finding::Finding;
-use trailwatch_core::s3::{client, S3Lake, S3Source};
-use trailwatch_detect::aws::{dynamodb_client, DynamoS3Store};
+use trailwatch_core::s3::{S3Lake, S3Source};
+use trailwatch_detect::aws::DynamoS3Store;
 use trailwatch_detect::handler::{handle_event, Deliver};
 use trailwatch_detect::{DetectConfig, DetectError};
 
-/// Findings go to the lake's findings table (alert subscribes to them in its own issue).
+/// Findings go to the lake's findings table, where the alert Lambda is notified of them.
 struct ToLake(S3Lake);
 
 impl Deliver for ToLake {
@@ -42,30 +46,32 @@ struct Deps {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let bucket = env("LAKE_BUCKET").context("LAKE_BUCKET must name the lake bucket")?;
-    let prefix = env("LAKE_PREFIX").unwrap_or_default();
-    let table = env("STATE_TABLE").context("STATE_TABLE must name the DynamoDB state table")?;
-    let cfg = match env("DETECT_CONFIG") {
-        Some(text) => DetectConfig::from_toml(&text, "DETECT_CONFIG")?,
+    // A bad setting fails the start (an init error), before any event is taken.
+    let env = Env::from_os();
+    let bucket = env.required("LAKE_BUCKET", "the lake bucket")?;
+    let prefix = env.or("LAKE_PREFIX", "");
+    let table = env.required("STATE_TABLE", "the DynamoDB state table")?;
+    let cfg = match env.optional("DETECT_CONFIG") {
+        Some(text) => DetectConfig::from_toml(text, "DETECT_CONFIG")?,
         None => DetectConfig::default(),
     };
-    let s3 = client(env("AWS_ENDPOINT_URL_S3").as_deref()).await;
-    let ddb = dynamodb_client(env("AWS_ENDPOINT_URL_DYNAMODB").as_deref()).await;
+    let shared = trailwatch_core::aws::load(None).await;
+    let s3 = trailwatch_core::aws::s3(&shared, env.optional("AWS_ENDPOINT_URL_S3"));
+    let ddb = trailwatch_core::aws::dynamodb(&shared, env.optional("AWS_ENDPOINT_URL_DYNAMODB"));
     let handle = tokio::runtime::Handle::current();
-    let staging = env("STAGING_DIR").unwrap_or_else(|| "/tmp/trailwatch".into());
+    let staging = env.or("STAGING_DIR", "/tmp/trailwatch");
     let deps = Arc::new(Deps {
         src: S3Source::new(s3.clone(), handle.clone()),
         store: DynamoS3Store {
             ddb,
             s3: s3.clone(),
             handle: handle.clone(),
-            table,
-            bucket: env("STATE_BUCKET").unwrap_or_else(|| bucket.clone()),
-            prefix: env("STATE_PREFIX").unwrap_or_else(|| "detect-state/".into()),
+            table: table.to_string(),
+            bucket: env.or("STATE_BUCKET", bucket).to_string(),
+            prefix: env.or("STATE_PREFIX", "detect-state/").to_string(),
         },
-        out: ToLake(S3Lake::new(s3, handle, &bucket, &prefix, staging.into())),
-        prefix,
+        out: ToLake(S3Lake::new(s3, handle, bucket, prefix, staging.into())),
+        prefix: prefix.to_string(),
         cfg,
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {

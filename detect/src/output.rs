@@ -45,7 +45,7 @@ pub fn findings_batch(findings: &[Finding]) -> RecordBatch {
     let mut reason = StringBuilder::new();
     for f in findings {
         id.append_value(&f.id);
-        kind.append_value(&f.kind);
+        kind.append_value(f.kind.as_str());
         severity.append_value(f.severity.as_str());
         subject.append_value(&f.subject);
         start.append_value(f.start);

@@ -3,8 +3,8 @@
 //! windows into one `open` and one `closed` finding with the same id.
 
 use serde::{Deserialize, Serialize};
-use trailwatch_core::finding::{finding_id, Contributor, Finding, Severity, Status};
-use trailwatch_core::time::EpochMillis;
+use trailwatch_core::finding::{finding_id, Contributor, Finding, FindingKind, Severity, Status};
+use trailwatch_core::time::{format_rfc3339_millis, EpochMillis};
 
 use crate::config::{Baseline, RateRule};
 use crate::stats::{zscore, Expected, Seasonal, TopK};
@@ -196,7 +196,7 @@ pub fn push_evidence(ev: &mut Vec<String>, id: &str) {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Episode {
     pub id: String,
-    pub kind: String,
+    pub kind: FindingKind,
     pub subject: String,
     pub start: EpochMillis,
     /// The end of the last anomalous window.
@@ -216,19 +216,42 @@ pub struct Episode {
     pub reported: bool,
 }
 
-/// Who a finding is about: the shard and the subject.
+/// A detector's sentence for one of its episodes, without the times (the finding adds them):
+/// the detector that knows what its numbers mean says them.
+pub type Describe = fn(&Episode) -> String;
+
+/// Who a finding is about: the shard and the subject, the kind, and how its detector says it.
 pub struct Subject<'a> {
     pub account: &'a str,
     pub region: &'a str,
-    pub kind: &'a str,
+    pub kind: FindingKind,
     pub subject: &'a str,
+    pub describe: Describe,
+}
+
+/// A number without noise, for sentences: integers as integers, else two decimals.
+pub fn num(x: f64) -> String {
+    if x.abs() >= 100.0 || x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A detector's sentence with the episode's times: since when, or from when to when.
+fn sentence(ep: &Episode, status: Status, body: &str) -> String {
+    let when = format_rfc3339_millis(ep.start);
+    match status {
+        Status::Open => format!("{body}, since {when}."),
+        Status::Closed => format!("Ended: {body}; from {when} to {}.", format_rfc3339_millis(ep.last)),
+    }
 }
 
 impl Episode {
     pub fn new(s: &Subject, start: EpochMillis, end: EpochMillis, v: &Verdict) -> Self {
         Episode {
-            id: finding_id(s.kind, s.account, s.region, s.subject, start),
-            kind: s.kind.to_string(),
+            id: finding_id(&s.kind, s.account, s.region, s.subject, start),
+            kind: s.kind.clone(),
             subject: s.subject.to_string(),
             start,
             last: end,
@@ -263,8 +286,8 @@ impl Episode {
         }
     }
 
-    /// The finding for this episode in `status`.
-    pub fn finding(&self, account: &str, region: &str, status: Status) -> Finding {
+    /// The finding for this episode in `status`, in its detector's words.
+    pub fn finding(&self, account: &str, region: &str, status: Status, describe: Describe) -> Finding {
         Finding {
             id: self.id.clone(),
             kind: self.kind.clone(),
@@ -278,7 +301,7 @@ impl Episode {
             baseline: round(self.baseline),
             score: round(self.score),
             estimated_cost_usd: self.cost.map(|c| (c * 100.0).round() / 100.0),
-            summary: crate::summary::summary(self, status),
+            summary: sentence(self, status, &describe(self)),
             top_contributors: self.top.to_list(3),
             evidence: self.evidence.clone(),
             status,
@@ -321,7 +344,7 @@ impl Tracker {
             (None, true) => {
                 let mut ep = Episode::new(s, start, end, v);
                 new_episode(&mut ep);
-                let f = ep.finding(s.account, s.region, Status::Open);
+                let f = ep.finding(s.account, s.region, Status::Open, s.describe);
                 self.episode = Some(ep);
                 Some(f)
             }
@@ -336,7 +359,7 @@ impl Tracker {
                 ep.quiet += 1;
                 if ep.quiet >= close_after || end - ep.start > MAX_EPISODE {
                     let ep = self.episode.take()?;
-                    Some(ep.finding(s.account, s.region, Status::Closed))
+                    Some(ep.finding(s.account, s.region, Status::Closed, s.describe))
                 } else {
                     None
                 }
@@ -386,7 +409,13 @@ mod tests {
 
     #[test]
     fn episodes_open_once_and_close_after_quiet_windows() {
-        let s = Subject { account: "111122223333", region: "eu-west-1", kind: "k", subject: "x" };
+        let s = Subject {
+            account: "111122223333",
+            region: "eu-west-1",
+            kind: FindingKind::Throttling,
+            subject: "x",
+            describe: |ep| format!("{} things", num(ep.observed)),
+        };
         let mut t = Tracker::default();
         let hot = Verdict { observed: 100.0, expected: 1.0, z: 20.0, anomalous: true };
         let calm = Verdict { observed: 1.0, expected: 1.0, z: 0.0, anomalous: false };

@@ -77,7 +77,7 @@ fn run(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<(u64, Event)>) -
 }
 
 fn keys(fs: &[Finding]) -> Vec<(String, String, u8)> {
-    let mut k: Vec<_> = fs.iter().map(|f| (f.kind.clone(), f.id.clone(), f.status as u8)).collect();
+    let mut k: Vec<_> = fs.iter().map(|f| (f.kind.to_string(), f.id.clone(), f.status as u8)).collect();
     k.sort();
     k
 }

@@ -9,7 +9,8 @@ use super::{alpha_for, is_denial, Ctx};
 use crate::config::RateRule;
 use crate::event::ApiCall;
 use crate::stats::{BoundedSet, HashKey};
-use crate::window::{push_evidence, Contribs, Series, Subject, Tracker, Verdict, Windows, MINUTE};
+use crate::window::{num, push_evidence, Contribs, Episode, Series, Subject, Tracker, Verdict, Windows, MINUTE};
+use trailwatch_core::finding::FindingKind;
 
 /// CloudTrail delivers about every 5 minutes: rates are counted per 5-minute window.
 pub const WIDTH: i64 = 5 * MINUTE;
@@ -63,18 +64,25 @@ impl ApiKey {
         let span = (w, w + WIDTH);
         let close = if factor > 1.0 { u32::MAX } else { b.close_after_windows };
         for (v, kind, tracker, top, ev) in [
-            (&vc, "api_call_rate", &mut self.call_ep, &agg.top, &agg.evidence),
-            (&ve, "api_error_rate", &mut self.err_ep, &agg.err_top, &agg.err_evidence),
+            (&vc, FindingKind::ApiCallRate, &mut self.call_ep, &agg.top, &agg.evidence),
+            (&ve, FindingKind::ApiErrorRate, &mut self.err_ep, &agg.err_top, &agg.err_evidence),
         ] {
             if factor > 1.0 && (!v.anomalous || tracker.is_open()) {
                 continue;
             }
-            let s = Subject { account: ctx.account, region: ctx.region, kind, subject: &self.label };
+            let unit = if kind == FindingKind::ApiCallRate { "calls" } else { "failed calls" };
+            let s = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind,
+                subject: &self.label,
+                describe: describe_rate,
+            };
             let fresh = !tracker.is_open();
             let f = tracker.step(&s, span, v, close, |ep| {
                 ep.absorb(top, ev);
                 ep.severity = if v.observed >= 20.0 * v.expected.max(1.0) { Severity::High } else { Severity::Medium };
-                ep.detail = if kind == "api_call_rate" { "calls".into() } else { "failed calls".into() };
+                ep.detail = unit.into();
             });
             if v.anomalous && !fresh {
                 if let Some(ep) = tracker.episode_mut() {
@@ -230,7 +238,13 @@ impl PrincipalKey {
         let mut win = std::mem::take(&mut self.win);
         let label = self.label.clone();
         win.finalize(final_before, WIDTH, |w, agg| {
-            let s = Subject { account: ctx.account, region: ctx.region, kind: "api_call_rate", subject: &label };
+            let s = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind: FindingKind::ApiCallRate,
+                subject: &label,
+                describe: describe_rate,
+            };
             let vc = self.calls.judge(w, agg.calls as f64, &rule, &b, 1.0);
             Self::report(ctx, &mut self.call_ep, &s, ((w, w + WIDTH), &vc, b.close_after_windows), &[&agg], false);
             if !vc.anomalous {
@@ -243,7 +257,7 @@ impl PrincipalKey {
             let ve = self.enum_verdict(ctx, w, &aggs, 1.0);
             // The episode starts with the first window of the span that saw denials.
             let start = self.recent.iter().find(|(_, a)| a.denials > 0).map(|(s, _)| *s).unwrap_or(w);
-            let s = Subject { kind: "api_error_rate", ..s };
+            let s = Subject { kind: FindingKind::ApiErrorRate, describe: describe_enumeration, ..s };
             Self::report(ctx, &mut self.enum_ep, &s, ((start, w + WIDTH), &ve, b.close_after_windows), &aggs, true);
             if !ve.anomalous {
                 self.denied.learn(w, ve.observed, alpha, WIDTH);
@@ -265,7 +279,13 @@ impl PrincipalKey {
                     .map(|(s, _)| *s)
                     .unwrap_or(win.open[0].0);
                 let end = win.open.last().map(|(s, _)| s + WIDTH).unwrap_or(start + WIDTH);
-                let s = Subject { account: ctx.account, region: ctx.region, kind: "api_error_rate", subject: &label };
+                let s = Subject {
+                    account: ctx.account,
+                    region: ctx.region,
+                    kind: FindingKind::ApiErrorRate,
+                    subject: &label,
+                    describe: describe_enumeration,
+                };
                 Self::report(ctx, &mut self.enum_ep, &s, ((start, end), &v, u32::MAX), aggs, true);
             }
         }
@@ -275,6 +295,36 @@ impl PrincipalKey {
     pub fn busy(&self) -> bool {
         self.call_ep.is_open() || self.enum_ep.is_open()
     }
+}
+
+/// Calls or failed calls of one API, or calls of one principal (`detail` is the unit).
+fn describe_rate(ep: &Episode) -> String {
+    format!(
+        "{} {} in 5 minutes for {} against a baseline of {}",
+        num(ep.observed),
+        ep.detail,
+        ep.subject,
+        num(ep.baseline)
+    )
+}
+
+/// One principal denied on many distinct APIs.
+fn describe_enumeration(ep: &Episode) -> String {
+    format!(
+        "{} was denied on {} distinct APIs within minutes (usually {}): likely enumeration with limited permissions",
+        ep.subject,
+        num(ep.observed),
+        num(ep.baseline)
+    )
+}
+
+fn describe_throttling(ep: &Episode) -> String {
+    format!(
+        "{} throttled calls in 5 minutes for {} against a baseline of {}",
+        num(ep.observed),
+        ep.subject,
+        num(ep.baseline)
+    )
 }
 
 /// One 5-minute window of throttles of one function or API.
@@ -335,7 +385,13 @@ impl ThrottleKey {
                 && v.z >= rule.z * factor;
             v
         };
-        let s = Subject { account: ctx.account, region: ctx.region, kind: "throttling", subject: &label };
+        let s = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::Throttling,
+            subject: &label,
+            describe: describe_throttling,
+        };
         win.finalize(final_before, WIDTH, |w, agg| {
             let v = judge(&self.series, w, &agg, 1.0);
             let fresh = !self.ep.is_open();

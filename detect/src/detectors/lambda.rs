@@ -3,14 +3,16 @@
 //! logs stop.
 
 use serde::{Deserialize, Serialize};
-use trailwatch_core::finding::{Severity, Status};
+use trailwatch_core::finding::{FindingKind, Severity, Status};
 use trailwatch_core::time::EpochMillis;
 
 use super::{alpha_for, Ctx};
 use crate::config::RateRule;
 use crate::event::{ApiCall, Invocation, InvocationStatus};
 use crate::stats::{peak_overlap, BoundedSet, LogHistogram, Moments};
-use crate::window::{push_evidence, window_start, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
+use crate::window::{
+    num, push_evidence, window_start, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE,
+};
 
 /// Concurrency and invocation rate are judged per minute.
 pub const MINUTE_WIDTH: i64 = MINUTE;
@@ -189,8 +191,13 @@ impl FunctionKey {
         }
         // Another account's principal (not an AWS service) invoking the function.
         let foreign = new_acct && a.principal_account.as_deref().is_some_and(|x| x != ctx.account);
-        let subject =
-            Subject { account: ctx.account, region: ctx.region, kind: "unusual_invocation", subject: &self.name };
+        let subject = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::UnusualInvocation,
+            subject: &self.name,
+            describe: describe_novelty,
+        };
         let ep = n.episode.get_or_insert_with(|| {
             let v = Verdict { observed: 0.0, expected: 0.0, z: 0.0, anomalous: true };
             let mut ep = Episode::new(&subject, a.time, a.time, &v);
@@ -236,7 +243,7 @@ impl FunctionKey {
         ep.score = ep.score.max(if foreign { 10.0 } else { what.len() as f64 * 2.0 });
         if !ep.reported && (n.count >= r.min_events || foreign) {
             ep.reported = true;
-            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open));
+            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open, describe_novelty));
         }
     }
 
@@ -250,7 +257,7 @@ impl FunctionKey {
         }
         let ep = n.episode.take().expect("checked");
         if ep.reported {
-            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed));
+            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed, describe_novelty));
         }
         let cap = ctx.cfg.unusual_invocation.max_values;
         for (code, h) in n.pending.drain(..) {
@@ -269,7 +276,7 @@ impl FunctionKey {
         if let Some(ep) = self.silence_ep.episode_mut() {
             if t > ep.start {
                 ep.last = t;
-                let f = ep.finding(ctx.account, ctx.region, Status::Closed);
+                let f = ep.finding(ctx.account, ctx.region, Status::Closed, describe_silence);
                 self.silence_ep.episode = None;
                 ctx.out.push(f);
             }
@@ -304,7 +311,13 @@ impl FunctionKey {
             let v = if vc.anomalous || !vr.anomalous { vc } else { vr };
             let expected_cost = me.rate.expected(w, &b).mean.max(0.0) * me.cost_per_invocation.mean;
             let extra = (agg.cost - expected_cost).max(0.0);
-            let s = Subject { account: ctx.account, region: ctx.region, kind: "concurrency_spike", subject: &name };
+            let s = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind: FindingKind::ConcurrencySpike,
+                subject: &name,
+                describe: describe_concurrency,
+            };
             let early = factor > 1.0;
             if early && (!v.anomalous || me.conc_ep.is_open()) {
                 return (vc, vr);
@@ -396,9 +409,15 @@ impl FunctionKey {
                 )
             } else {
                 let c = creep_at.unwrap_or(1.0);
-                (Verdict { observed: p95, expected: self.p95.mean, z: p95 / c, anomalous: true }, "p95 duration")
+                (Verdict { observed: p95, expected: self.p95.mean, z: p95 / c, anomalous: true }, P95)
             };
-            let s = Subject { account: ctx.account, region: ctx.region, kind: "timeouts", subject: &name };
+            let s = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind: FindingKind::Timeouts,
+                subject: &name,
+                describe: describe_timeouts,
+            };
             let fresh = !self.to_ep.is_open();
             let f = self.to_ep.step(&s, (w, w + width), &v, b.close_after_windows, |ep| {
                 ep.detail = match timeout_ms {
@@ -449,7 +468,13 @@ impl FunctionKey {
         if expected < r.min_expected_invocations {
             return;
         }
-        let s = Subject { account: ctx.account, region: ctx.region, kind: "log_silence", subject: &self.name };
+        let s = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::LogSilence,
+            subject: &self.name,
+            describe: describe_silence,
+        };
         let v = Verdict { observed: 0.0, expected, z: expected.sqrt(), anomalous: true };
         let f = self.silence_ep.step(&s, (last, now), &v, u32::MAX, |ep| {
             ep.detail = "function logs".into();
@@ -461,6 +486,60 @@ impl FunctionKey {
     pub fn busy(&self) -> bool {
         self.conc_ep.is_open() || self.to_ep.is_open() || self.silence_ep.is_open() || self.novelty.episode.is_some()
     }
+}
+
+/// The `detail` of a timeouts episode about p95 duration creeping up to the timeout.
+const P95: &str = "p95 duration";
+
+fn describe_concurrency(ep: &Episode) -> String {
+    let cost = ep.cost.map(|c| format!(", about ${c:.2} extra so far")).unwrap_or_default();
+    format!(
+        "Lambda function {} peaked at {} {} against a baseline of {}{}",
+        ep.subject,
+        num(ep.observed),
+        ep.detail,
+        num(ep.baseline),
+        cost
+    )
+}
+
+/// The timeout rate, or the p95 duration creeping up to the timeout.
+fn describe_timeouts(ep: &Episode) -> String {
+    if ep.detail.starts_with(P95) {
+        format!(
+            "Lambda function {}'s p95 duration reached {} ms, close to its timeout ({}), against a usual {} ms",
+            ep.subject,
+            num(ep.observed),
+            ep.detail,
+            num(ep.baseline)
+        )
+    } else {
+        format!(
+            "Lambda function {} timed out on {:.0}% of invocations against a usual {:.1}% ({})",
+            ep.subject,
+            ep.observed * 100.0,
+            ep.baseline * 100.0,
+            ep.detail
+        )
+    }
+}
+
+fn describe_novelty(ep: &Episode) -> String {
+    format!(
+        "Lambda function {} was invoked {} time(s) by callers never seen for it ({})",
+        ep.subject,
+        num(ep.observed),
+        ep.detail
+    )
+}
+
+fn describe_silence(ep: &Episode) -> String {
+    format!(
+        "Logs of {} stopped arriving ({}) although about {} were expected since",
+        ep.subject,
+        ep.detail,
+        num(ep.baseline)
+    )
 }
 
 /// What an hourly series expects over the whole hours after the one holding `from`, up to `to`

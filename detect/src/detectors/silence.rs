@@ -3,16 +3,37 @@
 //! itself, and missing sources.
 
 use serde::{Deserialize, Serialize};
-use trailwatch_core::finding::{Severity, Status};
+use trailwatch_core::finding::{FindingKind, Severity, Status};
 use trailwatch_core::time::EpochMillis;
 
 use super::lambda::expected_between;
 use super::{alpha_for, Ctx};
 use crate::event::ApiCall;
-use crate::window::{push_evidence, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
+use crate::window::{num, push_evidence, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
 
 /// The subject of CloudTrail silence findings.
 pub const CLOUDTRAIL_SUBJECT: &str = "cloudtrail";
+
+/// The end of a trail episode's `detail` when a call stopped the trail (`StopLogging called`).
+const CALLED: &str = " called";
+
+/// A trail stopped by a call, or CloudTrail records that stopped arriving.
+fn describe_trail(ep: &Episode) -> String {
+    if ep.detail.ends_with(CALLED) {
+        format!("{} for this account and region: CloudTrail may stop recording", ep.detail)
+    } else {
+        format!(
+            "CloudTrail records stopped arriving ({}) although about {} were expected since",
+            ep.detail,
+            num(ep.baseline)
+        )
+    }
+}
+
+/// A source a detector needs is missing (`detail` says which and how to enable it).
+fn describe_source(ep: &Episode) -> String {
+    format!("{}: {}", ep.subject, ep.detail)
+}
 
 /// Calls that stop or remove a trail.
 fn stops_trail(a: &ApiCall) -> bool {
@@ -37,8 +58,13 @@ impl TrailSilence {
         self.last_record = Some(self.last_record.map_or(a.time, |l| l.max(a.time)));
         let gap = ctx.cfg.log_silence.min_gap_minutes as i64 * MINUTE;
         if stops_trail(a) {
-            let subject =
-                Subject { account: ctx.account, region: ctx.region, kind: "log_silence", subject: CLOUDTRAIL_SUBJECT };
+            let subject = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind: FindingKind::LogSilence,
+                subject: CLOUDTRAIL_SUBJECT,
+                describe: describe_trail,
+            };
             match self.ep.episode_mut() {
                 Some(ep) => {
                     ep.top.add("principal", &a.principal, 1);
@@ -48,12 +74,12 @@ impl TrailSilence {
                     let v = Verdict { observed: 0.0, expected: 0.0, z: 10.0, anomalous: true };
                     let mut ep = Episode::new(&subject, a.time, a.time, &v);
                     ep.severity = Severity::High;
-                    ep.detail = format!("{} called", a.name);
+                    ep.detail = format!("{}{CALLED}", a.name);
                     ep.top.add("principal", &a.principal, 1);
                     ep.top.add("source_ip", &a.source_ip, 1);
                     ep.top.add("user_agent", &a.user_agent, 1);
                     push_evidence(&mut ep.evidence, &a.event_id);
-                    ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open));
+                    ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open, describe_trail));
                     self.ep.episode = Some(ep);
                 }
             }
@@ -63,7 +89,7 @@ impl TrailSilence {
         if let Some(ep) = self.ep.episode_mut() {
             if a.time >= ep.start + gap {
                 ep.last = a.time;
-                let f = ep.finding(ctx.account, ctx.region, Status::Closed);
+                let f = ep.finding(ctx.account, ctx.region, Status::Closed, describe_trail);
                 self.ep.episode = None;
                 ctx.out.push(f);
             }
@@ -104,8 +130,9 @@ impl TrailSilence {
                 let s = Subject {
                     account: ctx.account,
                     region: ctx.region,
-                    kind: "log_silence",
+                    kind: FindingKind::LogSilence,
                     subject: CLOUDTRAIL_SUBJECT,
+                    describe: describe_trail,
                 };
                 let v = Verdict { observed: 0.0, expected, z: expected.sqrt(), anomalous: true };
                 let f = self.ep.step(&s, (last, now), &v, u32::MAX, |ep| {
@@ -131,19 +158,25 @@ impl SourceWarning {
     pub fn update(&mut self, ctx: &mut Ctx, missing: bool, what: &str, why: &str, at: EpochMillis) {
         match (&self.ep, missing) {
             (None, true) if !self.warned => {
-                let s = Subject { account: ctx.account, region: ctx.region, kind: "log_silence", subject: what };
+                let s = Subject {
+                    account: ctx.account,
+                    region: ctx.region,
+                    kind: FindingKind::LogSilence,
+                    subject: what,
+                    describe: describe_source,
+                };
                 let v = Verdict { observed: 0.0, expected: 0.0, z: 0.0, anomalous: true };
                 let mut ep = Episode::new(&s, at, at, &v);
                 ep.severity = Severity::Info;
                 ep.detail = why.to_string();
-                ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open));
+                ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open, describe_source));
                 self.ep = Some(ep);
                 self.warned = true;
             }
             (Some(_), false) => {
                 if let Some(mut ep) = self.ep.take() {
                     ep.last = at;
-                    ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed));
+                    ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed, describe_source));
                 }
             }
             _ => {}

@@ -4,15 +4,12 @@
 //! suspicious (one record claiming 2099 would otherwise make every real record look late).
 
 use serde::{Deserialize, Serialize};
-use trailwatch_core::finding::{Severity, Status};
+use trailwatch_core::finding::{FindingKind, Severity, Status};
 use trailwatch_core::time::{format_rfc3339_millis, EpochMillis};
 
 use super::Ctx;
 use crate::event::{Event, Table};
 use crate::window::{push_evidence, Episode, Subject, Verdict, HOUR};
-
-/// The finding kind.
-pub const KIND: &str = "event_time_skew";
 
 /// The lake table a finding's subject names.
 pub fn table_name(t: Table) -> &'static str {
@@ -37,7 +34,13 @@ impl FutureTime {
         let t = ev.time();
         let ahead_h = (t - now) as f64 / HOUR as f64;
         let ep = self.ep.get_or_insert_with(|| {
-            let s = Subject { account: ctx.account, region: ctx.region, kind: KIND, subject: table_name(ev.table()) };
+            let s = Subject {
+                account: ctx.account,
+                region: ctx.region,
+                kind: FindingKind::EventTimeSkew,
+                subject: table_name(ev.table()),
+                describe,
+            };
             let v = Verdict { observed: 0.0, expected: 0.0, z: ahead_h, anomalous: true };
             let mut ep = Episode::new(&s, at, at, &v);
             ep.severity = Severity::High;
@@ -73,10 +76,10 @@ impl FutureTime {
         let Some(ep) = &mut self.ep else { return };
         if !ep.reported {
             ep.reported = true;
-            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open));
+            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Open, describe));
         } else if watermark.is_some_and(|w| w >= ep.last + HOUR) {
             let ep = self.ep.take().expect("checked");
-            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed));
+            ctx.out.push(ep.finding(ctx.account, ctx.region, Status::Closed, describe));
         }
     }
 
@@ -86,7 +89,7 @@ impl FutureTime {
 }
 
 /// The sentence of an `event_time_skew` finding.
-pub fn summary(ep: &Episode) -> String {
+pub fn describe(ep: &Episode) -> String {
     format!(
         "{} {} record(s) claim event times ahead of the processing clock, up to {:.1} hours ahead ({}): \
          forged or skewed timestamps; they are kept in the lake but do not move detection's clock",

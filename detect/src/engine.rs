@@ -1,13 +1,14 @@
 //! The detect engine: routes each event to its account-region shard, drops duplicates, moves
 //! the shard's per-table watermarks, and closes windows when they are final.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use trailwatch_core::finding::Finding;
 use trailwatch_core::time::EpochMillis;
 
 use crate::config::DetectConfig;
+use crate::dedup::Dedup;
 use crate::detectors::api::{ApiKey, PrincipalKey, ThrottleKey};
 use crate::detectors::lambda::FunctionKey;
 use crate::detectors::silence::{SourceWarning, TrailSilence};
@@ -58,44 +59,6 @@ impl<K> Keyed<K> {
     /// Forgets keys last seen before `before`, unless `busy` (an episode is open).
     pub fn evict(&mut self, before: EpochMillis, last_seen: impl Fn(&K) -> EpochMillis, busy: impl Fn(&K) -> bool) {
         self.keys.retain(|_, k| busy(k) || last_seen(k) >= before);
-    }
-}
-
-/// Event ids seen recently, in 10-minute buckets of event time: duplicates (CloudTrail delivers
-/// some records twice; org and account trails overlap) are dropped, and memory stays bounded
-/// by pruning buckets older than the lateness allows.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Dedup {
-    #[serde(with = "crate::state::u64_buckets")]
-    pub buckets: Vec<(EpochMillis, HashSet<u64>)>,
-}
-
-const DEDUP_BUCKET: i64 = 10 * MINUTE;
-
-impl Dedup {
-    /// Records `h` at `t`; true when it was seen before.
-    pub fn seen(&mut self, t: EpochMillis, h: u64) -> bool {
-        let b = window_start(t, DEDUP_BUCKET);
-        let i = match self.buckets.binary_search_by_key(&b, |(s, _)| *s) {
-            Ok(i) => i,
-            Err(i) => {
-                self.buckets.insert(i, (b, HashSet::new()));
-                i
-            }
-        };
-        !self.buckets[i].1.insert(h)
-    }
-
-    pub fn prune(&mut self, before: EpochMillis) {
-        self.buckets.retain(|(s, _)| s + DEDUP_BUCKET > before);
-    }
-
-    pub fn len(&self) -> usize {
-        self.buckets.iter().map(|(_, s)| s.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

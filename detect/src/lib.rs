@@ -3,9 +3,10 @@
 //!
 //! Pure and synchronous: lake objects come in through [`ObjectSource`](trailwatch_core::store::ObjectSource),
 //! state goes through [`state::StateStore`], findings come out as
-//! [`Finding`](trailwatch_core::finding::Finding)s. The CLI and (later) the Lambda wrap it.
+//! [`Finding`](trailwatch_core::finding::Finding)s. The CLI and the detect Lambda ([`handler`]) wrap it.
 
 pub mod config;
+pub mod dedup;
 pub mod detectors;
 pub mod engine;
 pub mod error;

@@ -2,7 +2,6 @@
 //! already read, the deployment's clock, and one file per account-region shard, each
 //! versioned JSON compressed with zstd.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -150,42 +149,6 @@ impl StateStore for DirState {
         let p = self.root.join("shards").join(format!("{}_{}.json.zst", shard.account, shard.region));
         let b = encode_shard(shard).map_err(|e| self.err(&p, e))?;
         self.write_atomic(&p, &b)
-    }
-}
-
-/// Serde for dedup buckets: each set of u64 ids as base64 of its sorted little-endian bytes,
-/// about a third the size of a JSON array of numbers.
-pub mod u64_buckets {
-    use super::*;
-    use base64::Engine as _;
-
-    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
-
-    pub fn serialize<S: serde::Serializer>(v: &[(EpochMillis, HashSet<u64>)], s: S) -> Result<S::Ok, S::Error> {
-        let out: Vec<(EpochMillis, String)> = v
-            .iter()
-            .map(|(t, set)| {
-                let mut ids: Vec<u64> = set.iter().copied().collect();
-                ids.sort_unstable();
-                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-                (*t, B64.encode(bytes))
-            })
-            .collect();
-        out.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(EpochMillis, HashSet<u64>)>, D::Error> {
-        let raw: Vec<(EpochMillis, String)> = Vec::deserialize(d)?;
-        raw.into_iter()
-            .map(|(t, s)| {
-                let bytes = B64.decode(s.as_bytes()).map_err(serde::de::Error::custom)?;
-                if bytes.len() % 8 != 0 {
-                    return Err(serde::de::Error::custom("dedup bucket is not a whole number of ids"));
-                }
-                let set = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-                Ok((t, set))
-            })
-            .collect()
     }
 }
 

@@ -344,7 +344,7 @@ mod tests {
 
     fn f(kind: &str, subject: &str, start: i64, status: Status) -> Finding {
         Finding {
-            id: finding_id(kind, "111122223333", "eu-west-1", subject, start),
+            id: finding_id(&kind.into(), "111122223333", "eu-west-1", subject, start),
             kind: kind.into(),
             severity: Severity::Medium,
             account_id: "111122223333".into(),

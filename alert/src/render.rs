@@ -233,7 +233,12 @@ fn finite(x: f64) -> f64 {
 fn capped(f: &Finding, cap: usize) -> Finding {
     Finding {
         id: clip(&f.id, ID_MAX),
-        kind: clip(&f.kind, SHORT_MAX),
+        kind: match &f.kind {
+            trailwatch_core::finding::FindingKind::Other(k) => {
+                trailwatch_core::finding::FindingKind::Other(clip(k, SHORT_MAX))
+            }
+            k => k.clone(),
+        },
         severity: f.severity,
         account_id: clip(&f.account_id, SHORT_MAX),
         region: clip(&f.region, SHORT_MAX),
@@ -295,7 +300,7 @@ fn one_or_many(values: BTreeSet<String>) -> AttrValue {
 fn single_attributes(f: &Finding) -> BTreeMap<String, AttrValue> {
     let s = |v: &str| AttrValue::String(attr(v));
     BTreeMap::from([
-        ("kind".to_string(), s(&f.kind)),
+        ("kind".to_string(), s(f.kind.as_str())),
         ("severity".to_string(), s(f.severity.as_str())),
         ("account_id".to_string(), s(&f.account_id)),
         ("region".to_string(), s(&f.region)),
@@ -383,7 +388,7 @@ fn headline(f: &Finding, cap: usize) -> String {
     format!(
         "{} {}: {} in {}/{}",
         sev(f.severity),
-        kind_words(&f.kind),
+        kind_words(f.kind.as_str()),
         quoted(&f.subject, cap),
         field(&f.account_id, SHORT_MAX),
         field(&f.region, SHORT_MAX)
@@ -464,7 +469,7 @@ fn closed_email(f: &Finding, cap: usize) -> String {
 
 /// One or two lines of runbook: the first thing to check, then how to contain it.
 fn runbook(f: &Finding) -> [&'static str; 2] {
-    match (f.kind.as_str(), shape(&f.kind, &f.subject)) {
+    match (f.kind.as_str(), shape(f.kind.as_str(), &f.subject)) {
         ("concurrency_spike", _) => [
             "Check who invokes the function (the query above, CloudTrail Invoke events, event source mappings, API Gateway).",
             "If the load is not legitimate, cap it: set reserved concurrency on the function (0 stops it) or throttle the caller.",
@@ -686,7 +691,7 @@ fn cloudtrail_subject(subject: &str, sh: Shape) -> String {
 /// A ready query for the finding's evidence, one line per element, ending with `;`.
 fn evidence_query(f: &Finding, cfg: &RenderConfig) -> Vec<String> {
     let (s, m) = (f.subject.as_str(), SQL_SUBJECT_MAX);
-    let sh = shape(&f.kind, s);
+    let sh = shape(f.kind.as_str(), s);
     let (from, to) = (f.start, f.end);
     let before = f.start.saturating_sub(HOUR);
     let with = |mut a: Vec<String>, b: Vec<String>| {
@@ -874,7 +879,7 @@ impl<'a> Entry<'a> {
         let line = format!(
             "  {} {} {} {} {} {}",
             sev(f.severity),
-            field(&f.kind, SHORT_MAX),
+            field(f.kind.as_str(), SHORT_MAX),
             field(&f.region, SHORT_MAX),
             quoted(&f.subject, cap.min(DIGEST_SUBJECT_MAX)),
             format_rfc3339_millis(f.start),
@@ -903,7 +908,7 @@ impl Totals {
         for f in findings {
             t.highest = t.highest.max(f.severity);
             *t.by_severity.entry(f.severity).or_default() += 1;
-            *t.by_kind.entry(f.kind.clone()).or_default() += 1;
+            *t.by_kind.entry(f.kind.to_string()).or_default() += 1;
         }
         t
     }
@@ -1009,7 +1014,7 @@ impl Digest<'_> {
         let set = |g: &dyn Fn(&Finding) -> &str| entries.iter().map(|en| attr(g(en.f))).collect::<BTreeSet<_>>();
         let highest = entries.iter().map(|en| en.f.severity).max().unwrap_or(Severity::Info);
         let attributes = BTreeMap::from([
-            ("kind".to_string(), one_or_many(set(&|f| &f.kind))),
+            ("kind".to_string(), one_or_many(set(&|f| f.kind.as_str()))),
             ("severity".to_string(), AttrValue::String(highest.as_str().into())),
             ("account_id".to_string(), AttrValue::String(attr(self.account))),
             ("region".to_string(), one_or_many(set(&|f| &f.region))),
@@ -1066,7 +1071,7 @@ mod tests {
     fn finding(kind: &str, subject: &str) -> Finding {
         let start = t("2024-03-05T10:00:00Z");
         Finding {
-            id: finding_id(kind, ACCOUNT, REGION, subject, start),
+            id: finding_id(&kind.into(), ACCOUNT, REGION, subject, start),
             kind: kind.into(),
             severity: Severity::High,
             account_id: ACCOUNT.into(),

@@ -1,11 +1,14 @@
 //! The SDK adapters (feature `aws`): SNS as the [`Publisher`], an SQS queue as the
 //! [`DeadLetter`] place, DynamoDB as the [`SentStore`]. Each call blocks on the runtime handle so
-//! the library stays synchronous.
+//! the library stays synchronous. Clients are built from core's shared SDK configuration
+//! ([`trailwatch_core::aws::load`]; DynamoDB's is [`trailwatch_core::aws::dynamodb`]), and failed
+//! calls are classified by core's one rule ([`sdk_error_retryable`]).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::runtime::Handle;
+use trailwatch_core::aws::{sdk_error_retryable, SdkConfig};
 use trailwatch_core::time::EpochMillis;
 
 use crate::error::AlertError;
@@ -13,30 +16,30 @@ use crate::publish::{DeadLetter, DeadLetterEntry, PublishError, Publisher};
 use crate::render::Message;
 use crate::sent::{Sent, SentStore};
 
-/// An SNS client with the SDK's own retries off: [`crate::RetryPolicy`] is the whole budget.
+/// An SNS client from the shared configuration with the SDK's own retries off:
+/// [`crate::RetryPolicy`] is the whole budget. `endpoint` overrides its endpoint.
+pub fn sns(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_sns::Client {
+    let mut conf =
+        aws_sdk_sns::config::Builder::from(shared).retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled());
+    if let Some(url) = endpoint {
+        conf = conf.endpoint_url(url);
+    }
+    aws_sdk_sns::Client::from_conf(conf.build())
+}
+
+/// An SQS client from the shared configuration; `endpoint` overrides its endpoint.
+pub fn sqs(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_sqs::Client {
+    let mut conf = aws_sdk_sqs::config::Builder::from(shared);
+    if let Some(url) = endpoint {
+        conf = conf.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(conf.build())
+}
+
+/// Loads the SDK configuration and builds [`sns`] from it, for callers that need SNS alone (the
+/// CLI). `endpoint_url` points it at another server.
 pub async fn sns_client(endpoint_url: Option<&str>) -> aws_sdk_sns::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(aws_config::retry::RetryConfig::disabled());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    aws_sdk_sns::Client::new(&loader.load().await)
-}
-
-pub async fn sqs_client(endpoint_url: Option<&str>) -> aws_sdk_sqs::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    aws_sdk_sqs::Client::new(&loader.load().await)
-}
-
-pub async fn dynamodb_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    aws_sdk_dynamodb::Client::new(&loader.load().await)
+    sns(&trailwatch_core::aws::load(endpoint_url).await, None)
 }
 
 /// Publishes to one SNS topic with message structure JSON.
@@ -71,15 +74,10 @@ impl Publisher for SnsPublisher {
             Ok(out) => Ok(out.message_id().unwrap_or_default().to_string()),
             Err(e) => {
                 use aws_sdk_sns::error::ProvideErrorMetadata;
-                let code = e.code().unwrap_or("").to_string();
+                let code = e.code().unwrap_or("");
                 let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 // Throttling and 5xx pass; a bad request or a missing topic will not.
-                let retryable = aws_retryable(
-                    &code,
-                    status,
-                    e.as_service_error().is_some(),
-                    matches!(e, aws_sdk_sns::error::SdkError::ConstructionFailure(_)),
-                );
+                let retryable = sdk_error_retryable(&e);
                 Err(PublishError { message: format!("{code} ({status}): {}", DisplayErrorContext(&e)), retryable })
             }
         }
@@ -88,62 +86,6 @@ impl Publisher for SnsPublisher {
 
 /// SQS's body limit, with room for the envelope.
 const MAX_SQS_BODY: usize = 250_000;
-
-/// Whether a failed AWS call (an SNS publish, a DynamoDB sent record) can succeed later:
-/// throttling, 5xx and network trouble pass; a bad request, a missing topic or table, access
-/// denied, or a request that could not even be built will not. Its arguments: the service's
-/// error code and HTTP status, whether the service answered at all, and whether the request
-/// could not be built.
-///
-/// The same rule, with the same signature, as `trailwatch_detect::aws::aws_retryable` (the
-/// detect state store) and close to core's S3 `classify`; they are to become one in core.
-pub fn aws_retryable(code: &str, status: u16, is_service_error: bool, construction: bool) -> bool {
-    if construction {
-        return false;
-    }
-    if !is_service_error {
-        return true;
-    }
-    status >= 500
-        || status == 429
-        || matches!(
-            code,
-            "Throttling"
-                | "ThrottlingException"
-                | "Throttled"
-                | "ThrottledException"
-                | "KMSThrottling"
-                | "RequestThrottled"
-                | "RequestThrottledException"
-                | "TooManyRequestsException"
-                | "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
-                | "TransactionConflictException"
-                | "SlowDown"
-                | "RequestTimeout"
-                | "RequestTimeoutException"
-                | "InternalError"
-                | "InternalFailure"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-        )
-}
-
-/// [`aws_retryable`] for a DynamoDB SDK error.
-fn dynamodb_retryable<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    use aws_sdk_dynamodb::error::SdkError;
-    match e {
-        SdkError::ServiceError(se) => {
-            aws_retryable(se.err().code().unwrap_or(""), se.raw().status().as_u16(), true, false)
-        }
-        SdkError::ConstructionFailure(_) => false,
-        // A bad endpoint or request the HTTP client refuses fails the same way every time.
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        _ => true,
-    }
-}
 
 /// The Lambda's dead-letter place: an SQS queue, one entry a message.
 pub struct SqsDeadLetter {
@@ -199,7 +141,7 @@ impl DynamoSent {
         AlertError::State {
             location: format!("dynamodb:{}", self.table),
             message: DisplayErrorContext(&e).to_string(),
-            retryable: dynamodb_retryable(&e),
+            retryable: sdk_error_retryable(&e),
         }
     }
 
@@ -309,18 +251,7 @@ mod tests {
     use aws_sdk_dynamodb::operation::put_item::PutItemError;
     use aws_smithy_types::body::SdkBody;
 
-    use super::{aws_retryable, dynamodb_retryable};
-
-    #[test]
-    fn throttling_and_5xx_retry_bad_requests_do_not() {
-        assert!(aws_retryable("Throttling", 400, true, false));
-        assert!(aws_retryable("", 503, true, false));
-        assert!(aws_retryable("KMSThrottling", 400, true, false));
-        assert!(aws_retryable("", 0, false, false), "timeouts and dropped connections");
-        assert!(!aws_retryable("NotFound", 404, true, false));
-        assert!(!aws_retryable("InvalidParameter", 400, true, false));
-        assert!(!aws_retryable("", 0, false, true));
-    }
+    use super::sdk_error_retryable;
 
     fn coded(code: &str, status: u16) -> SdkError<PutItemError, HttpResponse> {
         let err = PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
@@ -330,16 +261,16 @@ mod tests {
     #[test]
     fn sent_records_retry_only_what_can_pass() {
         for code in ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"] {
-            assert!(dynamodb_retryable(&coded(code, 400)), "{code}");
+            assert!(sdk_error_retryable(&coded(code, 400)), "{code}");
         }
-        assert!(dynamodb_retryable(&coded("InternalServerError", 500)));
-        assert!(dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::timeout_error("slow")));
-        assert!(dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::dispatch_failure(ConnectorError::io(
+        assert!(sdk_error_retryable(&coded("InternalServerError", 500)));
+        assert!(sdk_error_retryable(&SdkError::<PutItemError, HttpResponse>::timeout_error("slow")));
+        assert!(sdk_error_retryable(&SdkError::<PutItemError, HttpResponse>::dispatch_failure(ConnectorError::io(
             "reset".into()
         ))));
         for code in ["ValidationException", "ResourceNotFoundException", "AccessDeniedException"] {
-            assert!(!dynamodb_retryable(&coded(code, 400)), "{code}");
+            assert!(!sdk_error_retryable(&coded(code, 400)), "{code}");
         }
-        assert!(!dynamodb_retryable(&SdkError::<PutItemError, HttpResponse>::construction_failure("no table")));
+        assert!(!sdk_error_retryable(&SdkError::<PutItemError, HttpResponse>::construction_failure("no table")));
     }
 }

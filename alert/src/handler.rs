@@ -3,7 +3,8 @@
 //! wide attack across regions becomes one digest per account rather than one per object.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use trailwatch_core::batch::BatchResponse;
 use trailwatch_core::finding::{read_findings_parquet, Finding, FINDINGS_TABLE};
 use trailwatch_core::notification::decode_event;
 use trailwatch_core::store::{ObjectRef, ObjectSource};
@@ -105,7 +106,7 @@ pub fn handle_event(
     }
     summary.report = alert(&findings, cfg, deps.sent, deps.publisher, deps.dead)?;
     let reply = if from_sqs {
-        json!({"batchItemFailures": failed_messages.iter().map(|id| json!({"itemIdentifier": id})).collect::<Vec<_>>()})
+        BatchResponse::new(failed_messages).to_value()
     } else {
         serde_json::to_value(&summary).expect("summary serializes")
     };

@@ -5,17 +5,19 @@
 //! keyed by `pk`; the detect state table serves, required), `DEAD_LETTER_QUEUE_URL` (required),
 //! `LAKE_PREFIX` (default empty), `FOLD_WINDOW_MINUTES` (default 360), `DIGEST_THRESHOLD`
 //! (default 5), `MIN_SEVERITY` (default `info`), `ATHENA_DATABASE` and `ATHENA_WORKGROUP`
-//! (default `trailwatch`), and `AWS_ENDPOINT_URL_*` for tests.
+//! (default `trailwatch`), and `AWS_ENDPOINT_URL_S3`, `_DYNAMODB`, `_SNS` and `_SQS` for tests.
+//! An empty variable counts as unset. The SDK configuration is loaded once; SNS's client has the
+//! SDK's retries off (the alert retry policy is the budget).
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
-use trailwatch_alert::aws::{dynamodb_client, sns_client, sqs_client, DynamoSent, SnsPublisher, SqsDeadLetter};
+use trailwatch_alert::aws::{sns, sqs, DynamoSent, SnsPublisher, SqsDeadLetter};
 use trailwatch_alert::handler::{handle_event, Deps};
 use trailwatch_alert::AlertConfig;
-use trailwatch_core::s3::{client, S3Source};
+use trailwatch_core::env::Env;
+use trailwatch_core::s3::S3Source;
 
 struct Clients {
     src: S3Source,
@@ -29,29 +31,29 @@ struct Clients {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     // A bad setting fails the start (an init error), before any event is taken.
-    let cfg = AlertConfig::from_env(env).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let env = Env::from_os();
+    let cfg = AlertConfig::from_env(env.lookup()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let shared = trailwatch_core::aws::load(None).await;
     let handle = tokio::runtime::Handle::current();
     let deps = Arc::new(Clients {
-        src: S3Source::new(client(env("AWS_ENDPOINT_URL_S3").as_deref()).await, handle.clone()),
+        src: S3Source::new(trailwatch_core::aws::s3(&shared, env.optional("AWS_ENDPOINT_URL_S3")), handle.clone()),
         sent: DynamoSent {
-            client: dynamodb_client(env("AWS_ENDPOINT_URL_DYNAMODB").as_deref()).await,
+            client: trailwatch_core::aws::dynamodb(&shared, env.optional("AWS_ENDPOINT_URL_DYNAMODB")),
             handle: handle.clone(),
-            table: env("SENT_TABLE").context("SENT_TABLE must name the DynamoDB table of sent alerts")?,
+            table: env.required("SENT_TABLE", "the DynamoDB table of sent alerts")?.to_string(),
         },
         publisher: SnsPublisher {
-            client: sns_client(env("AWS_ENDPOINT_URL_SNS").as_deref()).await,
+            client: sns(&shared, env.optional("AWS_ENDPOINT_URL_SNS")),
             handle: handle.clone(),
-            topic_arn: env("SNS_TOPIC_ARN").context("SNS_TOPIC_ARN must name the alert topic")?,
+            topic_arn: env.required("SNS_TOPIC_ARN", "the alert topic")?.to_string(),
         },
         dead: SqsDeadLetter {
-            client: sqs_client(env("AWS_ENDPOINT_URL_SQS").as_deref()).await,
+            client: sqs(&shared, env.optional("AWS_ENDPOINT_URL_SQS")),
             handle,
-            queue_url: env("DEAD_LETTER_QUEUE_URL")
-                .context("DEAD_LETTER_QUEUE_URL must name the alert dead-letter queue")?,
+            queue_url: env.required("DEAD_LETTER_QUEUE_URL", "the alert dead-letter queue")?.to_string(),
         },
-        prefix: env("LAKE_PREFIX").unwrap_or_default(),
+        prefix: env.or("LAKE_PREFIX", "").to_string(),
         cfg,
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {

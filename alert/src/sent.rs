@@ -73,10 +73,20 @@ fn now_ms() -> i64 {
 /// re-run over a long history must still find its early records.
 const KEEP_MS: i64 = 30 * 24 * 3_600_000;
 
-/// The CLI's store: `<STATE>/alerts-sent.json`, rewritten atomically after each change.
+/// The CLI's store: `<STATE>/alerts-sent.json`, rewritten atomically after each change. Without
+/// a file ([`FileSent::in_memory`], or [`MemorySent`]) the records live in memory only.
 pub struct FileSent {
-    path: PathBuf,
+    path: Option<PathBuf>,
     data: Mutex<FileData>,
+}
+
+/// An in-memory store, for tests and dry runs: a [`FileSent`] without a file.
+pub type MemorySent = FileSent;
+
+impl Default for FileSent {
+    fn default() -> Self {
+        FileSent::in_memory()
+    }
 }
 
 impl FileSent {
@@ -88,24 +98,40 @@ impl FileSent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileData { version: 1, ..Default::default() },
             Err(e) => return Err(err(e.to_string())),
         };
-        Ok(FileSent { path, data: Mutex::new(data) })
+        Ok(FileSent { path: Some(path), data: Mutex::new(data) })
+    }
+
+    /// A store kept in memory only.
+    pub fn in_memory() -> FileSent {
+        FileSent { path: None, data: Mutex::new(FileData::default()) }
+    }
+
+    /// Runs `change` on the records under the lock and, when it reports a change, saves them.
+    fn update<T>(&self, change: impl FnOnce(&mut FileData) -> (T, bool)) -> Result<T, AlertError> {
+        let mut data = self.data.lock().expect("sent lock");
+        let (out, changed) = change(&mut data);
+        if changed {
+            self.save(&mut data)?;
+        }
+        Ok(out)
     }
 
     fn save(&self, data: &mut FileData) -> Result<(), AlertError> {
+        let Some(path) = &self.path else { return Ok(()) };
         let oldest = now_ms() - KEEP_MS;
         data.sent.retain(|_, v| v.1 >= oldest);
         data.groups.retain(|_, v| v.3 >= oldest);
         let err = |e: std::io::Error| AlertError::State {
-            location: self.path.display().to_string(),
+            location: path.display().to_string(),
             message: e.to_string(),
             retryable: false,
         };
-        if let Some(dir) = self.path.parent() {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&*data).expect("sent records serialize")).map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        std::fs::rename(&tmp, path).map_err(err)
     }
 }
 
@@ -147,12 +173,10 @@ impl SentStore for FileSent {
     }
 
     fn put_if_absent(&self, key: &str, how: Sent, _event_time: EpochMillis) -> Result<bool, AlertError> {
-        let mut data = self.data.lock().expect("sent lock");
-        let fresh = data.put_if_absent(key, how);
-        if fresh {
-            self.save(&mut data)?;
-        }
-        Ok(fresh)
+        self.update(|d| {
+            let fresh = d.put_if_absent(key, how);
+            (fresh, fresh)
+        })
     }
 
     fn claim_group(
@@ -163,51 +187,13 @@ impl SentStore for FileSent {
         window_ms: i64,
         severity: u8,
     ) -> Result<bool, AlertError> {
-        let mut data = self.data.lock().expect("sent lock");
-        let won = data.claim_group(group, episode, start, window_ms, severity);
-        if won {
-            self.save(&mut data)?;
-        }
-        Ok(won)
+        self.update(|d| {
+            let won = d.claim_group(group, episode, start, window_ms, severity);
+            (won, won)
+        })
     }
 
     fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError> {
-        let mut data = self.data.lock().expect("sent lock");
-        if data.release_group(group, episode) {
-            self.save(&mut data)?;
-        }
-        Ok(())
-    }
-}
-
-/// An in-memory store, for tests and dry runs.
-#[derive(Default)]
-pub struct MemorySent {
-    data: Mutex<FileData>,
-}
-
-impl SentStore for MemorySent {
-    fn get(&self, key: &str) -> Result<Option<Sent>, AlertError> {
-        Ok(self.data.lock().expect("sent lock").sent.get(key).map(|v| v.0))
-    }
-
-    fn put_if_absent(&self, key: &str, how: Sent, _event_time: EpochMillis) -> Result<bool, AlertError> {
-        Ok(self.data.lock().expect("sent lock").put_if_absent(key, how))
-    }
-
-    fn claim_group(
-        &self,
-        group: &str,
-        episode: &str,
-        start: EpochMillis,
-        window_ms: i64,
-        severity: u8,
-    ) -> Result<bool, AlertError> {
-        Ok(self.data.lock().expect("sent lock").claim_group(group, episode, start, window_ms, severity))
-    }
-
-    fn release_group(&self, group: &str, episode: &str) -> Result<(), AlertError> {
-        self.data.lock().expect("sent lock").release_group(group, episode);
-        Ok(())
+        self.update(|d| ((), d.release_group(group, episode)))
     }
 }

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use trailwatch_alert::aws::{dynamodb_client, sns_client, sqs_client, DynamoSent, SnsPublisher, SqsDeadLetter};
+use trailwatch_alert::aws::{sns, sqs, DynamoSent, SnsPublisher, SqsDeadLetter};
 use trailwatch_alert::render::Message;
 use trailwatch_alert::{alert, AlertConfig, PublishError, Publisher, RetryPolicy};
 use trailwatch_core::finding::{finding_id, Contributor, Finding, Severity, Status};
-use trailwatch_core::testing::Moto;
+use trailwatch_core::testing::{create_state_table, Moto};
 
 struct Env {
     _moto: Moto,
@@ -26,9 +26,8 @@ struct Env {
 fn setup() -> Env {
     let moto = Moto::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let ep = Some(moto.endpoint.as_str());
-    let (sns, sqs, ddb) =
-        rt.block_on(async { (sns_client(ep).await, sqs_client(ep).await, dynamodb_client(ep).await) });
+    let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+    let (sns, sqs, ddb) = (sns(&shared, None), sqs(&shared, None), trailwatch_core::aws::dynamodb(&shared, None));
     let (topic, queue, dlq) = rt.block_on(async {
         let topic = sns.create_topic().name("trailwatch-alerts").send().await.unwrap().topic_arn.unwrap();
         let queue = sqs.create_queue().queue_name("subscriber").send().await.unwrap().queue_url.unwrap();
@@ -44,21 +43,7 @@ fn setup() -> Env {
             .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
             .clone();
         sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(arn).send().await.unwrap();
-        use aws_sdk_dynamodb::types::*;
-        ddb.create_table()
-            .table_name("state")
-            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        create_state_table(&ddb, "state").await;
         (topic, queue, dlq)
     });
     let h = rt.handle().clone();
@@ -116,7 +101,7 @@ impl Env {
 
 fn finding(kind: &str, account: &str, subject: &str, start: i64, sev: Severity, status: Status) -> Finding {
     Finding {
-        id: finding_id(kind, account, "eu-west-1", subject, start),
+        id: finding_id(&kind.into(), account, "eu-west-1", subject, start),
         kind: kind.into(),
         severity: sev,
         account_id: account.into(),

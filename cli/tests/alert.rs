@@ -29,7 +29,7 @@ fn run_publishes_each_alert_once_and_dead_letters_what_it_cannot_send() {
     let moto = Moto::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let shared = rt.block_on(aws_config_for(&moto.endpoint));
+    let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
     let sns = aws_sdk_sns::Client::new(&shared);
     let sqs = aws_sdk_sqs::Client::new(&shared);
     let (topic, queue) = rt.block_on(async {
@@ -78,8 +78,4 @@ fn run_publishes_each_alert_once_and_dead_letters_what_it_cannot_send() {
     let entry: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
     assert!(entry["reason"].as_str().unwrap().contains("permanent error"), "{entry}");
     assert_eq!(entry["topic"], "arn:aws:sns:us-east-1:123456789012:missing");
-}
-
-async fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint).load().await
 }

@@ -44,13 +44,13 @@ fn write_inputs(dir: &Path) {
             id += 1;
             let t = t0 + h * 3_600_000 + k * 25_000;
             let api = ["DescribeInstances", "DescribeVolumes", "Invoke", "GetConsoleOutput"][(id % 4) as usize];
-            let principal = if id % 3 == 0 { "batch" } else { "app" };
-            let error = (id % 17 == 0).then_some("AccessDenied");
+            let principal = if id.is_multiple_of(3) { "batch" } else { "app" };
+            let error = id.is_multiple_of(17).then_some("AccessDenied");
             let r = record(t, id, api, principal, error);
-            if id % 29 == 0 {
+            if id.is_multiple_of(29) {
                 carry.push(r.clone());
             }
-            if id % 13 == 0 && k > 100 {
+            if id.is_multiple_of(13) && k > 100 {
                 carry.push(r);
             } else {
                 recs.push(r);

@@ -2,8 +2,12 @@
 //! every stage reads and writes through, S3 key decoding, and event-time handling.
 //!
 //! This crate is the leaf of the workspace: `ingest`, `detect` and `alert` depend on it and never
-//! on each other. The AWS SDK adapter sits behind the `aws` feature so pure libraries stay small.
+//! on each other. What their Lambdas share also lives here: the environment reader ([`env`]),
+//! the SQS batch reply ([`batch`]) and, behind the `aws` feature so pure libraries stay small,
+//! the SDK setup and retry rule (`aws`) and the S3 adapter (`s3`).
 
+pub mod batch;
+pub mod env;
 pub mod finding;
 pub mod lake;
 pub mod notification;
@@ -12,6 +16,8 @@ pub mod schema;
 pub mod store;
 pub mod time;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "aws")]
 pub mod s3;
 

@@ -5,39 +5,32 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::runtime::Handle;
 
 use crate::store::{LakeStore, ObjectBody, ObjectRef, ObjectSource, StoreError, TransientIo};
 
-/// Builds an S3 client from the environment's AWS configuration, optionally pointed at another
-/// endpoint (a local S3-compatible server); path-style addressing is then forced.
+/// Loads the SDK configuration and builds an S3 client from it, for callers that need S3 alone
+/// (the CLI): [`crate::aws::load`] then [`crate::aws::s3`]. `endpoint_url` points it at another
+/// server (a local S3-compatible one); path-style addressing is then forced.
 pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let shared = loader.load().await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(endpoint_url.is_some()).build();
-    aws_sdk_s3::Client::from_conf(conf)
+    crate::aws::s3(&crate::aws::load(endpoint_url).await, None)
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+/// A failed S3 call as a [`StoreError`], retryable by [`crate::aws::store_error_retryable`].
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &'static str,
     uri: String,
-    e: SdkError<E, R>,
+    e: SdkError<E, HttpResponse>,
 ) -> StoreError {
-    let (retryable, message) = match &e {
+    let retryable = crate::aws::store_error_retryable(&e);
+    let message = match &e {
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("");
-            // A missing object or bucket will not appear by retrying; everything else (throttling,
-            // 5xx, AccessDenied that a policy fix can cure) is retried and then dead-lettered.
-            let gone = matches!(code, "NoSuchKey" | "NoSuchBucket" | "NotFound" | "InvalidObjectState");
-            (!gone, format!("{code}: {}", se.err().message().unwrap_or("")))
+            format!("{}: {}", se.err().code().unwrap_or(""), se.err().message().unwrap_or(""))
         }
-        SdkError::ConstructionFailure(_) => (false, DisplayErrorContext(&e).to_string()),
-        _ => (true, DisplayErrorContext(&e).to_string()),
+        _ => DisplayErrorContext(&e).to_string(),
     };
     StoreError { op, uri, message, retryable }
 }

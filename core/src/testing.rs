@@ -1,5 +1,6 @@
 //! Test support shared by the stages' tests (feature `test-support`, dev-dependencies only): a
-//! real AWS-compatible endpoint, moto in server mode, started and stopped by the test.
+//! real AWS-compatible endpoint, moto in server mode, started and stopped by the test, and (with
+//! feature `dynamodb`) the state table the stages share.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -45,4 +46,22 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Creates a DynamoDB table keyed by a string partition key `pk`, billed per request: the shape
+/// of detect's state table, which alert's sent records share.
+#[cfg(feature = "dynamodb")]
+pub async fn create_state_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating table {name}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)));
 }

@@ -452,7 +452,7 @@ impl DetectConfig {
         if self.baseline.alpha <= 0.0 || self.baseline.alpha > 1.0 {
             return Err("baseline.alpha must be in (0, 1]".into());
         }
-        if self.enumeration.window_minutes < 5 || self.enumeration.window_minutes % 5 != 0 {
+        if self.enumeration.window_minutes < 5 || !self.enumeration.window_minutes.is_multiple_of(5) {
             return Err("enumeration.window_minutes must be a positive multiple of 5".into());
         }
         if self.timeouts.window_minutes == 0 || 60 % self.timeouts.window_minutes != 0 {

@@ -7,14 +7,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use parquet::arrow::ArrowWriter;
 use trailwatch_core::finding::Finding;
-use trailwatch_core::s3::{client, S3Source};
+use trailwatch_core::s3::S3Source;
 use trailwatch_core::schema::lambda_invocations_schema;
 use trailwatch_core::store::ObjectRef;
-use trailwatch_core::testing::Moto;
-use trailwatch_detect::aws::{dynamodb_client, DynamoS3Store};
+use trailwatch_core::testing::{create_state_table, Moto};
+use trailwatch_detect::aws::DynamoS3Store;
 use trailwatch_detect::handler::{handle_event, handle_objects, Deliver, ShardStore};
 use trailwatch_detect::{DetectConfig, DetectError, Shard};
 
@@ -113,24 +112,11 @@ impl ShardStore for Interleaved<'_> {
 fn concurrent_writers_never_lose_an_update() {
     let moto = Moto::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let s3 = rt.block_on(client(Some(&moto.endpoint)));
-    let ddb = rt.block_on(dynamodb_client(Some(&moto.endpoint)));
+    let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+    let s3 = trailwatch_core::aws::s3(&shared, None);
+    let ddb = trailwatch_core::aws::dynamodb(&shared, None);
     rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-    rt.block_on(
-        ddb.create_table()
-            .table_name("state")
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-            .billing_mode(BillingMode::PayPerRequest)
-            .send(),
-    )
-    .unwrap();
+    rt.block_on(create_state_table(&ddb, "state"));
 
     let key = |shard: &str, file: usize| {
         format!("lake/lambda_invocations/account_id=111122223333/region={shard}/date=2026-01-05/f{file:02}.parquet")

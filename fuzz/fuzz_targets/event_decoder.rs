@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = trailwatch_ingest::event::decode_event(&v);
+        let _ = trailwatch_core::notification::decode_event(&v);
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = trailwatch_core::s3key::decode_event_key(s);

@@ -3,13 +3,13 @@
 //! a transient failure are retried; permanently bad objects are recorded under `_rejected/` and
 //! acknowledged.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde::Serialize;
 use serde_json::Value;
+use trailwatch_core::batch::BatchResponse;
+use trailwatch_core::notification::decode_event;
 use trailwatch_core::store::{LakeStore, ObjectSource};
 use trailwatch_core::time::EpochMillis;
 
-use crate::event::decode_event;
 use crate::{ingest_awslogs, ingest_object_at, record_failure, record_message, Config, ObjectReport, Outcome};
 
 /// What one invocation did, for the log and the caller.
@@ -75,7 +75,7 @@ pub struct RetryableFailure {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Reply {
-    Sqs(SqsBatchResponse),
+    Sqs(BatchResponse),
     Summary(Summary),
 }
 
@@ -203,13 +203,7 @@ pub fn handle_event(
         }
     }
     if from_sqs {
-        let mut resp = SqsBatchResponse::default();
-        for id in failed_messages {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            resp.batch_item_failures.push(f);
-        }
-        return Ok((Reply::Sqs(resp), summary));
+        return Ok((Reply::Sqs(BatchResponse::new(failed_messages)), summary));
     }
     if let Some(first) = first_transient {
         return Err(RetryableFailure { failures: summary.objects_retry.max(1), first });

@@ -8,7 +8,6 @@ pub mod cloudwatch;
 pub mod convert;
 pub mod decompress;
 pub mod error;
-pub mod event;
 pub mod handler;
 mod object;
 pub mod platform;

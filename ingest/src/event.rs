@@ -1,3 +1,0 @@
-//! S3 object notifications: moved to `trailwatch_core::notification`, shared with detect.
-
-pub use trailwatch_core::notification::*;

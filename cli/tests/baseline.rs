@@ -106,7 +106,12 @@ fn warm_start_matches_streaming_detect() {
     // The same deployment: the same hash key, so the same state.
     let secret = streaming.load_meta().unwrap().secret;
     assert!(secret.is_some());
-    warm.save_meta(&trailwatch_detect::state::Meta { secret, ..Default::default() }).unwrap();
+    let meta = trailwatch_detect::state::Meta {
+        version: trailwatch_detect::engine::STATE_VERSION,
+        secret,
+        ..Default::default()
+    };
+    warm.save_meta(&meta).unwrap();
     let report = trailwatch_baseline::learn(&lake, &warm, &cfg, trailwatch_core::time::wall_clock_millis()).unwrap();
     assert_eq!(report.days, 4);
 

@@ -107,6 +107,14 @@ pub trait LakeStore: Sync {
     }
 }
 
+/// True when both files exist and hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => matches!((fs::read(a), fs::read(b)), (Ok(x), Ok(y)) if x == y),
+        _ => false,
+    }
+}
+
 /// Local files and folders as an [`ObjectSource`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalFiles;
@@ -175,6 +183,13 @@ impl LakeStore for LocalLake {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| local_err("mkdir", parent, e))?;
         }
+        // The same bytes again (a re-run over the same inputs): keep the file as it is, so its
+        // modification time still says when it first arrived and detect does not take it for a
+        // late delivery.
+        if same_bytes(local, &dest) {
+            let _ = fs::remove_file(local);
+            return Ok(());
+        }
         if fs::rename(local, &dest).is_err() {
             // Staging on another filesystem: copy to a sibling, then rename atomically.
             let tmp = dest.with_extension("partial");
@@ -237,6 +252,14 @@ mod tests {
         assert!(!lake.is_own_output(&ObjectRef::local(Path::new("/elsewhere/x.json"))));
         assert!(!lake.is_own_output(&ObjectRef::s3("b", "t/a=1/f.parquet")));
         assert_eq!(listed[0].size, Some(3));
+        // The same bytes again keep the first file and its modification time.
+        let first = listed[0].modified;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&staged, "two").unwrap();
+        lake.put_file("t/a=1/f.parquet", &staged).unwrap();
+        assert!(!staged.exists());
+        let again = LocalFiles.list("", dir.path().join("t").to_str().unwrap()).unwrap();
+        assert_eq!(again[0].modified, first);
     }
 
     #[test]

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let mut next = || parts.next().unwrap_or_default();
     let f = Finding {
         id: next(),
-        kind: next(),
+        kind: trailwatch_core::finding::FindingKind::parse(&next()),
         severity: Severity::High,
         account_id: next(),
         region: next(),

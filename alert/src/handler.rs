@@ -35,8 +35,7 @@ pub struct Deps<'a> {
 }
 
 fn is_findings_object(obj: &ObjectRef, prefix: &str) -> bool {
-    obj.key
-        .strip_prefix(prefix)
+    trailwatch_core::lake::relative_key(&obj.key, prefix)
         .is_some_and(|rel| rel.split('/').next() == Some(FINDINGS_TABLE) && rel.ends_with(".parquet"))
 }
 
@@ -111,4 +110,25 @@ pub fn handle_event(
         serde_json::to_value(&summary).expect("summary serializes")
     };
     Ok((reply, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(key: &str) -> ObjectRef {
+        ObjectRef { bucket: "lake-bucket".into(), key: key.into(), ..ObjectRef::default() }
+    }
+
+    #[test]
+    fn the_lake_prefix_means_the_same_with_or_without_a_slash() {
+        // `LAKE_PREFIX=lake` used to match nothing here while ingest and detect accepted it.
+        for prefix in ["lake", "lake/", "/lake/"] {
+            assert!(is_findings_object(&obj("lake/findings/account_id=1/x.parquet"), prefix), "{prefix}");
+            assert!(!is_findings_object(&obj("lake/cloudtrail/account_id=1/x.parquet"), prefix), "{prefix}");
+            assert!(!is_findings_object(&obj("lakehouse/findings/x.parquet"), prefix), "{prefix}");
+        }
+        assert!(is_findings_object(&obj("findings/account_id=1/x.parquet"), ""));
+        assert!(!is_findings_object(&obj("findings/account_id=1/x.json"), ""));
+    }
 }

@@ -30,30 +30,30 @@ struct Clients {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    trailwatch_core::lambda::init_tracing();
     // A bad setting fails the start (an init error), before any event is taken.
     let env = Env::from_os();
     let cfg = AlertConfig::from_env(env.lookup()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let shared = trailwatch_core::aws::load(None).await;
     let handle = tokio::runtime::Handle::current();
     let deps = Arc::new(Clients {
-        src: S3Source::new(trailwatch_core::aws::s3(&shared, env.optional("AWS_ENDPOINT_URL_S3")), handle.clone()),
+        src: S3Source::new(trailwatch_core::aws::s3(&shared, env.endpoint("S3")), handle.clone()),
         sent: DynamoSent {
-            client: trailwatch_core::aws::dynamodb(&shared, env.optional("AWS_ENDPOINT_URL_DYNAMODB")),
+            client: trailwatch_core::aws::dynamodb(&shared, env.endpoint("DYNAMODB")),
             handle: handle.clone(),
             table: env.required("SENT_TABLE", "the DynamoDB table of sent alerts")?.to_string(),
         },
         publisher: SnsPublisher {
-            client: sns(&shared, env.optional("AWS_ENDPOINT_URL_SNS")),
+            client: sns(&shared, env.endpoint("SNS")),
             handle: handle.clone(),
             topic_arn: env.required("SNS_TOPIC_ARN", "the alert topic")?.to_string(),
         },
         dead: SqsDeadLetter {
-            client: sqs(&shared, env.optional("AWS_ENDPOINT_URL_SQS")),
+            client: sqs(&shared, env.endpoint("SQS")),
             handle,
             queue_url: env.required("DEAD_LETTER_QUEUE_URL", "the alert dead-letter queue")?.to_string(),
         },
-        prefix: env.or("LAKE_PREFIX", "").to_string(),
+        prefix: env.lake_prefix(),
         cfg,
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {

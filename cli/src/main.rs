@@ -77,6 +77,32 @@ enum Command {
         #[arg(long)]
         findings: Option<PathBuf>,
     },
+    /// Print the lake's Athena tables (CREATE EXTERNAL TABLE with partition projection), derived
+    /// from the schemas the pipeline writes, or their Glue columns as JSON.
+    Schema {
+        /// Print the Athena DDL (the default).
+        #[arg(long, conflicts_with = "glue_json")]
+        athena: bool,
+        /// Print each table's columns as Glue `{Name, Type}` JSON (the stack's tables are checked
+        /// against it).
+        #[arg(long)]
+        glue_json: bool,
+        /// The lake: s3://bucket/prefix.
+        #[arg(long, default_value = "s3://LAKE-BUCKET")]
+        lake: String,
+        /// The Glue database.
+        #[arg(long, default_value = "trailwatch")]
+        database: String,
+        /// A member account to project (repeatable; `unknown` is always added).
+        #[arg(long = "account", value_name = "ACCOUNT_ID")]
+        accounts: Vec<String>,
+        /// A region to project (repeatable; `unknown` is always added).
+        #[arg(long = "region", value_name = "REGION", default_values_t = default_regions())]
+        regions: Vec<String>,
+        /// The first date with data (yyyy-MM-dd).
+        #[arg(long, default_value = "2024-01-01")]
+        first_date: String,
+    },
     /// Print the effective detect configuration (defaults merged with --config) as TOML.
     Config {
         /// A TOML file of thresholds, prices and suppressions.
@@ -119,6 +145,13 @@ struct DetectArgs {
     /// Findings below this severity are not published (info, low, medium, high, critical).
     #[arg(long, default_value = "info", value_parser = parse_severity)]
     min_severity: Severity,
+}
+
+/// The regions projected when none are given: the commercial regions with the most use.
+fn default_regions() -> Vec<String> {
+    ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-central-1", "ap-southeast-1"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
@@ -179,11 +212,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Baseline { lake, state, config, findings } => {
             baseline(&lake, &state, config.as_deref(), findings.as_deref())
         }
+        Command::Schema { athena: _, glue_json, lake, database, accounts, regions, first_date } => {
+            schema(glue_json, &lake, &database, accounts, regions, first_date)
+        }
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints the Athena DDL or the Glue columns of every lake table.
+fn schema(
+    glue_json: bool,
+    lake: &str,
+    database: &str,
+    accounts: Vec<String>,
+    regions: Vec<String>,
+    first_date: String,
+) -> Result<ExitCode> {
+    use trailwatch_core::athena::{columns, ddl, Projection, TABLES};
+    if !lake.starts_with("s3://") {
+        bail!("--lake must be s3://bucket/prefix: Athena reads the lake from S3");
+    }
+    if let Some(bad) = accounts.iter().find(|a| !trailwatch_core::lake::is_account_id(a)) {
+        bail!("--account {bad}: an account id is 12 digits");
+    }
+    if let Some(bad) = regions.iter().find(|r| !trailwatch_core::lake::is_region(r) && r.as_str() != "unknown") {
+        bail!("--region {bad}: not a region name");
+    }
+    if glue_json {
+        let tables: serde_json::Map<String, serde_json::Value> = TABLES
+            .iter()
+            .map(|t| {
+                let cols = columns(t).into_iter().map(|(n, ty)| serde_json::json!({"Name": n, "Type": ty})).collect();
+                (t.name.to_string(), serde_json::Value::Array(cols))
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&tables)?);
+    } else {
+        print!("{}", ddl(database, lake, &Projection { accounts, regions, first_date }));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The lock file of a state folder.

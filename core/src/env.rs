@@ -74,6 +74,22 @@ impl Env {
             .collect()
     }
 
+    /// `LAKE_PREFIX` in one form (empty, or ending in one `/`), so `lake`, `lake/` and `/lake/`
+    /// mean the same to every Lambda.
+    pub fn lake_prefix(&self) -> String {
+        crate::lake::normalize_prefix(self.or("LAKE_PREFIX", ""))
+    }
+
+    /// `STAGING_DIR`, the local scratch folder (Lambda's `/tmp` by default).
+    pub fn staging_dir(&self) -> std::path::PathBuf {
+        self.or("STAGING_DIR", "/tmp/trailwatch").into()
+    }
+
+    /// `AWS_ENDPOINT_URL_<SERVICE>` (`S3`, `DYNAMODB`, `SNS`, `SQS`): a local endpoint for tests.
+    pub fn endpoint(&self, service: &str) -> Option<&str> {
+        self.optional(&format!("AWS_ENDPOINT_URL_{service}"))
+    }
+
     /// A lookup function over this snapshot (empty counts as unset), for configuration readers
     /// that take one.
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
@@ -142,6 +158,18 @@ mod tests {
         assert_eq!(e.pairs("NOT_SET").unwrap(), vec![]);
         let bad = e.pairs("BAD_PAIRS").unwrap_err();
         assert_eq!(bad.to_string(), "BAD_PAIRS: `exports/b` is not KEY=VALUE");
+    }
+
+    #[test]
+    fn the_shared_settings_read_one_way() {
+        for p in ["lake", "lake/", "/lake/"] {
+            assert_eq!(Env::from_pairs([("LAKE_PREFIX", p)]).lake_prefix(), "lake/");
+        }
+        assert_eq!(env().lake_prefix(), "");
+        assert_eq!(env().staging_dir(), std::path::PathBuf::from("/tmp/trailwatch"));
+        let e = Env::from_pairs([("AWS_ENDPOINT_URL_SNS", "http://127.0.0.1:5000")]);
+        assert_eq!(e.endpoint("SNS"), Some("http://127.0.0.1:5000"));
+        assert_eq!(e.endpoint("SQS"), None);
     }
 
     #[test]

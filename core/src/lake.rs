@@ -20,10 +20,40 @@ pub const REJECTED_DIR: &str = "_rejected";
 /// half-written Parquet.
 pub const STAGING_DIR: &str = "_staging";
 
+/// Where the detect Lambda keeps its shard bodies (the DynamoDB items point at them). Ingest
+/// must never read them: they are state, not logs.
+pub const DETECT_STATE_DIR: &str = "detect-state";
+
 /// Every top-level folder the pipeline itself writes. Inputs under these are never read back,
 /// so the pipeline cannot loop on its own output.
-pub const OWN_FOLDERS: &[&str] =
-    &[CLOUDTRAIL_TABLE, LAMBDA_INVOCATIONS_TABLE, LAMBDA_METRICS_TABLE, REJECTED_DIR, STAGING_DIR, "findings"];
+pub const OWN_FOLDERS: &[&str] = &[
+    CLOUDTRAIL_TABLE,
+    LAMBDA_INVOCATIONS_TABLE,
+    LAMBDA_METRICS_TABLE,
+    REJECTED_DIR,
+    STAGING_DIR,
+    "findings",
+    DETECT_STATE_DIR,
+];
+
+/// A lake prefix in one form, whatever the setting looked like (`lake`, `lake/`, `/lake/`):
+/// empty, or ending in one `/`.
+pub fn normalize_prefix(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// `key` relative to the lake root under `prefix` (any form [`normalize_prefix`] accepts), or
+/// `None` when the key is outside the lake.
+pub fn relative_key<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    let key = key.trim_start_matches('/');
+    let p = normalize_prefix(prefix);
+    key.strip_prefix(p.as_str())
+}
 
 /// The value used for a partition whose value is missing or unusable.
 pub const UNKNOWN: &str = "unknown";
@@ -128,6 +158,20 @@ mod tests {
         for not_region in ["pytest-1", "logs-2", "a-b-1", "eu-west-", "eu--1", "eu-west-123"] {
             assert!(!is_region(not_region), "{not_region}");
         }
+    }
+
+    #[test]
+    fn prefixes_mean_the_same_with_or_without_slashes() {
+        for p in ["lake", "lake/", "/lake/", "/lake"] {
+            assert_eq!(normalize_prefix(p), "lake/");
+            assert_eq!(relative_key("lake/findings/a.parquet", p), Some("findings/a.parquet"), "{p}");
+            assert_eq!(relative_key("lakehouse/findings/a.parquet", p), None, "{p}");
+        }
+        for p in ["", "/"] {
+            assert_eq!(normalize_prefix(p), "");
+            assert_eq!(relative_key("findings/a.parquet", p), Some("findings/a.parquet"));
+        }
+        assert!(OWN_FOLDERS.contains(&DETECT_STATE_DIR));
     }
 
     #[test]

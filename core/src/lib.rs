@@ -6,10 +6,12 @@
 //! the SQS batch reply ([`batch`]) and, behind the `aws` feature so pure libraries stay small,
 //! the SDK setup and retry rule (`aws`) and the S3 adapter (`s3`).
 
+pub mod athena;
 pub mod batch;
 pub mod env;
 pub mod finding;
 pub mod lake;
+pub mod metrics;
 pub mod notification;
 pub mod s3key;
 pub mod schema;
@@ -20,6 +22,9 @@ pub mod time;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod s3;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -124,8 +124,7 @@ pub struct S3Lake {
 
 impl S3Lake {
     pub fn new(client: aws_sdk_s3::Client, handle: Handle, bucket: &str, prefix: &str, staging: PathBuf) -> Self {
-        let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let prefix = crate::lake::normalize_prefix(prefix);
         S3Lake { client, handle, bucket: bucket.to_string(), prefix, staging }
     }
 

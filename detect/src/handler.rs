@@ -70,6 +70,9 @@ pub struct Summary {
     pub findings: u64,
     /// Records claiming times ahead of the wall clock (reported as `event_time_skew`).
     pub future_records: u64,
+    /// The deployment's event-time clock after this event (the newest time two sources agree
+    /// on), when there is one: the wall clock minus it is how far detection lags.
+    pub clock: Option<EpochMillis>,
     /// SQS message ids to answer as batch item failures.
     #[serde(skip)]
     pub failed_messages: Vec<String>,
@@ -79,6 +82,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Seconds from the deployment's clock to `now` (never negative), if the clock is known.
+    pub fn lag_seconds(&self, now: EpochMillis) -> Option<f64> {
+        self.clock.map(|c| (now - c).max(0) as f64 / 1000.0)
+    }
+
     /// The reply for Lambda: a partial batch response for SQS (`batchItemFailures`), else the
     /// summary itself.
     pub fn reply(&self) -> Value {
@@ -208,13 +216,9 @@ fn handle_named(
     let mut by_shard: BTreeMap<(String, String), Vec<LakeObject>> = BTreeMap::new();
     for (obj, message) in objects {
         // S3 keys have no leading `/` (a prefix given as `/lake/` still means `lake/`); local
-        // paths do.
-        let rel = obj
-            .key
-            .strip_prefix(lake_prefix.trim_end_matches('/'))
-            .or_else(|| obj.key.strip_prefix(lake_prefix.trim_matches('/')))
-            .unwrap_or(&obj.key)
-            .trim_start_matches('/');
+        // paths do: both compare without it.
+        let rel =
+            trailwatch_core::lake::relative_key(&obj.key, lake_prefix).unwrap_or(&obj.key).trim_start_matches('/');
         match (table_of(rel), partition_of(rel), obj.key.ends_with(".parquet")) {
             (Some(table), Some((a, r, _)), true) => by_shard.entry((a, r)).or_default().push(LakeObject {
                 obj: obj.clone(),
@@ -360,7 +364,8 @@ fn update_shard(
         }
         out.deliver(&findings)?;
         if store.save(&shard, expected)? {
-            store.raise_clock(confirmed)?;
+            let clock = store.raise_clock(confirmed)?;
+            summary.clock = summary.clock.max(clock);
             summary.objects_read += fresh.len() as u64;
             summary.objects_unchanged += (read.len() - fresh.len()) as u64;
             summary.findings += findings.len() as u64;
@@ -386,8 +391,8 @@ pub fn sweep_all(
     cfg: &DetectConfig,
     now: EpochMillis,
 ) -> Result<Summary, DetectError> {
-    let mut summary = Summary::default();
     let clock = store.raise_clock(None)?;
+    let mut summary = Summary { clock, ..Summary::default() };
     let key = store.hash_key()?;
     for (account, region) in store.shards()? {
         summary.shards += 1;

@@ -4,9 +4,12 @@
 //!
 //! Environment: `LAKE_BUCKET` (required), `LAKE_PREFIX` (default empty), `STATE_TABLE` (the
 //! DynamoDB table, required), `STATE_BUCKET` (default `LAKE_BUCKET`), `STATE_PREFIX` (default
-//! `detect-state/`), `DETECT_CONFIG` (the TOML config itself, optional), `STAGING_DIR`
+//! `<LAKE_PREFIX>detect-state/`, a folder ingest never reads), `DETECT_CONFIG` (the TOML config itself, optional), `STAGING_DIR`
 //! (default `/tmp/trailwatch`), `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_DYNAMODB` (tests).
 //! An empty variable counts as unset.
+//!
+//! After every event it logs `DetectLagSeconds` (wall clock minus the deployment's event-time
+//! clock) as an Embedded Metric Format line, the metric the stack's lag alarm watches.
 //!
 //! Findings go to the lake's `findings` table; the alert Lambda is notified of each new
 //! findings object and publishes the alerts.
@@ -17,6 +20,8 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use trailwatch_core::env::Env;
 use trailwatch_core::finding::Finding;
+use trailwatch_core::lake::DETECT_STATE_DIR;
+use trailwatch_core::metrics::{emf_line, Metric};
 use trailwatch_core::s3::{S3Lake, S3Source};
 use trailwatch_detect::aws::DynamoS3Store;
 use trailwatch_detect::handler::{handle_event, Deliver};
@@ -45,21 +50,20 @@ struct Deps {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    trailwatch_core::lambda::init_tracing();
     // A bad setting fails the start (an init error), before any event is taken.
     let env = Env::from_os();
     let bucket = env.required("LAKE_BUCKET", "the lake bucket")?;
-    let prefix = env.or("LAKE_PREFIX", "");
+    let prefix = env.lake_prefix();
     let table = env.required("STATE_TABLE", "the DynamoDB state table")?;
     let cfg = match env.optional("DETECT_CONFIG") {
         Some(text) => DetectConfig::from_toml(text, "DETECT_CONFIG")?,
         None => DetectConfig::default(),
     };
     let shared = trailwatch_core::aws::load(None).await;
-    let s3 = trailwatch_core::aws::s3(&shared, env.optional("AWS_ENDPOINT_URL_S3"));
-    let ddb = trailwatch_core::aws::dynamodb(&shared, env.optional("AWS_ENDPOINT_URL_DYNAMODB"));
+    let s3 = trailwatch_core::aws::s3(&shared, env.endpoint("S3"));
+    let ddb = trailwatch_core::aws::dynamodb(&shared, env.endpoint("DYNAMODB"));
     let handle = tokio::runtime::Handle::current();
-    let staging = env.or("STAGING_DIR", "/tmp/trailwatch");
     let deps = Arc::new(Deps {
         src: S3Source::new(s3.clone(), handle.clone()),
         store: DynamoS3Store {
@@ -68,17 +72,19 @@ async fn main() -> anyhow::Result<()> {
             handle: handle.clone(),
             table: table.to_string(),
             bucket: env.or("STATE_BUCKET", bucket).to_string(),
-            prefix: env.or("STATE_PREFIX", "detect-state/").to_string(),
+            prefix: env
+                .optional("STATE_PREFIX")
+                .map_or_else(|| format!("{prefix}{DETECT_STATE_DIR}/"), trailwatch_core::lake::normalize_prefix),
         },
-        out: ToLake(S3Lake::new(s3, handle, bucket, prefix, staging.into())),
-        prefix: prefix.to_string(),
+        out: ToLake(S3Lake::new(s3, handle, bucket, &prefix, env.staging_dir())),
+        prefix,
         cfg,
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let deps = deps.clone();
         async move {
+            let now = trailwatch_core::time::wall_clock_millis();
             let out = tokio::task::spawn_blocking(move || {
-                let now = trailwatch_core::time::wall_clock_millis();
                 handle_event(&ev.payload, &deps.prefix, &deps.src, &deps.store, &deps.out, &deps.cfg, now)
             })
             .await
@@ -89,6 +95,11 @@ async fn main() -> anyhow::Result<()> {
             match out {
                 Ok(summary) => {
                     tracing::info!(?summary, "event handled");
+                    if let Some(lag) = summary.lag_seconds(now) {
+                        // Alone on its line, as EMF wants: CloudWatch Logs makes the metric.
+                        let lag = Metric { name: "DetectLagSeconds", value: lag, unit: "Seconds" };
+                        println!("{}", emf_line(now, &[("Function", "detect")], &[lag]));
+                    }
                     Ok(summary.reply())
                 }
                 Err(e) => Err(Diagnostic {

@@ -163,3 +163,17 @@ fn a_sweep_saves_evictions_although_it_found_nothing() {
     handle_event(&json!({"sweep": true}), "", &LocalFiles, &store, &out, &cfg, NOW).unwrap();
     assert_eq!(*store.saves.lock().unwrap(), 2);
 }
+
+#[test]
+fn every_sweep_reports_how_far_detection_lags_the_clock() {
+    // The lag alarm's metric: a sweep runs on schedule even when no object arrives, so a
+    // pipeline that stopped receiving data shows a growing lag instead of silence.
+    let (store, out, cfg) = (Mem::default(), Out::default(), DetectConfig::default());
+    let s = handle_event(&json!({"sweep": true}), "", &LocalFiles, &store, &out, &cfg, NOW).unwrap();
+    assert_eq!(s.lag_seconds(NOW), None, "no clock yet: no metric rather than a made-up one");
+    store.raise_clock(Some(NOW - 45 * 60_000)).unwrap();
+    let s = handle_event(&json!({"sweep": true}), "", &LocalFiles, &store, &out, &cfg, NOW).unwrap();
+    assert_eq!(s.lag_seconds(NOW), Some(2700.0));
+    // A clock ahead of the wall clock (it cannot be by more than the skew guard) is no lag.
+    assert_eq!(s.lag_seconds(NOW - 3_600_000), Some(0.0));
+}

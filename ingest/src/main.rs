@@ -39,18 +39,17 @@ fn config(env: &Env) -> Result<Config, EnvError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    trailwatch_core::lambda::init_tracing();
     // A bad setting fails the start (an init error), before any event is taken.
     let env = Env::from_os();
     let bucket = env.required("LAKE_BUCKET", "the lake bucket")?;
-    let prefix = env.or("LAKE_PREFIX", "");
-    let staging = env.or("STAGING_DIR", "/tmp/trailwatch");
+    let prefix = env.lake_prefix();
     let cfg = config(&env)?;
-    let s3 = trailwatch_core::aws::s3(&trailwatch_core::aws::load(None).await, env.optional("AWS_ENDPOINT_URL_S3"));
+    let s3 = trailwatch_core::aws::s3(&trailwatch_core::aws::load(None).await, env.endpoint("S3"));
     let handle = tokio::runtime::Handle::current();
     let deps = Arc::new(Deps {
         src: S3Source::new(s3.clone(), handle.clone()),
-        lake: S3Lake::new(s3, handle, bucket, prefix, staging.into()),
+        lake: S3Lake::new(s3, handle, bucket, &prefix, env.staging_dir()),
         cfg,
     });
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {

@@ -1,9 +1,11 @@
 -- Who invoked a function in the last 24 hours without having invoked it in the 14 days before
 -- (Lambda Invoke data events). A new invoker of a sensitive function is how a stolen role shows.
+-- functionName is a name, name:alias, or a (partial, maybe qualified) ARN: all count as the function.
 WITH recent AS (
   SELECT account_id,
          region,
-         element_at(split(json_extract_scalar(request_parameters, '$.functionName'), ':'), -1) AS function_name,
+         COALESCE(NULLIF(regexp_extract(json_extract_scalar(request_parameters, '$.functionName'), 'function:([^:]+)', 1), ''),
+                  split_part(json_extract_scalar(request_parameters, '$.functionName'), ':', 1)) AS function_name,
          COALESCE(user_identity.session_context.session_issuer.arn, user_identity.arn, user_identity.invoked_by) AS principal,
          COUNT(*) AS calls,
          MIN(event_time) AS first_call,
@@ -19,7 +21,8 @@ WITH recent AS (
 before AS (
   SELECT DISTINCT account_id,
          region,
-         element_at(split(json_extract_scalar(request_parameters, '$.functionName'), ':'), -1) AS function_name,
+         COALESCE(NULLIF(regexp_extract(json_extract_scalar(request_parameters, '$.functionName'), 'function:([^:]+)', 1), ''),
+                  split_part(json_extract_scalar(request_parameters, '$.functionName'), ':', 1)) AS function_name,
          COALESCE(user_identity.session_context.session_issuer.arn, user_identity.arn, user_identity.invoked_by) AS principal
   FROM cloudtrail
   WHERE "date" >= CAST(current_date - INTERVAL '15' DAY AS varchar)

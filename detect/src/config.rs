@@ -123,7 +123,10 @@ pub struct Baseline {
     pub max_keys: usize,
     /// An episode ends after this many normal windows in a row.
     pub close_after_windows: u32,
-    /// A window still open may fire early when it already exceeds every threshold by this factor.
+    /// A window still open may fire early when what it holds so far already exceeds every
+    /// threshold by this factor. The counts judged early (calls, throttles, invocations, peak
+    /// concurrency, GB-seconds) only grow as a window fills, so 1 fires no window that would not
+    /// fire when final; above 1 trades minutes for margin.
     pub early_factor: f64,
 }
 
@@ -136,7 +139,7 @@ impl Default for Baseline {
             key_ttl_days: 21.0,
             max_keys: 20_000,
             close_after_windows: 3,
-            early_factor: 2.0,
+            early_factor: 1.0,
         }
     }
 }
@@ -232,11 +235,25 @@ pub struct Concurrency {
     pub min_invocations: f64,
     /// Severity rises to high above this estimated extra cost in an episode, critical at 10x.
     pub high_cost_usd: f64,
+    /// Billed GB-seconds in 5 minutes (timeouts left out), judged with `z` and `min_ratio`
+    /// against the function's own baseline: the bill of a function that runs longer at its usual
+    /// call rate.
+    pub min_gb_seconds: f64,
+    /// Invocations in 5 minutes: a rise too spread out for the per-minute minimums.
+    pub min_window_invocations: f64,
 }
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Concurrency { z: 6.0, min_ratio: 4.0, min_concurrency: 10.0, min_invocations: 120.0, high_cost_usd: 5.0 }
+        Concurrency {
+            z: 6.0,
+            min_ratio: 4.0,
+            min_concurrency: 10.0,
+            min_invocations: 120.0,
+            high_cost_usd: 5.0,
+            min_gb_seconds: 2.0,
+            min_window_invocations: 50.0,
+        }
     }
 }
 

@@ -585,3 +585,127 @@ fn suppressed_findings_are_marked_with_their_reason() {
         "{f:#?}"
     );
 }
+
+/// `n` calls of `name` by `principal` within two minutes from `at`.
+fn sweep(at: i64, name: &str, principal: &str, n: u64, id0: u64) -> Vec<Event> {
+    (0..n).map(|i| call(at + (i as i64 * 120_000) / n as i64, "ec2.amazonaws.com", name, principal, id0 + i)).collect()
+}
+
+#[test]
+fn a_scheduled_sweep_stays_quiet_but_a_first_sweep_fires() {
+    // AWS Config sweeps DescribeSecurityGroups every 5 hours: a period that does not divide a
+    // day, so each hour-of-day slot sees the burst only now and then and cannot learn it.
+    let config = "arn:aws:iam::111122223333:role/AWSServiceRoleForConfig";
+    let mut ev = steady(9, 1, "DescribeSecurityGroups", 0);
+    let mut id = 50_000_000;
+    let mut at = t0() + 17 * MIN;
+    while at < t0() + 9 * DAY {
+        ev.extend(sweep(at, "DescribeSecurityGroups", config, 30, id));
+        id += 100;
+        at += 5 * 3_600_000;
+    }
+    let mut quiet = Sim::new(DetectConfig::default());
+    quiet.feed(ev.clone());
+    assert!(quiet.of("api_call_rate").is_empty(), "{:#?}", quiet.of("api_call_rate"));
+
+    // Without the schedule memory the same stream fires: the test would catch its loss.
+    let mut plain = Sim::new(DetectConfig::default());
+    let mut per_day: Vec<Event> = steady(9, 1, "DescribeSecurityGroups", 0);
+    for d in 3..9 {
+        // One burst a day at a new hour each time: no gap repeats.
+        per_day.extend(sweep(
+            t0() + d * DAY + (d * 3 + 1) * 3_600_000 + d * 7 * MIN,
+            "DescribeSecurityGroups",
+            config,
+            30,
+            id + d as u64 * 100,
+        ));
+    }
+    plain.feed(per_day);
+    assert!(!plain.of("api_call_rate").is_empty(), "an unscheduled burst must fire");
+
+    // A role never seen sweeps once, at the very minute of the schedule: it fires.
+    let mut sim = Sim::new(DetectConfig::default());
+    let mut ev2 = ev.clone();
+    let recon = "arn:aws:iam::111122223333:role/OrganizationAccountAccessRole";
+    let next = at; // the schedule's next run, after the stream ends
+    ev2.extend(steady(1, 1, "DescribeSecurityGroups", 90_000_000).into_iter().map(|e| shift(e, 9 * DAY)));
+    ev2.extend(sweep(next, "DescribeSecurityGroups", recon, 30, 80_000_000));
+    sim.feed(ev2);
+    let f: Vec<_> = sim.of("api_call_rate").into_iter().filter(|f| f.status == Status::Open).collect();
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert!(f[0].top_contributors.iter().any(|c| c.value == recon), "{:?}", f[0].top_contributors);
+
+    // The scheduled role itself, off its schedule: it fires too.
+    let mut sim = Sim::new(DetectConfig::default());
+    let mut ev3 = ev;
+    ev3.extend(steady(1, 1, "DescribeSecurityGroups", 90_000_000).into_iter().map(|e| shift(e, 9 * DAY)));
+    ev3.extend(sweep(next + 2 * 3_600_000 + 13 * MIN, "DescribeSecurityGroups", config, 30, 80_000_000));
+    sim.feed(ev3);
+    let f: Vec<_> = sim.of("api_call_rate").into_iter().filter(|f| f.status == Status::Open).collect();
+    assert_eq!(f.len(), 1, "{f:#?}");
+}
+
+fn shift(mut e: Event, by: i64) -> Event {
+    match &mut e {
+        Event::Api(a) => a.time += by,
+        Event::Invocation(i) => {
+            i.start += by;
+            i.end += by;
+        }
+        _ => {}
+    }
+    e
+}
+
+/// Two invocations a minute of `ms` each, for `days` from `from`.
+fn slow_rate(from: i64, days: i64, function: &str, ms: f64, id0: u64) -> Vec<Event> {
+    (0..days * 2880)
+        .map(|k| inv(from + k * 30_000 + 7_000, function, ms, InvocationStatus::Success, id0 + k as u64))
+        .collect()
+}
+
+#[test]
+fn a_tenfold_bill_at_the_usual_call_rate_fires_once() {
+    // 2 invocations a minute of 200 ms: far below the per-minute minimums (10 concurrent, 120 a
+    // minute) before and during the incident. For an hour each takes 2.5 s instead.
+    let mut ev = slow_rate(t0(), 4, "report", 200.0, 0);
+    let at = t0() + 4 * DAY;
+    ev.extend(slow_rate(at, 1, "report", 2_500.0, 10_000_000).into_iter().filter(|e| e.time() < at + 60 * MIN));
+    ev.extend(slow_rate(at, 2, "report", 200.0, 20_000_000).into_iter().filter(|e| e.time() >= at + 60 * MIN));
+    let mut sim = Sim::new(DetectConfig::default());
+    sim.feed(ev);
+    let f = sim.of("concurrency_spike");
+    assert_eq!(f.len(), 2, "one episode, opened and closed: {f:#?}");
+    assert_eq!((f[0].status, f[1].status), (Status::Open, Status::Closed));
+    assert!(f[0].start >= at && f[0].start < at + 15 * MIN, "{f:#?}");
+    assert!(f[0].summary.contains("GB-seconds in 5 minutes"), "{}", f[0].summary);
+    assert!(f[0].observed >= 10.0 * f[0].baseline, "{f:#?}");
+}
+
+#[test]
+fn timeouts_are_not_a_cost_spike() {
+    // The same function, but for an hour 40% of its invocations hang until a 10 s timeout: that
+    // is `timeouts`' finding, not a bill that grew.
+    let mut ev = slow_rate(t0(), 4, "report", 200.0, 0);
+    let at = t0() + 4 * DAY;
+    ev.extend(
+        slow_rate(at, 1, "report", 200.0, 10_000_000).into_iter().filter(|e| e.time() < at + 60 * MIN).enumerate().map(
+            |(k, e)| match e {
+                Event::Invocation(mut i) if k % 5 < 2 => {
+                    i.status = InvocationStatus::Timeout;
+                    i.duration_ms = 10_000.0;
+                    i.billed_ms = 10_000.0;
+                    i.start = i.end - 10_000;
+                    Event::Invocation(i)
+                }
+                e => e,
+            },
+        ),
+    );
+    ev.extend(slow_rate(at, 2, "report", 200.0, 20_000_000).into_iter().filter(|e| e.time() >= at + 60 * MIN));
+    let mut sim = Sim::new(DetectConfig::default());
+    sim.feed(ev);
+    assert!(sim.of("concurrency_spike").is_empty(), "{:#?}", sim.of("concurrency_spike"));
+    assert!(!sim.of("timeouts").is_empty(), "the timeouts detector reports it");
+}

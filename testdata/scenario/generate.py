@@ -23,6 +23,7 @@ Python 3 stdlib only; the output is byte for byte the same for a seed.
 import argparse
 import bisect
 import calendar
+import contextlib
 import gzip
 import hashlib
 import json
@@ -45,6 +46,23 @@ FORGED_YEAR = 2099
 FORGE_CLAIMS = ("2099", "2099", "+3h", "2099", "+1d")
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+# Cases with a random stream of their own (`<case>:<seed>`), run in this order after the main
+# stream: append new ones, never reorder.
+CASES = ("sweeps", "new-sweeper", "cost-creep")
+# Scheduled readers: (role, session, invokedBy or None, user agent or None, APIs they sweep).
+SWEEPERS = [
+    ("AWSServiceRoleForConfig", "AWSConfig-Describe", "config.amazonaws.com", None,
+     ["DescribeSecurityGroups", "DescribeVpcs", "DescribeSubnets", "GetBucketEncryption", "GetBucketAcl", "DescribeKey"]),
+    ("security-audit-scanner", "prowler", None, "Boto3/1.34.44 md/Botocore#1.34.44 ua/2.0 os/linux#5.10.205 lang/python#3.11.7 prowler/3.14.0",
+     ["ListRoles", "ListUsers", "ListAttachedRolePolicies", "GetBucketPolicy", "GetBucketAcl", "ListKeys", "ListFunctions20150331"]),
+    ("AWSBackupDefaultServiceRole", "AWSBackup-AWSBackupDefaultServiceRole", "backup.amazonaws.com", None,
+     ["DescribeTable", "ListTables", "DescribeKey", "GetBucketEncryption"]),
+    ("cloud-custodian", "custodian-policy-run", None, "CloudCustodian/0.9.34 Boto3/1.34.20 Python/3.11.6 Linux/5.10",
+     ["DescribeSecurityGroups", "DescribeSubnets", "GetBucketEncryption", "ListRoles", "GetRole"]),
+]
+# What the new role of the `new-sweeper` case reads.
+RECON_APIS = ["DescribeSecurityGroups", "DescribeVpcs", "DescribeSubnets", "GetBucketPolicy", "GetBucketAcl", "ListRoles",
+              "ListAttachedRolePolicies", "ListKeys", "ListFunctions20150331", "ListTables"]
 
 # Local office time offset from UTC, per region.
 TZ = {"us-east-1": -5, "eu-west-1": 0}
@@ -459,10 +477,13 @@ class Scenario:
         return (ts - T0) // DAY
 
     # --- labels -------------------------------------------------------------------------------
-    def label(self, kind, w, subject, start, end, description):
+    def label(self, kind, w, subject, start, end, description, related=None):
         self.incidents.append({"id": f"inc-{len(self.incidents) + 1:02d}-{kind}", "kind": kind, "account_id": w["r"].account,
                                "region": w["r"].region, "subject": subject, "start": iso(start), "end": iso(end),
                                "description": description})
+        if related:
+            # Findings on any of these count for the incident too (score.py).
+            self.incidents[-1]["related_subjects"] = related
 
     def plan(self):
         """Deploys, benign events and incidents. Times are relative to the scored week (day 15 = Monday)."""
@@ -764,7 +785,12 @@ class Scenario:
             rid = uuid.UUID(int=rng.getrandbits(128), version=4)
             if rid.int % self.sample == 0:
                 recs.append((ts, self.invoke_event(w, p, fname, ts, str(rid), None, None, ("TooManyRequestsException", "Rate Exceeded."))))
-        # Global services (IAM) log in us-east-1: such records go to the account's us-east-1 files.
+        self.deliver_routed(w, recs)
+
+    def deliver_routed(self, w, recs):
+        """Delivers `w`'s records. Global services (IAM) log in us-east-1: such records go to the
+        account's us-east-1 files."""
+        r = w["r"]
         home = [x for x in recs if x[1]["awsRegion"] == r.region]
         self.deliver_ct(w, home)
         if len(home) < len(recs):
@@ -939,7 +965,7 @@ class Scenario:
                 buckets[dt // WIN].append((ts + rng.random() * 90, text))
                 self.counts["cloudtrail_records"] += 1
 
-    def flush(self, before_win):
+    def flush(self, before_win, firehose="trailwatch-logs"):
         rng = self.rng
         for key in sorted(self.ct):
             w = self.world[key]
@@ -975,9 +1001,105 @@ class Scenario:
                     self.counts["firehose_payloads"] += 1
                 ots = win * WIN + rng.randrange(0, 25)
                 rel = (f"input/cwlogs/{region}/{time.strftime('%Y/%m/%d/%H', time.gmtime(ots))}/"
-                       f"trailwatch-logs-1-{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(ots))}-{rng.getrandbits(32):08x}")
+                       f"{firehose}-1-{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(ots))}-{rng.getrandbits(32):08x}")
                 self.write(rel, b"".join(members), (win + 1) * WIN + rng.randrange(60, 360))
                 self.counts["firehose_objects"] += 1
+
+    # --- cases with random streams of their own -----------------------------------------------
+    @contextlib.contextmanager
+    def own_stream(self, case):
+        """Runs one case on a random stream of its own (`<case>:<seed>`) with delivery buffers of
+        its own, flushed into files of its own: adding a case never changes a byte of what the
+        seed wrote without it. Logging silences still apply to its CloudTrail records."""
+        saved = (self.rng, self.ct, self.cw)
+        self.rng = random.Random(f"{case}:{self.seed}")
+        self.ct = defaultdict(lambda: defaultdict(list))
+        self.cw = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        try:
+            yield self.rng
+            self.flush(1 << 62, firehose=f"trailwatch-logs-{case}")
+        finally:
+            self.rng, self.ct, self.cw = saved
+
+    def case_sweeps(self, rng):
+        """Benign look-alike: 2-3 service roles and scanners per account-region that read
+        Describe/Get/List APIs in bursts (15-40 calls of each of 2-3 APIs within 1-4 minutes) every
+        3 to 12 whole hours, a minute of jitter, from day 1 to the end. A period that divides a day
+        recurs at the same minutes every day; the others (5, 7, 9, 10, 11 h) wander round the clock
+        and land in a different hour each day."""
+        for w in self.world:
+            r = w["r"]
+            chosen = rng.sample(SWEEPERS, rng.randint(2, 3))
+            for role, session, invoked_by, ua, pool in chosen:
+                ip = invoked_by or f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                p = Principal("AssumedRole", r.account, role, ua or invoked_by, [ip], session=session, invoked_by=invoked_by)
+                period = rng.randint(3, 12) * 3600
+                offset = rng.randrange(period)
+                apis = [(name, rng.randint(15, 40)) for name in rng.sample(pool, rng.randint(2, 3))]
+                span = rng.randint(60, 240)
+                recs = []
+                t = T0 + offset
+                while t < self.end:
+                    start = max(T0, t + rng.randrange(-60, 61))
+                    for name, n in apis:
+                        for _ in range(max(1, n + rng.randint(-2, 2))):
+                            ts = start + rng.randrange(span)
+                            recs.append((ts, record(rng, r, p, name, ts, ip=ip)))
+                    t += period
+                self.deliver_routed(w, recs)
+                hhmm = time.strftime("%H:%M", time.gmtime(T0 + offset % (period)))
+                self.benign.append({"description": f"scheduled sweep by {role} every {period // 3600} h from {hhmm} UTC: "
+                                                   + ", ".join(f"~{n} {name}" for name, n in apis) + f" within {span // 60 + 1} min",
+                                    "account_id": r.account, "region": r.region, "subject": p.label_arn,
+                                    "related_subjects": [f"{_svc(API[name][0])}:{name}" for name, _ in apis],
+                                    "start": iso(self.scored_start), "end": iso(self.end)})
+
+    def case_new_sweeper(self, rng):
+        """Incident: a role never seen before sweeps 2-3 read APIs once (20-40 calls of each within
+        2-5 minutes) at a random time of the scored week: reconnaissance with borrowed access."""
+        w = self.ar(0 if self.small else rng.randrange(len(self.world)))
+        r = w["r"]
+        ip = f"5.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        p = Principal("AssumedRole", r.account, "OrganizationAccountAccessRole", UA_BOTO.format(*(rng.randrange(40, 60),) * 3), [ip],
+                      session=f"recon-{rng.getrandbits(32):08x}")
+        apis = [(name, rng.randint(20, 40)) for name in rng.sample(RECON_APIS, rng.randint(2, 3))]
+        span = rng.randint(120, 300)
+        while True:  # not while logging is off: that sweep would leave no trace to find
+            t = self.scored_start + rng.randrange(7 * DAY - 3600)
+            if not any(a - 3600 < t < b + 3600 for a, b in self.silences.get(w["idx"], [])):
+                break
+        recs = []
+        for name, n in apis:
+            for _ in range(n):
+                ts = t + rng.randrange(span)
+                recs.append((ts, record(rng, r, p, name, ts, ip=ip)))
+        self.deliver_routed(w, recs)
+        self.label("api_call_rate", w, p.label_arn, t, t + span,
+                   f"a role never seen before ({p.label_arn}) from {ip} sweeps once: "
+                   + ", ".join(f"{n} {name}" for name, n in apis) + f" in {span // 60 + 1} min",
+                   related=[f"{_svc(API[name][0])}:{name}" for name, _ in apis])
+
+    def case_cost_creep(self, rng):
+        """Incident: a small function's durations grow 8-15x (a slow dependency) for 40-90 minutes
+        in office hours while its call rate stays what it always is (1-2 a minute at peak). The
+        function is new in this case and runs all 21 days, so its baseline is learned."""
+        w = self.ar(0 if self.small else rng.randrange(len(self.world)))
+        r = w["r"]
+        fn = Function("report-renderer", rng.choice((512, 1024, 1536)), 60, rng.uniform(150, 400), 0.4, (90, 160),
+                      rng.uniform(60, 120) * w["scale"], "traffic", [(w["P"]["app"], 1.0)], 0.3)
+        factor = rng.uniform(8, 15)
+        minutes = rng.randint(40, 90)
+        # A weekday of the scored week, in local office hours.
+        t = self.scored_start + rng.randrange(5) * DAY + (rng.randint(9, 16) - TZ[r.region]) * 3600 + rng.randrange(3600)
+        # Durations climb for the first 10 minutes, then stay up.
+        for k in range(1, 4):
+            a = t + (k - 1) * 200
+            fn.slow_windows.append((a * 1000, (t + minutes * 60 if k == 3 else a + 200) * 1000, 1 + (factor - 1) * k / 3))
+        for d in range(self.days):
+            self.deliver_routed(w, self.gen_lambda(w, fn, d))
+        self.label("concurrency_spike", w, fn.name, t, t + minutes * 60,
+                   f"{fn.name} ({fn.memory} MB): durations ~{factor:.0f}x normal for {minutes} min at its usual call rate "
+                   f"(a slow dependency): the bill and the concurrency grow, invocations a minute do not")
 
     # --- forged event time (--forge-future) ---------------------------------------------------
     def forge_future(self, n):
@@ -1050,6 +1172,9 @@ class Scenario:
                 self.gen_day(w, d)
             self.flush((T0 + (d + 1) * DAY) // WIN - 2)
         self.flush(1 << 62)
+        for case in CASES:
+            with self.own_stream(case) as rng:
+                getattr(self, "case_" + case.replace("-", "_"))(rng)
         forged = self.forge_future(self.forge) if self.forge else None
         self.deliveries.sort()
         with open(self.out / "deliveries.tsv", "w") as f:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replays a generated scenario through `trailwatch run` in delivery order and scores the findings.
 
-    score.py --scenario DIR --trailwatch BIN [--batch-minutes 60] [--work WORKDIR] [--json OUT.json]
+    score.py --scenario DIR --trailwatch BIN [--batch-minutes 60] [--learn-batch-minutes N] [--work WORKDIR] [--json OUT.json]
     score.py --scenario DIR --work WORKDIR --rescore [--json OUT.json]
 
 Deliveries (DIR/deliveries.tsv) are grouped into batches of --batch-minutes by delivery time. For
@@ -10,7 +10,9 @@ each batch it runs
     BIN run <files of the batch...> --lake WORK/lake --state WORK/state --findings WORK/findings.jsonl
 
 (in DIR, with the files named relative to it) and takes every line appended to findings.jsonl as
-reported at the batch's end. A finding counts
+reported at the batch's end. --learn-batch-minutes sets another batch length for the deliveries
+before the scored week (60 there and 5 after it measures 5-minute runs in a fraction of the
+time: nothing before the scored week is scored). A finding counts
 when it is open, not suppressed, not of severity info, and starts in the scored period. It
 detects an incident when it has the incident's kind, account and region, a matching subject, and
 a start in [incident start - 15 min, incident end + 30 min]. Counted findings that detect no
@@ -73,7 +75,9 @@ def chunks(paths):
         yield out
 
 
-def replay(scenario, binary, work, batch_minutes, start):
+def replay(scenario, binary, work, batch_minutes, start, learn=None):
+    """`learn` = (minutes, until): batches of that length before `until` (the scored week's start),
+    so a 5-minute replay does not spend its time on the learning weeks."""
     lake, state, findings = work / "lake", work / "state", work / "findings.jsonl"
     for p in (lake, state):
         if p.exists():
@@ -90,16 +94,21 @@ def replay(scenario, binary, work, batch_minutes, start):
                 deliveries.append((parse_time(t), rel))
     deliveries.sort(key=lambda x: x[0])
     step = timedelta(minutes=batch_minutes)
-    batches = defaultdict(list)
+    batches = defaultdict(list)  # the batch's end -> files
     for t, rel in deliveries:
-        batches[int((t - start) / step)].append(rel)
+        if learn and t < learn[1]:
+            ls = timedelta(minutes=learn[0])
+            batches[min(learn[1], start + ls * (int((t - start) / ls) + 1))].append(rel)
+        else:
+            base = learn[1] if learn else start
+            batches[base + step * (int((t - base) / step) + 1)].append(rel)
     reported = []  # (reported at, finding)
     offset = 0
     stats = {"batches": len(batches), "runs": 0, "files": len(deliveries), "exit_codes": defaultdict(int), "bad_lines": 0}
     t0 = time.monotonic()
     out = open(work / "findings.reported.jsonl", "w")
     for n, k in enumerate(sorted(batches)):
-        at = start + step * (k + 1)
+        at = k
         for files in chunks(batches[k]):
             cmd = [binary, "run", *files, "--lake", str(lake), "--state", str(state), "--findings", str(findings)]
             # Inputs are named relative to the scenario folder, as S3 keys would be: folders above it
@@ -279,7 +288,9 @@ def score(labels, reported, stats):
     false.sort(key=lambda x: (x["start"] or "", x["kind"] or ""))
     benign_rows = []
     for b in labels.get("benign", []):
-        hits = [f for f in findings if matches(f, b, any_kind=True)]
+        # A finding that detects an incident is not the benign event's, even where they share a
+        # subject (a sweeper's API that an attacker sweeps too).
+        hits = [f for f in findings if matches(f, b, any_kind=True) and not any(matches(f, inc) for inc in labels["incidents"])]
         benign_rows.append({**{k: b.get(k) for k in ("description", "account_id", "region", "subject", "start", "end")},
                             "findings": [{"id": f["id"], "kind": f["kind"], "subject": f["subject"], "start": f["start"]} for f in hits]})
     n_days = max(1, len(days))
@@ -352,6 +363,8 @@ def main():
     ap.add_argument("--scenario", required=True, type=Path)
     ap.add_argument("--trailwatch", help="the trailwatch binary")
     ap.add_argument("--batch-minutes", type=int, default=60)
+    ap.add_argument("--learn-batch-minutes", type=int,
+                    help="batch length before the scored week (default: --batch-minutes); findings before it are not scored")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed afterwards)")
     ap.add_argument("--json", type=Path, help="also write the result as JSON here")
     ap.add_argument("--rescore", action="store_true", help="score WORK/findings.reported.jsonl of an earlier replay")
@@ -373,7 +386,8 @@ def main():
             work = Path(tmp)
         try:
             binary = a.trailwatch if os.sep not in a.trailwatch else str(Path(a.trailwatch).resolve())
-            reported, stats = replay(a.scenario.resolve(), binary, work.resolve(), a.batch_minutes, parse_time(labels["start"]))
+            learn = (a.learn_batch_minutes, parse_time(labels["scored_start"])) if a.learn_batch_minutes else None
+            reported, stats = replay(a.scenario.resolve(), binary, work.resolve(), a.batch_minutes, parse_time(labels["start"]), learn)
         finally:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)

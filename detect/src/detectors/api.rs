@@ -26,6 +26,72 @@ pub struct ApiAgg {
     pub err_evidence: Vec<String>,
 }
 
+/// Bursts closer together than this are one burst (a sweep that straddles a window boundary).
+const BURST_MERGE: i64 = 30 * MINUTE;
+/// How far a burst may drift from its schedule and still count as the schedule's.
+const BURST_TOLERANCE: i64 = 10 * MINUTE;
+/// A schedule may skip runs: a gap of up to this many periods still matches.
+const BURST_MAX_MULTIPLE: i64 = 6;
+/// Principals and gaps remembered per API.
+const BURST_PRINCIPALS: usize = 16;
+const BURST_GAPS: usize = 8;
+
+/// The bursts one principal made on one API: when the last began, and the gaps seen between
+/// them. A scheduled job (AWS Config, a scanner, a backup) bursts again after a gap it has used
+/// before; a first sweep, or the same role bursting off its schedule, does not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Burst {
+    /// The keyed hash of the principal.
+    pub who: u64,
+    pub last: EpochMillis,
+    pub gaps: Vec<i64>,
+}
+
+impl Burst {
+    /// Whether a burst starting at `w` keeps a gap (or a whole multiple of one) seen before.
+    pub fn recurs_at(&self, w: EpochMillis) -> bool {
+        let gap = w - self.last;
+        self.gaps.iter().any(|&g| (1..=BURST_MAX_MULTIPLE).any(|k| (gap - k * g).abs() <= BURST_TOLERANCE * k.min(2)))
+    }
+}
+
+/// Bursts per principal on one API, bounded: the least recently bursting principal goes first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bursts {
+    pub items: Vec<Burst>,
+}
+
+impl Bursts {
+    pub fn get(&self, who: u64) -> Option<&Burst> {
+        self.items.iter().find(|b| b.who == who)
+    }
+
+    /// Records a burst by `who` in the window starting at `w`.
+    pub fn record(&mut self, who: u64, w: EpochMillis) {
+        match self.items.iter_mut().find(|b| b.who == who) {
+            Some(b) if w - b.last < BURST_MERGE => {}
+            Some(b) => {
+                let gap = w - b.last;
+                if !b.gaps.iter().any(|&g| (g - gap).abs() <= BURST_TOLERANCE) {
+                    if b.gaps.len() >= BURST_GAPS {
+                        b.gaps.remove(0);
+                    }
+                    b.gaps.push(gap);
+                }
+                b.last = w;
+            }
+            None => {
+                if self.items.len() >= BURST_PRINCIPALS {
+                    if let Some(i) = self.items.iter().enumerate().min_by_key(|(_, b)| b.last).map(|(i, _)| i) {
+                        self.items.remove(i);
+                    }
+                }
+                self.items.push(Burst { who, last: w, gaps: Vec::new() });
+            }
+        }
+    }
+}
+
 /// One API in one account and region.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ApiKey {
@@ -36,6 +102,9 @@ pub struct ApiKey {
     pub call_ep: Tracker,
     pub err_ep: Tracker,
     pub last_seen: EpochMillis,
+    /// Who burst on this API, and on what schedule.
+    #[serde(default)]
+    pub bursts: Bursts,
 }
 
 impl ApiKey {
@@ -57,17 +126,45 @@ impl ApiKey {
         true
     }
 
-    fn check(&mut self, ctx: &mut Ctx, w: EpochMillis, agg: &ApiAgg, factor: f64) -> (Verdict, Verdict) {
+    /// The window's calls judged, less those of a principal bursting on its own schedule: the
+    /// window is anomalous only if the other callers alone would be. A final window that clears
+    /// the bars (history aside) is recorded as its top principal's burst.
+    fn judge_calls(&mut self, ctx: &Ctx, w: EpochMillis, agg: &ApiAgg, factor: f64, early: bool) -> Verdict {
+        let (rule, b) = (&ctx.cfg.api_call_rate, &ctx.cfg.baseline);
+        let v = self.calls.judge(w, agg.calls as f64, rule, b, factor);
+        let burst_like = v.observed >= rule.min_count * factor
+            && v.observed >= rule.min_ratio * factor * v.expected.max(1e-9)
+            && v.z >= rule.z * factor;
+        if !burst_like {
+            return v;
+        }
+        let top = agg.top.dims.iter().find(|(d, _)| d == "principal").and_then(|(_, t)| t.sorted().into_iter().next());
+        let Some((principal, n)) = top else { return v };
+        let who = ctx.key.str(&principal);
+        let recurs = self.bursts.get(who).is_some_and(|bu| bu.recurs_at(w));
+        if !early {
+            self.bursts.record(who, w);
+        }
+        if !recurs {
+            return v;
+        }
+        let rest = self.calls.judge(w, agg.calls.saturating_sub(n) as f64, rule, b, factor);
+        Verdict { anomalous: rest.anomalous, ..v }
+    }
+
+    /// Judges one window; `early` for one still open (its counts can only grow), which may open
+    /// an episode but never extends or closes one.
+    fn check(&mut self, ctx: &mut Ctx, w: EpochMillis, agg: &ApiAgg, factor: f64, early: bool) -> (Verdict, Verdict) {
         let b = &ctx.cfg.baseline;
-        let vc = self.calls.judge(w, agg.calls as f64, &ctx.cfg.api_call_rate, b, factor);
+        let vc = self.judge_calls(ctx, w, agg, factor, early);
         let ve = self.errors.judge(w, agg.errors as f64, &ctx.cfg.api_error_rate, b, factor);
         let span = (w, w + WIDTH);
-        let close = if factor > 1.0 { u32::MAX } else { b.close_after_windows };
+        let close = if early { u32::MAX } else { b.close_after_windows };
         for (v, kind, tracker, top, ev) in [
             (&vc, FindingKind::ApiCallRate, &mut self.call_ep, &agg.top, &agg.evidence),
             (&ve, FindingKind::ApiErrorRate, &mut self.err_ep, &agg.err_top, &agg.err_evidence),
         ] {
-            if factor > 1.0 && (!v.anomalous || tracker.is_open()) {
+            if early && (!v.anomalous || tracker.is_open()) {
                 continue;
             }
             let unit = if kind == FindingKind::ApiCallRate { "calls" } else { "failed calls" };
@@ -101,7 +198,7 @@ impl ApiKey {
         let alpha = alpha_for(ctx.cfg.baseline.alpha, WIDTH);
         let mut win = std::mem::take(&mut self.win);
         win.finalize(final_before, WIDTH, |w, agg| {
-            let (vc, ve) = self.check(ctx, w, &agg, 1.0);
+            let (vc, ve) = self.check(ctx, w, &agg, 1.0, false);
             if !vc.anomalous {
                 self.calls.learn(w, vc.observed, alpha, WIDTH);
             }
@@ -109,9 +206,11 @@ impl ApiKey {
                 self.errors.learn(w, ve.observed, alpha, WIDTH);
             }
         });
-        // Early: the newest open window may already be overwhelming.
-        if let Some((w, agg)) = win.latest().cloned() {
-            self.check(ctx, w, &agg, ctx.cfg.baseline.early_factor);
+        // Early: an open window whose calls so far already clear the bars will clear them when
+        // final, since counts only grow. Every open window, not only the newest: with CloudTrail's
+        // delivery delay a burst sits a few windows behind the newest record.
+        for (w, agg) in win.open.clone() {
+            self.check(ctx, w, &agg, ctx.cfg.baseline.early_factor, true);
         }
         self.win = win;
     }
@@ -411,7 +510,7 @@ impl ThrottleKey {
                 self.series.learn(w, v.observed, alpha, WIDTH);
             }
         });
-        if let Some((w, agg)) = win.latest().cloned() {
+        for (w, agg) in win.open.clone() {
             let v = judge(&self.series, w, &agg, b.early_factor);
             if v.anomalous && !self.ep.is_open() {
                 let f = self.ep.step(&s, (w, w + WIDTH), &v, u32::MAX, |ep| {
@@ -426,5 +525,41 @@ impl ThrottleKey {
 
     pub fn busy(&self) -> bool {
         self.ep.is_open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::HOUR;
+
+    #[test]
+    fn a_burst_recurs_after_a_gap_seen_before_or_a_multiple_of_it() {
+        let mut b = Bursts::default();
+        let (who, t) = (7, 1_000 * HOUR);
+        b.record(who, t);
+        // The same sweep straddling a window boundary is one burst, not a 5-minute period.
+        b.record(who, t + 5 * MINUTE);
+        assert!(b.get(who).unwrap().gaps.is_empty());
+        b.record(who, t + 5 * HOUR);
+        let burst = b.get(who).unwrap();
+        assert_eq!(burst.gaps, vec![5 * HOUR]);
+        // On schedule (a few minutes late), after a skipped run, or far off it.
+        assert!(burst.recurs_at(t + 10 * HOUR + 4 * MINUTE));
+        assert!(burst.recurs_at(t + 15 * HOUR));
+        assert!(!burst.recurs_at(t + 7 * HOUR + 30 * MINUTE));
+        assert!(!b.get(8).is_some_and(|x| x.recurs_at(t + 10 * HOUR)), "another principal has no schedule");
+    }
+
+    #[test]
+    fn the_burst_memory_is_bounded() {
+        let mut b = Bursts::default();
+        for who in 0..100u64 {
+            for k in 0..20 {
+                b.record(who, k * (1 + who as i64) * HOUR);
+            }
+        }
+        assert_eq!(b.items.len(), BURST_PRINCIPALS);
+        assert!(b.items.iter().all(|x| x.gaps.len() <= BURST_GAPS));
     }
 }

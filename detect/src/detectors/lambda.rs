@@ -32,6 +32,27 @@ pub struct MinuteAgg {
     pub evidence: Vec<String>,
 }
 
+/// Cost and call volume are also judged per 5 minutes: a function whose invocations run ten
+/// times longer at its usual call rate, or whose calls rise steadily without a per-minute peak,
+/// never clears the per-minute minimums.
+pub const COST_WIDTH: i64 = 5 * MINUTE;
+/// Invocations a 5-minute window needs before its GB-seconds say anything about how long
+/// invocations run.
+const COST_MIN_INVOCATIONS: u64 = 3;
+
+/// One 5-minute window of one function: what its invocations that ended in it cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CostAgg {
+    /// Billed GB-seconds. Timed-out invocations are left out: `timeouts` reports those, and a
+    /// hang that times out is not a function running longer.
+    pub gb_seconds: f64,
+    /// Billed milliseconds, for the mean concurrency (billed time / window).
+    pub billed_ms: f64,
+    pub invocations: u64,
+    pub cost: f64,
+    pub evidence: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QuarterAgg {
     pub invocations: u64,
@@ -82,6 +103,44 @@ pub struct FunctionKey {
     /// Which sources have mentioned the function.
     pub seen_in_logs: bool,
     pub seen_invoke_events: bool,
+    #[serde(default)]
+    pub fives: Windows<CostAgg>,
+    /// Billed GB-seconds per 5 minutes.
+    #[serde(default)]
+    pub gbs: Series,
+    /// Invocations per 5 minutes.
+    #[serde(default)]
+    pub calls5: Series,
+    #[serde(default)]
+    pub cost_ep: Tracker,
+    /// Billed GB-seconds per invocation, from 5-minute windows with a few invocations.
+    #[serde(default)]
+    pub gbs_per_call: Moments,
+    /// The event-time spans of the last per-minute and 5-minute episodes: one spike is one
+    /// alert, whichever of the two sees it first.
+    #[serde(default)]
+    pub conc_span: (EpochMillis, EpochMillis),
+    #[serde(default)]
+    pub cost_span: (EpochMillis, EpochMillis),
+}
+
+/// Whether `[a, b)` overlaps `span`, or comes within 15 minutes after it: a spike that one
+/// detector reported and the other still sees is the same spike.
+fn near(span: (EpochMillis, EpochMillis), a: EpochMillis, b: EpochMillis) -> bool {
+    span.1 > span.0 && a < span.1 + 3 * COST_WIDTH && b > span.0
+}
+
+/// The span an episode covers after a step: the open episode's, or the closed finding's.
+fn span_after(
+    t: &Tracker,
+    f: &Option<trailwatch_core::finding::Finding>,
+    old: (EpochMillis, EpochMillis),
+) -> (EpochMillis, EpochMillis) {
+    match (&t.episode, f) {
+        (Some(ep), _) => (ep.start, ep.last),
+        (None, Some(f)) => (f.start, f.end.unwrap_or(f.start)),
+        _ => old,
+    }
 }
 
 fn inv_rule(ctx: &Ctx) -> (RateRule, RateRule) {
@@ -117,6 +176,15 @@ impl FunctionKey {
                 counted = true;
             }
             m += MINUTE_WIDTH;
+        }
+        if let Some(c) = self.fives.at(inv.end, COST_WIDTH) {
+            c.invocations += 1;
+            if inv.status != InvocationStatus::Timeout {
+                c.gb_seconds += inv.billed_ms / 1000.0 * inv.memory_mb / 1024.0;
+                c.billed_ms += inv.billed_ms;
+                c.cost += cost;
+                push_evidence(&mut c.evidence, evidence);
+            }
         }
         let qw = ctx.cfg.timeouts.window_minutes as i64 * MINUTE;
         if let Some(q) = self.quarters.at(inv.end, qw) {
@@ -285,8 +353,9 @@ impl FunctionKey {
 
     /// Closes the minute, quarter and hour windows the logs' watermark has passed.
     pub fn advance(&mut self, ctx: &mut Ctx, logs_final: EpochMillis, cloudtrail_final: EpochMillis) {
-        self.advance_minutes(ctx, logs_final);
-        self.advance_quarters(ctx, logs_final);
+        let watermark = logs_final.saturating_add(ctx.cfg.lateness.logs_minutes as i64 * MINUTE);
+        self.advance_spikes(ctx, logs_final, watermark);
+        self.advance_quarters(ctx, logs_final, watermark);
         let alpha = alpha_for(ctx.cfg.baseline.alpha, HOUR);
         // Quiet hours are learned even while a silence episode is open: for a batch job the
         // episode lasts until its next run, and skipping those hours would keep its baseline
@@ -297,70 +366,34 @@ impl FunctionKey {
         self.close_novelty(ctx, cloudtrail_final.max(logs_final));
     }
 
-    fn advance_minutes(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
-        let b = ctx.cfg.baseline.clone();
-        let (conc_rule, rate_rule) = inv_rule(ctx);
-        let high_cost = ctx.cfg.concurrency.high_cost_usd;
-        let alpha = alpha_for(b.alpha, MINUTE_WIDTH);
-        let name = self.name.clone();
+    /// The minute windows and the 5-minute windows, finalized side by side in event time (so
+    /// each knows whether the other already reported a spike), then the newest open ones early.
+    /// `complete_before`: the logs' watermark; windows ending before it miss only late data.
+    fn advance_spikes(&mut self, ctx: &mut Ctx, final_before: EpochMillis, complete_before: EpochMillis) {
+        let mut stops: Vec<EpochMillis> =
+            self.fives.open.iter().map(|(w, _)| w + COST_WIDTH).filter(|&b| b < final_before).collect();
+        stops.push(final_before);
+        for b in stops {
+            self.finalize_minutes(ctx, b);
+            self.finalize_fives(ctx, b);
+        }
+        // Early: peaks, invocations and GB-seconds only grow as a window fills, so an open window
+        // already over the bars will be over them when final. Every open window, in order.
+        let factor = ctx.cfg.baseline.early_factor;
+        for (w, agg) in self.minutes.open.clone() {
+            self.judge_minute(ctx, w, &agg, factor, true);
+        }
+        for (w, agg) in self.fives.open.clone() {
+            let v = self.judge_five(ctx, w, &agg, factor, complete_before);
+            self.report_five(ctx, w, &agg, v, true);
+        }
+    }
+
+    fn finalize_minutes(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
+        let alpha = alpha_for(ctx.cfg.baseline.alpha, MINUTE_WIDTH);
         let mut minutes = std::mem::take(&mut self.minutes);
-        let judge = |me: &mut Self, ctx: &mut Ctx, w: EpochMillis, agg: &MinuteAgg, factor: f64| {
-            let peak = (peak_overlap(&agg.intervals, w, w + MINUTE_WIDTH) as f64).max(agg.metric_peak);
-            let vc = me.concurrency.judge(w, peak, &conc_rule, &b, factor);
-            let vr = me.rate.judge(w, agg.invocations as f64, &rate_rule, &b, factor);
-            let v = if vc.anomalous || !vr.anomalous { vc } else { vr };
-            let expected_cost = me.rate.expected(w, &b).mean.max(0.0) * me.cost_per_invocation.mean;
-            let extra = (agg.cost - expected_cost).max(0.0);
-            let s = Subject {
-                account: ctx.account,
-                region: ctx.region,
-                kind: FindingKind::ConcurrencySpike,
-                subject: &name,
-                describe: describe_concurrency,
-            };
-            let early = factor > 1.0;
-            if early && (!v.anomalous || me.conc_ep.is_open()) {
-                return (vc, vr);
-            }
-            let fresh = !me.conc_ep.is_open();
-            let unit = if vc.anomalous || !vr.anomalous { "concurrent executions" } else { "invocations a minute" };
-            let f = me.conc_ep.step(
-                &s,
-                (w, w + MINUTE_WIDTH),
-                &v,
-                if early { u32::MAX } else { b.close_after_windows },
-                |ep| {
-                    ep.cost = Some(extra);
-                    ep.detail = unit.to_string();
-                    ep.evidence = agg.evidence.clone();
-                    ep.severity = Severity::Medium;
-                },
-            );
-            if v.anomalous {
-                if let Some(ep) = me.conc_ep.episode_mut() {
-                    if !fresh && !early && ep.start != w {
-                        ep.cost = Some(ep.cost.unwrap_or(0.0) + extra);
-                        for e in &agg.evidence {
-                            push_evidence(&mut ep.evidence, e);
-                        }
-                    }
-                    let cost = ep.cost.unwrap_or(0.0);
-                    ep.severity = if cost >= 10.0 * high_cost {
-                        Severity::Critical
-                    } else if cost >= high_cost || v.observed >= 20.0 * v.expected.max(1.0) {
-                        Severity::High
-                    } else {
-                        Severity::Medium
-                    };
-                    ep.top = Default::default();
-                    ep.top.add("invocations_per_minute", &agg.invocations.to_string(), agg.invocations);
-                }
-            }
-            ctx.out.extend(f);
-            (vc, vr)
-        };
         minutes.finalize(final_before, MINUTE_WIDTH, |w, agg| {
-            let (vc, vr) = judge(self, ctx, w, &agg, 1.0);
+            let (vc, vr) = self.judge_minute(ctx, w, &agg, 1.0, false);
             if !vc.anomalous && !vr.anomalous {
                 self.concurrency.learn(w, vc.observed, alpha, MINUTE_WIDTH);
                 self.rate.learn(w, vr.observed, alpha, MINUTE_WIDTH);
@@ -369,77 +402,187 @@ impl FunctionKey {
                 }
             }
         });
-        if let Some((w, agg)) = minutes.latest().cloned() {
-            judge(self, ctx, w, &agg, b.early_factor);
-        }
         self.minutes = minutes;
     }
 
-    fn advance_quarters(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
-        let r = ctx.cfg.timeouts.clone();
+    /// One minute's peak concurrency and invocations against the function's baseline (`factor`
+    /// above 1 for a window still open); steps the per-minute episode.
+    fn judge_minute(
+        &mut self,
+        ctx: &mut Ctx,
+        w: EpochMillis,
+        agg: &MinuteAgg,
+        factor: f64,
+        early: bool,
+    ) -> (Verdict, Verdict) {
         let b = ctx.cfg.baseline.clone();
-        let width = r.window_minutes as i64 * MINUTE;
-        let alpha = alpha_for(b.alpha, width);
-        let timeout_ms = self.timeout_s.or_else(|| ctx.cfg.functions.get(&self.name).and_then(|f| f.timeout_seconds));
-        let timeout_ms = timeout_ms.map(|s| s * 1000.0);
+        let (conc_rule, rate_rule) = inv_rule(ctx);
+        let high_cost = ctx.cfg.concurrency.high_cost_usd;
+        let peak = (peak_overlap(&agg.intervals, w, w + MINUTE_WIDTH) as f64).max(agg.metric_peak);
+        let vc = self.concurrency.judge(w, peak, &conc_rule, &b, factor);
+        let vr = self.rate.judge(w, agg.invocations as f64, &rate_rule, &b, factor);
+        let v = if vc.anomalous || !vr.anomalous { vc } else { vr };
+        let expected_cost = self.rate.expected(w, &b).mean.max(0.0) * self.cost_per_invocation.mean;
+        let extra = (agg.cost - expected_cost).max(0.0);
+        if early && (!v.anomalous || self.conc_ep.is_open()) {
+            return (vc, vr);
+        }
+        // The 5-minute episode already reports this spike: one alert, not two.
+        if !self.conc_ep.is_open() && (self.cost_ep.is_open() || near(self.cost_span, w, w + MINUTE_WIDTH)) {
+            return (vc, vr);
+        }
         let name = self.name.clone();
-        let mut quarters = std::mem::take(&mut self.quarters);
-        quarters.finalize(final_before, width, |w, q| {
-            let rate = if q.invocations > 0 { q.timeouts as f64 / q.invocations as f64 } else { 0.0 };
-            let e = self.timeouts.expected(w, &b);
-            let z = crate::stats::zscore(q.timeouts as f64, &e);
-            let rate_anomalous = self.timeouts.has_history(w, &b)
-                && q.timeouts >= r.min_timeouts as u64
-                && rate >= r.min_rate
-                && rate >= r.min_ratio * self.timeout_rate.mean
-                && z >= r.z;
-            let p95 = q.durations.quantile(0.95).unwrap_or(0.0);
-            let creep_at = timeout_ms.map(|t| t * r.p95_fraction);
-            let creeping = creep_at.is_some_and(|c| {
-                q.invocations >= r.min_invocations as u64
-                    && p95 >= c
-                    && self.p95.n >= 4
-                    && self.p95.mean < c
-                    && self.timeouts.has_history(w, &b)
-            });
-            let (v, detail) = if rate_anomalous || !creeping {
-                (
-                    Verdict { observed: rate, expected: self.timeout_rate.mean, z, anomalous: rate_anomalous },
-                    "timeout rate",
-                )
-            } else {
-                let c = creep_at.unwrap_or(1.0);
-                (Verdict { observed: p95, expected: self.p95.mean, z: p95 / c, anomalous: true }, P95)
-            };
-            let s = Subject {
-                account: ctx.account,
-                region: ctx.region,
-                kind: FindingKind::Timeouts,
-                subject: &name,
-                describe: describe_timeouts,
-            };
-            let fresh = !self.to_ep.is_open();
-            let f = self.to_ep.step(&s, (w, w + width), &v, b.close_after_windows, |ep| {
-                ep.detail = match timeout_ms {
-                    Some(t) => format!("{detail}; timeout {} s", t / 1000.0),
-                    None => detail.to_string(),
-                };
-                ep.evidence = q.evidence.clone();
-                ep.severity = if rate >= 0.5 { Severity::High } else { Severity::Medium };
-                ep.top.add("timeouts", &q.timeouts.to_string(), q.timeouts);
-                ep.top.add("p95_ms", &format!("{p95:.0}"), q.invocations);
-            });
-            if v.anomalous && !fresh {
-                if let Some(ep) = self.to_ep.episode_mut() {
-                    for e in &q.evidence {
+        let s = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::ConcurrencySpike,
+            subject: &name,
+            describe: describe_concurrency,
+        };
+        let fresh = !self.conc_ep.is_open();
+        let unit = if vc.anomalous || !vr.anomalous { "concurrent executions" } else { "invocations a minute" };
+        let close = if early { u32::MAX } else { b.close_after_windows };
+        let f = self.conc_ep.step(&s, (w, w + MINUTE_WIDTH), &v, close, |ep| {
+            ep.cost = Some(extra);
+            ep.detail = unit.to_string();
+            ep.evidence = agg.evidence.clone();
+            ep.severity = Severity::Medium;
+        });
+        if v.anomalous {
+            if let Some(ep) = self.conc_ep.episode_mut() {
+                if !fresh && !early && ep.start != w {
+                    ep.cost = Some(ep.cost.unwrap_or(0.0) + extra);
+                    for e in &agg.evidence {
                         push_evidence(&mut ep.evidence, e);
                     }
-                    if rate >= 0.5 {
-                        ep.severity = Severity::High;
-                    }
+                }
+                let cost = ep.cost.unwrap_or(0.0);
+                ep.severity = if cost >= 10.0 * high_cost {
+                    Severity::Critical
+                } else if cost >= high_cost || v.observed >= 20.0 * v.expected.max(1.0) {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                ep.top = Default::default();
+                ep.top.add("invocations_per_minute", &agg.invocations.to_string(), agg.invocations);
+            }
+        }
+        self.conc_span = span_after(&self.conc_ep, &f, self.conc_span);
+        ctx.out.extend(f);
+        (vc, vr)
+    }
+
+    fn finalize_fives(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
+        let alpha = alpha_for(ctx.cfg.baseline.alpha, COST_WIDTH);
+        let mut fives = std::mem::take(&mut self.fives);
+        fives.finalize(final_before, COST_WIDTH, |w, agg| {
+            let (vg, vi) = self.judge_five(ctx, w, &agg, 1.0, EpochMillis::MAX);
+            self.report_five(ctx, w, &agg, (vg, vi), false);
+            if !vg.anomalous && !vi.anomalous {
+                self.gbs.learn(w, vg.observed, alpha, COST_WIDTH);
+                self.calls5.learn(w, vi.observed, alpha, COST_WIDTH);
+                if agg.invocations >= COST_MIN_INVOCATIONS {
+                    self.gbs_per_call.observe(agg.gb_seconds / agg.invocations as f64, alpha);
                 }
             }
-            ctx.out.extend(f);
+        });
+        self.fives = fives;
+    }
+
+    /// Five minutes' billed GB-seconds and invocations against the function's own baseline. No
+    /// per-minute minimum applies, so a small function's tenfold bill counts. GB-seconds count
+    /// only when the invocations themselves ran longer (their mean GB-seconds `min_ratio` times
+    /// the usual, over at least a few of them): one slow request in a quiet window is the tail
+    /// of a lognormal, not a bill; more requests at the usual length are the invocations rule's.
+    /// GB-seconds per invocation can fall as a window fills, so an open window's GB-seconds are
+    /// judged only once it ended before `complete_before`.
+    fn judge_five(
+        &self,
+        ctx: &Ctx,
+        w: EpochMillis,
+        agg: &CostAgg,
+        factor: f64,
+        complete_before: EpochMillis,
+    ) -> (Verdict, Verdict) {
+        let (b, c) = (&ctx.cfg.baseline, &ctx.cfg.concurrency);
+        let gbs_rule = RateRule { z: c.z, min_count: c.min_gb_seconds, min_ratio: c.min_ratio };
+        let calls_rule = RateRule { z: c.z, min_count: c.min_window_invocations, min_ratio: c.min_ratio };
+        let mut vg = self.gbs.judge(w, agg.gb_seconds, &gbs_rule, b, factor);
+        let per_call = agg.gb_seconds / (agg.invocations.max(1)) as f64;
+        vg.anomalous &= w + COST_WIDTH <= complete_before
+            && agg.invocations >= COST_MIN_INVOCATIONS
+            && self.gbs_per_call.n > 0
+            && per_call >= c.min_ratio * factor * self.gbs_per_call.mean;
+        let vi = self.calls5.judge(w, agg.invocations as f64, &calls_rule, b, factor);
+        (vg, vi)
+    }
+
+    fn report_five(&mut self, ctx: &mut Ctx, w: EpochMillis, agg: &CostAgg, (vg, vi): (Verdict, Verdict), early: bool) {
+        let b = ctx.cfg.baseline.clone();
+        let high_cost = ctx.cfg.concurrency.high_cost_usd;
+        let (v, unit) = if vg.anomalous || !vi.anomalous { (vg, GBS) } else { (vi, "invocations in 5 minutes") };
+        if self.conc_ep.is_open() || (early && (!v.anomalous || self.cost_ep.is_open())) {
+            return;
+        }
+        // The per-minute episode already reported this spike.
+        if !self.cost_ep.is_open() && near(self.conc_span, w, w + COST_WIDTH) {
+            return;
+        }
+        // What the window would have cost at the baseline's GB-seconds.
+        let expected = self.gbs.expected(w, &b).mean.max(0.0);
+        let extra = if agg.gb_seconds > 0.0 { agg.cost * (1.0 - expected / agg.gb_seconds).max(0.0) } else { 0.0 };
+        let name = self.name.clone();
+        let s = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::ConcurrencySpike,
+            subject: &name,
+            describe: describe_cost,
+        };
+        let fresh = !self.cost_ep.is_open();
+        let mean_conc = agg.billed_ms / COST_WIDTH as f64;
+        let close = if early { u32::MAX } else { b.close_after_windows };
+        let f = self.cost_ep.step(&s, (w, w + COST_WIDTH), &v, close, |ep| {
+            ep.cost = Some(extra);
+            ep.detail = unit.to_string();
+            ep.evidence = agg.evidence.clone();
+            ep.severity = Severity::Medium;
+        });
+        if v.anomalous {
+            if let Some(ep) = self.cost_ep.episode_mut() {
+                if !fresh && !early && ep.start != w {
+                    ep.cost = Some(ep.cost.unwrap_or(0.0) + extra);
+                    for e in &agg.evidence {
+                        push_evidence(&mut ep.evidence, e);
+                    }
+                }
+                let cost = ep.cost.unwrap_or(0.0);
+                ep.severity = if cost >= 10.0 * high_cost {
+                    Severity::Critical
+                } else if cost >= high_cost || v.observed >= 20.0 * v.expected.max(1e-9) {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                ep.top = Default::default();
+                ep.top.add("invocations_in_5_minutes", &agg.invocations.to_string(), agg.invocations);
+                ep.top.add("mean_concurrency", &format!("{mean_conc:.2}"), 1);
+            }
+        }
+        self.cost_span = span_after(&self.cost_ep, &f, self.cost_span);
+        ctx.out.extend(f);
+    }
+
+    /// Timeout windows: final ones are judged and learned; an open one that already ended
+    /// before the logs' watermark (`complete_before`) misses only late data and is judged early.
+    fn advance_quarters(&mut self, ctx: &mut Ctx, final_before: EpochMillis, complete_before: EpochMillis) {
+        let r = ctx.cfg.timeouts.clone();
+        let alpha = alpha_for(ctx.cfg.baseline.alpha, r.window_minutes as i64 * MINUTE);
+        let width = r.window_minutes as i64 * MINUTE;
+        let mut quarters = std::mem::take(&mut self.quarters);
+        quarters.finalize(final_before, width, |w, q| {
+            let (v, rate, p95) = self.step_quarter(ctx, w, &q, false);
             if !v.anomalous {
                 self.timeouts.learn(w, q.timeouts as f64, alpha, width);
                 if q.invocations > 0 {
@@ -450,7 +593,80 @@ impl FunctionKey {
                 }
             }
         });
+        for (w, q) in quarters.open.clone() {
+            if w + width <= complete_before {
+                self.step_quarter(ctx, w, &q, true);
+            }
+        }
         self.quarters = quarters;
+    }
+
+    /// One timeout window judged (rate against the baseline, or p95 creeping up to the
+    /// timeout) and the episode stepped; returns the verdict, the timeout rate and the p95.
+    fn step_quarter(&mut self, ctx: &mut Ctx, w: EpochMillis, q: &QuarterAgg, early: bool) -> (Verdict, f64, f64) {
+        let r = ctx.cfg.timeouts.clone();
+        let b = ctx.cfg.baseline.clone();
+        let width = r.window_minutes as i64 * MINUTE;
+        let timeout_ms = self.timeout_s.or_else(|| ctx.cfg.functions.get(&self.name).and_then(|f| f.timeout_seconds));
+        let timeout_ms = timeout_ms.map(|s| s * 1000.0);
+        let rate = if q.invocations > 0 { q.timeouts as f64 / q.invocations as f64 } else { 0.0 };
+        let e = self.timeouts.expected(w, &b);
+        let z = crate::stats::zscore(q.timeouts as f64, &e);
+        let rate_anomalous = self.timeouts.has_history(w, &b)
+            && q.timeouts >= r.min_timeouts as u64
+            && rate >= r.min_rate
+            && rate >= r.min_ratio * self.timeout_rate.mean
+            && z >= r.z;
+        let p95 = q.durations.quantile(0.95).unwrap_or(0.0);
+        let creep_at = timeout_ms.map(|t| t * r.p95_fraction);
+        let creeping = creep_at.is_some_and(|c| {
+            q.invocations >= r.min_invocations as u64
+                && p95 >= c
+                && self.p95.n >= 4
+                && self.p95.mean < c
+                && self.timeouts.has_history(w, &b)
+        });
+        let (v, detail) = if rate_anomalous || !creeping {
+            (Verdict { observed: rate, expected: self.timeout_rate.mean, z, anomalous: rate_anomalous }, "timeout rate")
+        } else {
+            let c = creep_at.unwrap_or(1.0);
+            (Verdict { observed: p95, expected: self.p95.mean, z: p95 / c, anomalous: true }, P95)
+        };
+        if early && (!v.anomalous || self.to_ep.is_open()) {
+            return (v, rate, p95);
+        }
+        let name = self.name.clone();
+        let s = Subject {
+            account: ctx.account,
+            region: ctx.region,
+            kind: FindingKind::Timeouts,
+            subject: &name,
+            describe: describe_timeouts,
+        };
+        let fresh = !self.to_ep.is_open();
+        let close = if early { u32::MAX } else { b.close_after_windows };
+        let f = self.to_ep.step(&s, (w, w + width), &v, close, |ep| {
+            ep.detail = match timeout_ms {
+                Some(t) => format!("{detail}; timeout {} s", t / 1000.0),
+                None => detail.to_string(),
+            };
+            ep.evidence = q.evidence.clone();
+            ep.severity = if rate >= 0.5 { Severity::High } else { Severity::Medium };
+            ep.top.add("timeouts", &q.timeouts.to_string(), q.timeouts);
+            ep.top.add("p95_ms", &format!("{p95:.0}"), q.invocations);
+        });
+        if v.anomalous && !fresh && !early {
+            if let Some(ep) = self.to_ep.episode_mut() {
+                for e in &q.evidence {
+                    push_evidence(&mut ep.evidence, e);
+                }
+                if rate >= 0.5 {
+                    ep.severity = Severity::High;
+                }
+            }
+        }
+        ctx.out.extend(f);
+        (v, rate, p95)
     }
 
     /// A function whose logs stop while its baseline says they should keep coming. `now` is the
@@ -484,7 +700,11 @@ impl FunctionKey {
     }
 
     pub fn busy(&self) -> bool {
-        self.conc_ep.is_open() || self.to_ep.is_open() || self.silence_ep.is_open() || self.novelty.episode.is_some()
+        self.conc_ep.is_open()
+            || self.cost_ep.is_open()
+            || self.to_ep.is_open()
+            || self.silence_ep.is_open()
+            || self.novelty.episode.is_some()
     }
 }
 
@@ -499,6 +719,24 @@ fn describe_concurrency(ep: &Episode) -> String {
         num(ep.observed),
         ep.detail,
         num(ep.baseline),
+        cost
+    )
+}
+
+/// The `detail` of a 5-minute episode judged on GB-seconds.
+const GBS: &str = "GB-seconds in 5 minutes";
+
+fn describe_cost(ep: &Episode) -> String {
+    let cost = ep.cost.map(|c| format!(", about ${c:.2} extra so far")).unwrap_or_default();
+    let what = if ep.detail == GBS { "billed" } else { "had" };
+    format!(
+        "Lambda function {} {} {} {} against a baseline of {} ({}x){}",
+        ep.subject,
+        what,
+        num(ep.observed),
+        ep.detail,
+        num(ep.baseline),
+        num((ep.observed / ep.baseline.max(1e-9)).min(9999.0).round()),
         cost
     )
 }

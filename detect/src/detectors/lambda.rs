@@ -124,6 +124,57 @@ pub struct FunctionKey {
     pub cost_span: (EpochMillis, EpochMillis),
 }
 
+/// What one minute or 5-minute window adds to a spike episode.
+struct SpikeWindow<'a> {
+    unit: &'a str,
+    /// Extra cost of the window in USD.
+    extra: f64,
+    evidence: &'a [String],
+    /// Whether the episode was closed before this window.
+    fresh: bool,
+    early: bool,
+    high_cost: f64,
+    /// The smallest baseline the x20 severity rule divides by.
+    floor: f64,
+}
+
+/// Steps a spike episode: a new one takes the window's cost, unit and evidence; a later final
+/// window adds its cost and evidence; severity follows the episode's extra cost, or x20 the baseline.
+fn step_spike(
+    t: &mut Tracker,
+    s: &Subject,
+    span: (EpochMillis, EpochMillis),
+    v: &Verdict,
+    close: u32,
+    x: SpikeWindow,
+) -> Option<trailwatch_core::finding::Finding> {
+    let f = t.step(s, span, v, close, |ep| {
+        ep.cost = Some(x.extra);
+        ep.detail = x.unit.to_string();
+        ep.evidence = x.evidence.to_vec();
+        ep.severity = Severity::Medium;
+    });
+    if v.anomalous {
+        if let Some(ep) = t.episode_mut() {
+            if !x.fresh && !x.early && ep.start != span.0 {
+                ep.cost = Some(ep.cost.unwrap_or(0.0) + x.extra);
+                for e in x.evidence {
+                    push_evidence(&mut ep.evidence, e);
+                }
+            }
+            let cost = ep.cost.unwrap_or(0.0);
+            ep.severity = if cost >= 10.0 * x.high_cost {
+                Severity::Critical
+            } else if cost >= x.high_cost || v.observed >= 20.0 * v.expected.max(x.floor) {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+        }
+    }
+    f
+}
+
 /// Whether `[a, b)` overlaps `span`, or comes within 15 minutes after it: a spike that one
 /// detector reported and the other still sees is the same spike.
 fn near(span: (EpochMillis, EpochMillis), a: EpochMillis, b: EpochMillis) -> bool {
@@ -442,28 +493,16 @@ impl FunctionKey {
         let fresh = !self.conc_ep.is_open();
         let unit = if vc.anomalous || !vr.anomalous { "concurrent executions" } else { "invocations a minute" };
         let close = if early { u32::MAX } else { b.close_after_windows };
-        let f = self.conc_ep.step(&s, (w, w + MINUTE_WIDTH), &v, close, |ep| {
-            ep.cost = Some(extra);
-            ep.detail = unit.to_string();
-            ep.evidence = agg.evidence.clone();
-            ep.severity = Severity::Medium;
-        });
+        let f = step_spike(
+            &mut self.conc_ep,
+            &s,
+            (w, w + MINUTE_WIDTH),
+            &v,
+            close,
+            SpikeWindow { unit, extra, evidence: &agg.evidence, fresh, early, high_cost, floor: 1.0 },
+        );
         if v.anomalous {
             if let Some(ep) = self.conc_ep.episode_mut() {
-                if !fresh && !early && ep.start != w {
-                    ep.cost = Some(ep.cost.unwrap_or(0.0) + extra);
-                    for e in &agg.evidence {
-                        push_evidence(&mut ep.evidence, e);
-                    }
-                }
-                let cost = ep.cost.unwrap_or(0.0);
-                ep.severity = if cost >= 10.0 * high_cost {
-                    Severity::Critical
-                } else if cost >= high_cost || v.observed >= 20.0 * v.expected.max(1.0) {
-                    Severity::High
-                } else {
-                    Severity::Medium
-                };
                 ep.top = Default::default();
                 ep.top.add("invocations_per_minute", &agg.invocations.to_string(), agg.invocations);
             }
@@ -543,28 +582,16 @@ impl FunctionKey {
         let fresh = !self.cost_ep.is_open();
         let mean_conc = agg.billed_ms / COST_WIDTH as f64;
         let close = if early { u32::MAX } else { b.close_after_windows };
-        let f = self.cost_ep.step(&s, (w, w + COST_WIDTH), &v, close, |ep| {
-            ep.cost = Some(extra);
-            ep.detail = unit.to_string();
-            ep.evidence = agg.evidence.clone();
-            ep.severity = Severity::Medium;
-        });
+        let f = step_spike(
+            &mut self.cost_ep,
+            &s,
+            (w, w + COST_WIDTH),
+            &v,
+            close,
+            SpikeWindow { unit, extra, evidence: &agg.evidence, fresh, early, high_cost, floor: 1e-9 },
+        );
         if v.anomalous {
             if let Some(ep) = self.cost_ep.episode_mut() {
-                if !fresh && !early && ep.start != w {
-                    ep.cost = Some(ep.cost.unwrap_or(0.0) + extra);
-                    for e in &agg.evidence {
-                        push_evidence(&mut ep.evidence, e);
-                    }
-                }
-                let cost = ep.cost.unwrap_or(0.0);
-                ep.severity = if cost >= 10.0 * high_cost {
-                    Severity::Critical
-                } else if cost >= high_cost || v.observed >= 20.0 * v.expected.max(1e-9) {
-                    Severity::High
-                } else {
-                    Severity::Medium
-                };
                 ep.top = Default::default();
                 ep.top.add("invocations_in_5_minutes", &agg.invocations.to_string(), agg.invocations);
                 ep.top.add("mean_concurrency", &format!("{mean_conc:.2}"), 1);

@@ -193,6 +193,7 @@ fn scan(table: &str, files: &[&File]) -> LazyFrame {
             col("timeout_seconds"),
             col("log_event_id"),
             col("request_id"),
+            col("error_type"),
         ])
         .unique_stable_generic(Some(vec![col("log_event_id")]), UniqueKeepStrategy::First)
         .sort(["t"], SortMultipleOptions::default().with_maintain_order(true))
@@ -229,7 +230,7 @@ fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
     for i in 0..df.height() {
         let (Some(time), Some(f)) = (t.get(i), file.get(i).and_then(|p| files.get(p))) else { continue };
         let src = source.get(i).unwrap_or("");
-        let (function, function_timeout_s) = lambda_params(src, params.get(i));
+        let lambda = lambda_params(src, params.get(i));
         out.push((
             source_of(&f.rel),
             Event::Api(ApiCall {
@@ -245,8 +246,9 @@ fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
                 source_ip: ip.get(i).unwrap_or("").to_string(),
                 user_agent: ua.get(i).unwrap_or("").to_string(),
                 event_id: id.get(i).unwrap_or("").to_string(),
-                function,
-                function_timeout_s,
+                function: lambda.function,
+                function_timeout_s: lambda.timeout_s,
+                reserved_concurrency: lambda.reserved_concurrency,
             }),
         ));
     }
@@ -258,7 +260,7 @@ fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
     let (dur, timeout) = (df.column("duration_ms")?.f64()?, df.column("timeout_seconds")?.f64()?);
     let (billed, mem) = (df.column("billed_duration_ms")?.i64()?, df.column("memory_size_mb")?.i64()?);
     let (file, func, status) = (strs(df, "file")?, strs(df, "function_name")?, strs(df, "status")?);
-    let (leid, rid) = (strs(df, "log_event_id")?, strs(df, "request_id")?);
+    let (leid, rid, etype) = (strs(df, "log_event_id")?, strs(df, "request_id")?, strs(df, "error_type")?);
     for i in 0..df.height() {
         let (Some(end), Some(function), Some(f)) = (t.get(i), func.get(i), file.get(i).and_then(|p| files.get(p)))
         else {
@@ -280,6 +282,7 @@ fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
                 timeout_s: timeout.get(i),
                 log_event_id: leid.get(i).unwrap_or("").to_string(),
                 request_id: rid.get(i).map(str::to_string),
+                error_type: etype.get(i).map(str::to_string),
             }),
         ));
     }

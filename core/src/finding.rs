@@ -70,6 +70,14 @@ pub enum FindingKind {
     ApiErrorRate,
     LogSilence,
     EventTimeSkew,
+    /// Failed invocations retried over and over: async retries under one request id, or a
+    /// stream function stuck on a record it cannot process.
+    RetryStorm,
+    /// Asynchronous events dropped, undeliverable to their dead-letter queue or destination, or
+    /// about to expire.
+    EventLoss,
+    /// One function exhausting the account's concurrency while others are throttled with it.
+    NoisyNeighbour,
     /// A kind unknown to this build, by name.
     Other(String),
 }
@@ -85,6 +93,9 @@ impl FindingKind {
         FindingKind::ApiErrorRate,
         FindingKind::LogSilence,
         FindingKind::EventTimeSkew,
+        FindingKind::RetryStorm,
+        FindingKind::EventLoss,
+        FindingKind::NoisyNeighbour,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -97,6 +108,9 @@ impl FindingKind {
             FindingKind::ApiErrorRate => "api_error_rate",
             FindingKind::LogSilence => "log_silence",
             FindingKind::EventTimeSkew => "event_time_skew",
+            FindingKind::RetryStorm => "retry_storm",
+            FindingKind::EventLoss => "event_loss",
+            FindingKind::NoisyNeighbour => "noisy_neighbour",
             FindingKind::Other(s) => s,
         }
     }
@@ -424,9 +438,10 @@ mod tests {
             assert_eq!(&serde_json::from_str::<FindingKind>(&json).unwrap(), k);
         }
         assert_eq!(FindingKind::parse("log_silence"), FindingKind::LogSilence);
-        let later: FindingKind = serde_json::from_str("\"retry_storm\"").unwrap();
-        assert_eq!(later, FindingKind::Other("retry_storm".into()));
-        assert_eq!(serde_json::to_string(&later).unwrap(), "\"retry_storm\"");
+        let later: FindingKind = serde_json::from_str("\"quota_exhaustion\"").unwrap();
+        assert_eq!(later, FindingKind::Other("quota_exhaustion".into()));
+        assert_eq!(serde_json::to_string(&later).unwrap(), "\"quota_exhaustion\"");
+        assert_eq!(FindingKind::parse("retry_storm"), FindingKind::RetryStorm);
         assert!(FindingKind::EventTimeSkew == "event_time_skew");
         assert!(Severity::Critical > Severity::Info);
     }

@@ -40,6 +40,7 @@ fn events(n: usize, per_sec: usize) -> Vec<Event> {
                     timeout_s: Some(3.0),
                     log_event_id: format!("{i:056}"),
                     request_id: None,
+                    error_type: None,
                 });
             }
             let (source, name) = &apis[i % 40];
@@ -59,6 +60,7 @@ fn events(n: usize, per_sec: usize) -> Vec<Event> {
                 event_id: format!("e{i:x}"),
                 function: invoke.then(|| format!("fn-{}", i % 8)),
                 function_timeout_s: None,
+                reserved_concurrency: None,
             })
         })
         .collect()

@@ -35,6 +35,9 @@ pub struct DetectConfig {
     pub timeouts: Timeouts,
     pub unusual_invocation: UnusualInvocation,
     pub log_silence: LogSilence,
+    pub retry_storm: RetryStorm,
+    pub event_loss: EventLoss,
+    pub noisy_neighbour: NoisyNeighbour,
     pub prices: Prices,
     /// Per-function settings, by function name.
     pub functions: BTreeMap<String, FunctionSettings>,
@@ -57,6 +60,9 @@ impl Default for DetectConfig {
             timeouts: Timeouts::default(),
             unusual_invocation: UnusualInvocation::default(),
             log_silence: LogSilence::default(),
+            retry_storm: RetryStorm::default(),
+            event_loss: EventLoss::default(),
+            noisy_neighbour: NoisyNeighbour::default(),
             prices: Prices::default(),
             functions: BTreeMap::new(),
             suppress: Vec::new(),
@@ -333,6 +339,89 @@ impl Default for LogSilence {
     }
 }
 
+/// Retries that multiply a failure: asynchronous invocations retried under the same request id,
+/// and a stream-triggered function failing on the same records while its iterator falls behind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryStorm {
+    /// Retries (second and later attempts of a request id) in 5 minutes.
+    pub min_retries: f64,
+    /// ... and at least this many times the function's usual retries.
+    pub min_ratio: f64,
+    pub z: f64,
+    /// Request ids of failed invocations remembered per function, to recognise their retries
+    /// (Lambda retries an asynchronous event for up to 6 hours).
+    pub max_request_ids: usize,
+    /// A stream function is stuck when its `IteratorAge` has risen for this long with errors.
+    pub stream_minutes: u32,
+    /// ... and the age has reached this many seconds.
+    pub stream_min_age_seconds: f64,
+}
+
+impl Default for RetryStorm {
+    fn default() -> Self {
+        RetryStorm {
+            min_retries: 10.0,
+            min_ratio: 5.0,
+            z: 4.0,
+            max_request_ids: 20_000,
+            stream_minutes: 10,
+            stream_min_age_seconds: 300.0,
+        }
+    }
+}
+
+/// Asynchronous events Lambda dropped, could not hand on, or is about to drop: no baseline,
+/// losing data is always worth an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventLoss {
+    /// The functions' maximum event age (Lambda's default, 6 hours), unless set per function.
+    pub max_event_age_seconds: f64,
+    /// `AsyncEventAge` at or above this fraction of the maximum is reported before events drop.
+    pub age_fraction: f64,
+}
+
+impl Default for EventLoss {
+    fn default() -> Self {
+        EventLoss { max_event_age_seconds: 21_600.0, age_fraction: 0.5 }
+    }
+}
+
+/// One function exhausting the account's concurrency and others throttled with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoisyNeighbour {
+    /// The account's concurrency limit per region, which no log carries (Lambda's default).
+    pub account_concurrency_limit: f64,
+    /// Per account id, where the limit was raised (or is lower, as in new accounts).
+    pub account_limits: BTreeMap<String, f64>,
+    /// The pool counts as exhausted at this fraction of the limit.
+    pub pool_fraction: f64,
+    /// Functions throttled by the account's pool in one 5-minute window, the culprit included.
+    pub min_functions: usize,
+    /// Throttles the victims together need in the window.
+    pub min_throttles: f64,
+}
+
+impl Default for NoisyNeighbour {
+    fn default() -> Self {
+        NoisyNeighbour {
+            account_concurrency_limit: 1000.0,
+            account_limits: BTreeMap::new(),
+            pool_fraction: 0.9,
+            min_functions: 2,
+            min_throttles: 5.0,
+        }
+    }
+}
+
+impl NoisyNeighbour {
+    pub fn limit(&self, account: &str) -> f64 {
+        self.account_limits.get(account).copied().unwrap_or(self.account_concurrency_limit)
+    }
+}
+
 /// Lambda prices in USD. The defaults are the public on-demand prices of us-east-1 (and most
 /// regions): $0.0000166667 per GB-second on x86_64, $0.0000133334 on arm64, $0.20 per million
 /// requests. Regions that charge more are set under `regions`.
@@ -386,6 +475,8 @@ pub struct FunctionSettings {
     pub timeout_seconds: Option<f64>,
     /// `x86_64` (default) or `arm64`, for prices.
     pub architecture: Option<String>,
+    /// The function's maximum event age, when not Lambda's default of 6 hours.
+    pub max_event_age_seconds: Option<f64>,
 }
 
 /// Mutes findings that match every field given, until the end of the day `until` (UTC, compared

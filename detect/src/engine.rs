@@ -10,11 +10,12 @@ use trailwatch_core::time::EpochMillis;
 use crate::config::DetectConfig;
 use crate::dedup::Dedup;
 use crate::detectors::api::{ApiKey, PrincipalKey, ThrottleKey};
+use crate::detectors::failure::{FailureKey, Pool};
 use crate::detectors::lambda::FunctionKey;
 use crate::detectors::silence::{SourceWarning, TrailSilence};
 use crate::detectors::skew::FutureTime;
 use crate::detectors::{is_throttle, Ctx};
-use crate::event::{ApiCall, Event, Table};
+use crate::event::{ApiCall, Event, InvocationStatus, Table};
 use crate::stats::HashKey;
 use crate::window::{window_start, DAY, HOUR, MINUTE};
 
@@ -136,6 +137,12 @@ pub struct Shard {
     /// objects, so a run or invocation reads only new or changed ones. Pruned to the last
     /// [`RETENTION_DAYS`](crate::run::RETENTION_DAYS) of partitions.
     pub manifest: BTreeMap<String, String>,
+    /// Retry storms and lost events, per function.
+    #[serde(default)]
+    pub failures: Keyed<FailureKey>,
+    /// The account-region's concurrency pool, for noisy neighbours.
+    #[serde(default)]
+    pub pool: Pool,
 }
 
 /// The lateness of a table, in ms.
@@ -165,7 +172,13 @@ impl Shard {
     /// How much the shard holds: keys of every detector and remembered event ids. The sweep
     /// saves a shard whose size changed although it found nothing.
     pub fn size(&self) -> usize {
-        self.apis.len() + self.principals.len() + self.throttles.len() + self.functions.len() + self.dedup.len()
+        self.apis.len()
+            + self.principals.len()
+            + self.throttles.len()
+            + self.functions.len()
+            + self.failures.len()
+            + self.pool.reserved.len()
+            + self.dedup.len()
     }
 
     /// Final-before time of a table: windows ending at or before it are final.
@@ -218,20 +231,47 @@ impl Shard {
         let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key: &key };
         let max = cfg.baseline.max_keys;
         let counted = match ev {
-            Event::Api(a) => observe_api(
-                &mut ctx,
-                a,
-                (&mut self.apis, &mut self.principals, &mut self.throttles, &mut self.functions),
-                &mut self.trail,
-            ),
-            Event::Invocation(inv) => match self.functions.get_or_insert(key.parts(&[&inv.function]), max, || {
-                FunctionKey { name: inv.function.clone(), ..Default::default() }
-            }) {
-                Some(f) => f.observe_invocation(&mut ctx, inv),
-                None => true,
-            },
+            Event::Api(a) => {
+                observe_pool(&mut self.pool, a);
+                observe_api(
+                    &mut ctx,
+                    a,
+                    (&mut self.apis, &mut self.principals, &mut self.throttles, &mut self.functions),
+                    &mut self.trail,
+                )
+            }
+            Event::Invocation(inv) => {
+                self.pool.observe_invocation(inv);
+                let h = key.parts(&[&inv.function]);
+                // Only functions that fail need failure state: a retry follows a failure.
+                let failed = !matches!(inv.status, InvocationStatus::Success | InvocationStatus::Unknown);
+                let failures = match (failed || self.failures.keys.contains_key(&h))
+                    .then(|| {
+                        self.failures
+                            .get_or_insert(h, max, || FailureKey { name: inv.function.clone(), ..Default::default() })
+                    })
+                    .flatten()
+                {
+                    Some(f) => f.observe_invocation(&mut ctx, inv),
+                    None => true,
+                };
+                let functions = match self
+                    .functions
+                    .get_or_insert(h, max, || FunctionKey { name: inv.function.clone(), ..Default::default() })
+                {
+                    Some(f) => f.observe_invocation(&mut ctx, inv),
+                    None => true,
+                };
+                failures && functions
+            }
+            // Account-level datapoints (no function) are the pool's alone.
+            Event::Metric(m) if m.function.is_empty() => {
+                self.pool.observe_metric("", &m.metric, m.time, m.sum, m.max);
+                true
+            }
             Event::Metric(m) => match m.metric.as_str() {
                 "Throttles" if m.sum > 0.0 => {
+                    self.pool.observe_metric(&m.function, &m.metric, m.time, m.sum, m.max);
                     let h = key.parts(&["fn", &m.function]);
                     match self
                         .throttles
@@ -242,6 +282,7 @@ impl Shard {
                     }
                 }
                 "ConcurrentExecutions" => {
+                    self.pool.observe_metric(&m.function, &m.metric, m.time, m.sum, m.max);
                     if let Some(f) = self.functions.get_or_insert(key.parts(&[&m.function]), max, || FunctionKey {
                         name: m.function.clone(),
                         ..Default::default()
@@ -249,6 +290,24 @@ impl Shard {
                         f.observe_concurrency_metric(m.time, m.max);
                     }
                     true
+                }
+                "Errors"
+                | "IteratorAge"
+                | "AsyncEventAge"
+                | "AsyncEventsDropped"
+                | "DeadLetterErrors"
+                | "DestinationDeliveryFailures" => {
+                    // Nothing to say about a function whose datapoints are all zero: no key for it.
+                    let h = key.parts(&[&m.function]);
+                    let known = self.failures.keys.contains_key(&h);
+                    let worth = m.sum > 0.0 || m.max > 0.0;
+                    match (known || worth).then(|| {
+                        self.failures
+                            .get_or_insert(h, max, || FailureKey { name: m.function.clone(), ..Default::default() })
+                    }) {
+                        Some(Some(f)) => f.observe_metric(&m.metric, m.time, m.sum, m.max),
+                        _ => true,
+                    }
                 }
                 _ => true,
             },
@@ -271,6 +330,12 @@ impl Shard {
                 .zip(self.watermark[2])
                 .is_some_and(|(f, w)| (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64),
         };
+        // Failures are judged on whichever tables the shard has: a deployment may have no trail.
+        let any_history = (0..3).any(|t| {
+            self.first[t]
+                .zip(self.watermark[t])
+                .is_some_and(|(f, w)| (w - f) as f64 >= cfg.baseline.min_history_days * DAY as f64)
+        });
         let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key };
         for (ti, f) in self.future.iter_mut().enumerate() {
             f.advance(&mut ctx, self.watermark[ti]);
@@ -288,6 +353,15 @@ impl Shard {
             for k in self.throttles.keys.values_mut() {
                 k.advance(&mut ctx, fb, history);
             }
+        }
+        if let Some(fb) = logs_final {
+            for k in self.failures.keys.values_mut() {
+                k.advance(&mut ctx, fb, any_history);
+            }
+        }
+        // Throttled Invoke calls come from CloudTrail, concurrency from logs and metrics.
+        if let Some(fb) = earlier(ct_final, logs_final) {
+            self.pool.advance(&mut ctx, fb);
         }
         let fn_final = logs_final.or(ct_final);
         if let Some(fb) = fn_final {
@@ -334,6 +408,7 @@ impl Shard {
             self.principals.evict(before, |k| k.last_seen, PrincipalKey::busy);
             self.throttles.evict(before, |k| k.last_seen, ThrottleKey::busy);
             self.functions.evict(before, |k| k.last_seen, FunctionKey::busy);
+            self.failures.evict(before, |k| k.last_seen, FailureKey::busy);
         }
         let oldest_horizon = [Table::CloudTrail, Table::Invocations, Table::Metrics]
             .iter()
@@ -342,6 +417,21 @@ impl Shard {
         if let Some(h) = oldest_horizon {
             self.dedup.prune(h);
         }
+    }
+}
+
+/// What the concurrency pool learns from CloudTrail: throttled Invoke calls, and reserved
+/// concurrency set or removed.
+fn observe_pool(pool: &mut Pool, a: &ApiCall) {
+    let Some(f) = a.function.as_deref() else { return };
+    if a.name.starts_with("Invoke") && is_throttle(a.error_code.as_deref(), a.error_message.as_deref()) {
+        pool.observe_throttled_invoke(f, a.time, a.error_message.as_deref(), &a.event_id);
+    } else if a.error_code.is_none() && a.name.starts_with("PutFunctionConcurrency") {
+        if let Some(r) = a.reserved_concurrency {
+            pool.set_reserved(f, Some(r));
+        }
+    } else if a.error_code.is_none() && a.name.starts_with("DeleteFunctionConcurrency") {
+        pool.set_reserved(f, None);
     }
 }
 

@@ -24,6 +24,8 @@ pub struct ApiCall {
     pub function: Option<String>,
     /// `timeout` of Create/UpdateFunctionConfiguration requests, in seconds.
     pub function_timeout_s: Option<f64>,
+    /// `reservedConcurrentExecutions` of a PutFunctionConcurrency request.
+    pub reserved_concurrency: Option<f64>,
 }
 
 /// How an invocation ended.
@@ -64,9 +66,12 @@ pub struct Invocation {
     /// The duplicate key: retries share a request id, never a log event id.
     pub log_event_id: String,
     pub request_id: Option<String>,
+    /// `Runtime.ExitError`, `Sandbox.Timedout` ...: how a failed invocation failed.
+    pub error_type: Option<String>,
 }
 
-/// A function-level `AWS/Lambda` metric-stream datapoint.
+/// An `AWS/Lambda` metric-stream datapoint of one function, or of the whole account and
+/// region when `function` is empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPoint {
     pub time: EpochMillis,

@@ -54,6 +54,7 @@ fn inv(end: i64, function: &str, duration_ms: f64, status: InvocationStatus, id:
         timeout_s: None,
         log_event_id: format!("le-{id}"),
         request_id: Some(format!("req-{id}")),
+        error_type: None,
     })
 }
 
@@ -644,6 +645,48 @@ fn a_scheduled_sweep_stays_quiet_but_a_first_sweep_fires() {
     sim.feed(ev3);
     let f: Vec<_> = sim.of("api_call_rate").into_iter().filter(|f| f.status == Status::Open).collect();
     assert_eq!(f.len(), 1, "{f:#?}");
+}
+
+#[test]
+fn two_scheduled_sweeps_meeting_in_one_window_stay_quiet() {
+    // Config every 5 hours and a scanner every 7 hours read the same API; every 35 hours their
+    // runs land in one window. Leaving out only the top caller would leave the scanner's 20.
+    let config = "arn:aws:iam::111122223333:role/AWSServiceRoleForConfig";
+    let scanner = "arn:aws:iam::111122223333:role/SecurityScanner";
+    let mut ev = steady(9, 1, "DescribeSecurityGroups", 0);
+    let mut id = 50_000_000;
+    for (who, n, period) in [(config, 30, 5), (scanner, 20, 7)] {
+        let mut at = t0() + 17 * MIN;
+        while at < t0() + 9 * DAY {
+            ev.extend(sweep(at, "DescribeSecurityGroups", who, n, id));
+            id += 100;
+            at += period * 3_600_000;
+        }
+    }
+    let mut sim = Sim::new(DetectConfig::default());
+    sim.feed(ev);
+    assert!(sim.of("api_call_rate").is_empty(), "{:#?}", sim.of("api_call_rate"));
+}
+
+#[test]
+fn a_sweep_stays_quiet_for_weeks_after_its_slots_have_learned_it() {
+    // Two sweepers every 5 hours for 4 weeks: after a few days some hour slots have learned the
+    // sweeps and their runs there no longer stand out. Were those runs not remembered, the next
+    // run that does stand out would follow a gap of 7 or more periods and fire (seed 3's false
+    // finding).
+    let mut ev = steady(28, 1, "GetBucketEncryption", 0);
+    let mut id = 50_000_000;
+    for (who, offset) in [("AWSServiceRoleForConfig", 5), ("cloud-custodian", 85)] {
+        let mut at = t0() + offset * MIN;
+        while at < t0() + 28 * DAY {
+            ev.extend(sweep(at, "GetBucketEncryption", &format!("arn:aws:iam::111122223333:role/{who}"), 30, id));
+            id += 100;
+            at += 5 * 3_600_000;
+        }
+    }
+    let mut sim = Sim::new(DetectConfig::default());
+    sim.feed(ev);
+    assert!(sim.of("api_call_rate").is_empty(), "{:#?}", sim.of("api_call_rate"));
 }
 
 fn shift(mut e: Event, by: i64) -> Event {

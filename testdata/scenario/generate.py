@@ -10,6 +10,8 @@ benign events that must not be flagged. See README.md beside this file.
 Output:
   DIR/input/AWSLogs/o-abc123defg/<account>/CloudTrail/<region>/YYYY/MM/DD/<...>.json.gz
   DIR/input/cwlogs/<region>/YYYY/MM/DD/HH/trailwatch-logs-1-YYYY-MM-DD-HH-MM-SS-<8 hex>
+  DIR/input/metric-stream/<region>/YYYY/MM/DD/HH/trailwatch-metrics-<case>-1-YYYY-MM-DD-HH-MM-SS-<8 hex>.gz
+                       CloudWatch metric stream (JSON output) of the failure-mode cases' functions
   DIR/labels.json      incidents and benign events
   DIR/deliveries.tsv   <delivery time>\t<path relative to DIR>, in delivery order
   DIR/manifest.json    what was written (record, event id, REPORT line and file counts)
@@ -26,6 +28,7 @@ import calendar
 import contextlib
 import gzip
 import hashlib
+import heapq
 import json
 import math
 import random
@@ -48,7 +51,7 @@ ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 # Cases with a random stream of their own (`<case>:<seed>`), run in this order after the main
 # stream: append new ones, never reorder.
-CASES = ("sweeps", "new-sweeper", "cost-creep")
+CASES = ("sweeps", "new-sweeper", "cost-creep", "poison-stream", "async-retries", "dropped-events", "noisy-neighbour")
 # Scheduled readers: (role, session, invokedBy or None, user agent or None, APIs they sweep).
 SWEEPERS = [
     ("AWSServiceRoleForConfig", "AWSConfig-Describe", "config.amazonaws.com", None,
@@ -63,6 +66,18 @@ SWEEPERS = [
 # What the new role of the `new-sweeper` case reads.
 RECON_APIS = ["DescribeSecurityGroups", "DescribeVpcs", "DescribeSubnets", "GetBucketPolicy", "GetBucketAcl", "ListRoles",
               "ListAttachedRolePolicies", "ListKeys", "ListFunctions20150331", "ListTables"]
+
+# The failure-mode cases (poison-stream, async-retries, dropped-events, noisy-neighbour).
+LIMIT = 1000  # the account's Lambda concurrency per region (the default quota)
+METRIC_STREAM = "trailwatch-lambda"  # the metric stream's name in its datapoints
+METRIC_STREAM_DAYS = 9  # the metric stream was set up this many days before the scenario ends
+POISON_ERRORS = [("InvalidOperation", "[<class 'decimal.ConversionSyntax'>]"), ("KeyError", "'amount'"),
+                 ("JSONDecodeError", "Expecting value: line 1 column 1 (char 0)"),
+                 ("ValidationError", "1 validation error for LedgerEntry\ncurrency\n  Field required [type=missing]")]
+MAILER_ERRORS = [("KeyError", "'billing_address'"), ("UndefinedError", "'invoice' has no attribute 'tax_lines'"),
+                 ("ImportError", "cannot import name 'render_pdf' from 'invoices.pdf' (/var/task/invoices/pdf.py)")]
+TRANSIENT_ERRORS = [("ClientError", "An error occurred (Throttling) when calling the SendEmail operation (reached max retries: 0): Maximum sending rate exceeded."),
+                    ("ConnectTimeoutError", 'Connect timeout on endpoint URL: "https://api.mailer.example.com/v3/send"')]
 
 # Local office time offset from UTC, per region.
 TZ = {"us-east-1": -5, "eu-west-1": 0}
@@ -199,6 +214,7 @@ API = {
     "ListFunctions20150331": ("lambda", True), "GetFunction20150331v2": ("lambda", True),
     "GetFunctionConfiguration20150331v2": ("lambda", True), "Invoke": ("lambda", False),
     "UpdateFunctionCode20150331v2": ("lambda", False), "UpdateFunctionConfiguration20150331v2": ("lambda", False),
+    "PutFunctionConcurrency20171031": ("lambda", False),
     "PublishVersion20150331": ("lambda", False), "UpdateAlias20150331": ("lambda", False),
     "Decrypt": ("kms", True), "GenerateDataKey": ("kms", True), "DescribeKey": ("kms", True), "ListKeys": ("kms", True),
     "DescribeTable": ("dynamodb", True), "ListTables": ("dynamodb", True),
@@ -381,6 +397,54 @@ class Invocation:
         self.ct = log_ct  # None: sampled like all others; True: always logged (a caller from another account)
 
 
+class CaseFn:
+    """A function of the failure-mode cases: it logs in Lambda's JSON log format (platform.start /
+    platform.report with a status), and keeps what its metric-stream datapoints are made of."""
+
+    def __init__(self, name, memory, timeout_s, mem_used, reserved=None):
+        self.name, self.memory, self.timeout_s, self.mem_used, self.reserved = name, memory, timeout_s, mem_used, reserved
+        self.containers = []  # [free_at_ms, last_end_ms, idle_ttl_ms, stream]
+        self.resets = []  # times (ms) a deploy replaces every execution environment
+        self.intervals = []  # (start_ms, end_ms) of every execution, for ConcurrentExecutions
+        self.counts = defaultdict(lambda: defaultdict(int))  # metric -> minute -> events
+        self.points = defaultdict(dict)  # metric -> minute -> [max, min, sum, count]
+
+    def count(self, metric, ts_ms, k=1):
+        self.counts[metric][ts_ms // 60000] += k
+
+    def point(self, metric, ts_ms, v):
+        m = ts_ms // 60000
+        p = self.points[metric].get(m)
+        if p is None:
+            self.points[metric][m] = [v, v, v, 1]
+        else:
+            p[0], p[1], p[2], p[3] = max(p[0], v), min(p[1], v), p[2] + v, p[3] + 1
+
+
+def conc_series(intervals):
+    """Concurrency per minute from execution intervals (ms): minute -> [max, min, busy ms]. Only
+    minutes with an execution in them are listed; a minute partly idle has min 0."""
+    ev = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda x: (x[0], x[1]))
+    out = {}
+    level, prev = 0, None
+    for t, d in ev:
+        if prev is not None and level > 0:
+            x = prev
+            while x < t:
+                m = x // 60000
+                seg = min(t, (m + 1) * 60000)
+                o = out.get(m)
+                if o is None:
+                    out[m] = o = [level, level, 0, 0]
+                o[0], o[1] = max(o[0], level), min(o[1], level)
+                o[2] += level * (seg - x)
+                o[3] += seg - x
+                x = seg
+        level += d
+        prev = t
+    return {m: [o[0], o[1] if o[3] >= 60000 else 0, o[2]] for m, o in out.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -408,6 +472,10 @@ class Scenario:
         self.extra_ct = defaultdict(list)  # (acct, region, day) -> [record]
         self.extra_inv = defaultdict(list)  # (acct, region, fn, day) -> [Invocation]
         self.throttles = defaultdict(list)  # (acct, region, day) -> [(ts, principal, fn)]
+        # Metric-stream datapoints of the cases (region -> window -> [(arrival, line)]), and the
+        # functions each case ran per account-region (for the account-level datapoints).
+        self.ms = defaultdict(lambda: defaultdict(list))
+        self.case_fns = defaultdict(list)  # world index -> [CaseFn]
         self.setup()
 
     # --- the world ----------------------------------------------------------------------------
@@ -628,6 +696,8 @@ class Scenario:
                 self.extra_inv[(w["idx"], fname, self.day_of(ts_ms // 1000))].append(inv)
         self.label("concurrency_spike", w, fname, t, t + minutes * 60,
                    f"denial of wallet: {fname} invoked {n} times in {minutes} min (~{factor}x normal) in overlapping bursts of slow requests by the leaked partner-sync key from {ip}")
+        # The leaked key is used from a new IP with a new user agent: a new invoker, truly.
+        self.incidents[-1]["may_also_raise"] = [{"kind": "unusual_invocation", "subject": fname}]
 
     def inc_timeouts(self, w, fname, t):
         fn = w["fns"][fname]
@@ -649,6 +719,8 @@ class Scenario:
             self.add_ct(w, ts, record(rng, r, p, "DescribeInstances", ts))
         self.label("throttling", w, "ec2.amazonaws.com:DescribeInstances", t, t + dur,
                    "a misconfigured node autoscaler polls DescribeInstances in a tight loop: ~420 RequestLimitExceeded/ThrottlingException errors in 20 min")
+        # The tight loop's successful calls are an unusual call rate of the API too.
+        self.incidents[-1]["may_also_raise"] = [{"kind": "api_call_rate", "subject": "ec2.amazonaws.com:DescribeInstances"}]
 
     def inc_api_rate(self, w, name, t):
         rng, r, p = self.rng, w["r"], w["P"]["app"]
@@ -1011,15 +1083,17 @@ class Scenario:
         """Runs one case on a random stream of its own (`<case>:<seed>`) with delivery buffers of
         its own, flushed into files of its own: adding a case never changes a byte of what the
         seed wrote without it. Logging silences still apply to its CloudTrail records."""
-        saved = (self.rng, self.ct, self.cw)
+        saved = (self.rng, self.ct, self.cw, self.ms)
         self.rng = random.Random(f"{case}:{self.seed}")
         self.ct = defaultdict(lambda: defaultdict(list))
         self.cw = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        self.ms = defaultdict(lambda: defaultdict(list))
         try:
             yield self.rng
             self.flush(1 << 62, firehose=f"trailwatch-logs-{case}")
+            self.flush_metrics(f"trailwatch-metrics-{case}")  # draws nothing for a case without metrics
         finally:
-            self.rng, self.ct, self.cw = saved
+            self.rng, self.ct, self.cw, self.ms = saved
 
     def case_sweeps(self, rng):
         """Benign look-alike: 2-3 service roles and scanners per account-region that read
@@ -1100,6 +1174,660 @@ class Scenario:
         self.label("concurrency_spike", w, fn.name, t, t + minutes * 60,
                    f"{fn.name} ({fn.memory} MB): durations ~{factor:.0f}x normal for {minutes} min at its usual call rate "
                    f"(a slow dependency): the bill and the concurrency grow, invocations a minute do not")
+
+    # --- failure-mode cases: shared parts -----------------------------------------------------
+    def case_place(self, rng):
+        """The account-region of a case: the only one in the small variant, any in the full one."""
+        return self.ar(0 if self.small else rng.randrange(len(self.world)))
+
+    def case_time(self, rng, w, days, hours, length):
+        """A time on one of `days` of the scored week (0 = Monday) at a local hour in `hours`
+        (inclusive), whose `length` seconds keep an hour clear of any logging silence and end
+        before the timeline does."""
+        while True:
+            t = (self.scored_start + rng.choice(days) * DAY + (rng.randint(*hours) - TZ[w["r"].region]) * 3600
+                 + rng.randrange(3600))
+            if t + length < self.end and not any(a - 3600 < t + length and t < b + 3600 for a, b in self.silences.get(w["idx"], [])):
+                return t
+
+    def case_setup(self, w, fns):
+        """Day 1: each function's configuration (JSON log format) by the CI role, and its reserved
+        concurrency where it has one (PutFunctionConcurrency)."""
+        rng, r, p = self.rng, w["r"], w["P"]["deploy"]
+        recs = []
+        ts = T0 + rng.randrange(600, 3000)
+        for fn in fns:
+            log = {"logFormat": "JSON", "applicationLogLevel": "INFO", "systemLogLevel": "INFO"}
+            params = {"functionName": fn.name, "timeout": fn.timeout_s, "memorySize": fn.memory, "loggingConfig": log}
+            resp = {"functionName": fn.name, "functionArn": fn_arn(r, fn.name), "runtime": "python3.12",
+                    "role": f"arn:aws:iam::{r.account}:role/{fn.name}-role", "handler": "app.handler", "codeSize": 48213 + len(fn.name),
+                    "description": "", "timeout": fn.timeout_s, "memorySize": fn.memory, "lastModified": iso(ts).replace("Z", ".000+0000"),
+                    "codeSha256": h("sha", r.account, fn.name, n=43, alphabet=ALNUM) + "=", "version": "$LATEST",
+                    "tracingConfig": {"mode": "PassThrough"}, "revisionId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "state": "Active", "lastUpdateStatus": "InProgress", "packageType": "Zip", "architectures": ["arm64"],
+                    "ephemeralStorage": {"size": 512}, "snapStart": {"applyOn": "None", "optimizationStatus": "Off"},
+                    "loggingConfig": dict(log, logGroup=f"/aws/lambda/{fn.name}")}
+            res = [{"accountId": r.account, "type": "AWS::Lambda::Function", "ARN": fn_arn(r, fn.name)}]
+            recs.append((ts, record(rng, r, p, "UpdateFunctionConfiguration20150331v2", ts, params=params, resp=resp,
+                                    extra={"resources": list(res)})))
+            if fn.reserved is not None:
+                ts += rng.randrange(5, 30)
+                recs.append((ts, record(rng, r, p, "PutFunctionConcurrency20171031", ts,
+                                        params={"functionName": fn.name, "reservedConcurrentExecutions": fn.reserved},
+                                        resp={"reservedConcurrentExecutions": fn.reserved}, extra={"resources": list(res)})))
+            ts += rng.randrange(30, 90)
+        self.deliver_routed(w, recs)
+
+    def case_deploy(self, w, fn, t):
+        """A deploy of one function by the CI role: its UpdateFunctionCode20150331v2 call at `t`,
+        with the reads around it. Returns the records; the new code serves 20-60 s later."""
+        rng, r, p = self.rng, w["r"], w["P"]["deploy"]
+        calls = [("GetFunction20150331v2", {"functionName": fn.name}, -rng.randint(5, 20)),
+                 ("UpdateFunctionCode20150331v2", {"functionName": fn.name, "publish": True, "dryRun": False}, 0),
+                 ("GetFunctionConfiguration20150331v2", {"functionName": fn.name}, rng.randint(5, 12)),
+                 ("GetFunctionConfiguration20150331v2", {"functionName": fn.name}, rng.randint(15, 30))]
+        return [(t + dt, record(rng, r, p, name, t + dt, params=params)) for name, params, dt in calls]
+
+    def case_invoke(self, w, fn, s, dur, rid=None, status="success", error=None, app=None):
+        """One invocation of a case function arriving at `s` (ms), in Lambda's JSON log format:
+        platform.initStart/initReport on a new execution environment, platform.start, the app's
+        own lines, and platform.report with the status (`success`, `error`, `timeout`) and, for a
+        failure, its errorType. Counts Invocations, Errors and Duration. Returns (request id, end ms)."""
+        rng, r = self.rng, w["r"]
+        region = r.region
+        if rid is None:
+            rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        while fn.resets and fn.resets[0] <= s:  # a deploy replaces every execution environment
+            fn.resets.pop(0)
+            fn.containers = []
+        cont = None
+        live = []
+        for c in fn.containers:
+            if s - c[1] < c[2]:
+                live.append(c)
+                if c[0] <= s and (cont is None or c[1] > cont[1]):
+                    cont = c
+        fn.containers = live
+        init = None
+        ev = []
+        if cont is None:
+            init = round(rng.uniform(150, 600) * (1.5 if fn.memory >= 1024 else 1.0), 2)
+            stream = f"{time.strftime('%Y/%m/%d', time.gmtime(s // 1000))}/[$LATEST]{rng.getrandbits(128):032x}"
+            cont = [0, 0, rng.randrange(8 * 60000, 45 * 60000), stream]
+            fn.containers.append(cont)
+            ev.append((s, DUMPS({"time": iso_ms(s), "type": "platform.initStart",
+                                 "record": {"initializationType": "on-demand", "phase": "init", "runtimeVersion": "python:3.12.v38",
+                                            "runtimeVersionArn": f"arn:aws:lambda:{region}::runtime:{h('rt', region, n=64, alphabet='0123456789abcdef')}",
+                                            "functionName": fn.name, "functionVersion": "$LATEST"}})))
+            t_i = s + int(init)
+            ev.append((t_i, DUMPS({"time": iso_ms(t_i), "type": "platform.initReport",
+                                   "record": {"initializationType": "on-demand", "phase": "init", "status": "success",
+                                              "metrics": {"durationMs": init}}})))
+        if status == "timeout":
+            dur = fn.timeout_s * 1000.0
+        dur = round(max(1.0, dur), 2)
+        start = s + (int(init) if init else 0)
+        end = start + int(math.ceil(dur))
+        cont[0], cont[1] = end + 5, end
+        ev.append((start, DUMPS({"time": iso_ms(start), "type": "platform.start", "record": {"requestId": rid, "version": "$LATEST"}})))
+        if app:  # a message, or (level, message)
+            level, msg = app if isinstance(app, tuple) else ("INFO", app)
+            t2 = min(end, start + rng.randrange(1, 10))
+            ev.append((t2, DUMPS({"timestamp": iso_ms(t2), "level": level, "message": msg, "logger": "root", "requestId": rid})))
+        etype = None
+        if status == "error":
+            etype, emsg = error
+            t2 = max(start, end - 1)
+            ev.append((t2, DUMPS({"timestamp": iso_ms(t2), "log_level": "ERROR", "errorMessage": emsg, "errorType": etype,
+                                  "requestId": rid, "stackTrace": [f'  File "/var/task/app.py", line {40 + len(etype)}, in handler\n'
+                                                                   f'    return process(event)\n']})))
+        elif status == "timeout":
+            etype = "Sandbox.Timedout"
+        used = rng.randrange(*fn.mem_used)
+        metrics = {"durationMs": dur, "billedDurationMs": int(math.ceil(dur)), "memorySizeMB": fn.memory, "maxMemoryUsedMB": used}
+        if init:
+            metrics["initDurationMs"] = init
+        rep = {"requestId": rid, "metrics": metrics, "status": status}
+        if etype:
+            rep["errorType"] = etype
+        ev.append((end, DUMPS({"time": iso_ms(end), "type": "platform.report", "record": rep})))
+        if status == "timeout":
+            fn.containers.remove(cont)
+        self.counts["lambda_report_lines"] += 1
+        self.counts[f"report_lines:{r.account}:{region}:{fn.name}"] += 1
+        if status == "timeout":
+            self.counts["lambda_timeouts"] += 1
+        elif status == "error":
+            self.counts["lambda_errors"] += 1
+        self.add_logs(r.account, region, f"/aws/lambda/{fn.name}", cont[3], ev)
+        fn.count("Invocations", s)
+        if status != "success":
+            fn.count("Errors", s)
+        fn.point("Duration", s, dur)
+        fn.intervals.append((s, end))
+        return rid, end
+
+    def case_invoke_event(self, w, p, fn, ts, rid, error=None, event=False):
+        """The Invoke data event of an attempt, or None when it is not sampled (by request id, as
+        for every function); an asynchronous one names invocationType Event."""
+        if int(rid.replace("-", ""), 16) % self.sample:
+            return None
+        rec = self.invoke_event(w, p, fn.name, ts, rid, None, None, error)
+        if event:
+            rec["requestParameters"]["invocationType"] = "Event"
+        return (ts, rec)
+
+    def case_throttled(self, w, p, fn, ts_ms, reason, recs):
+        """A throttled synchronous Invoke: Throttles in the metric stream, and (sampled like the rest)
+        a TooManyRequestsException Invoke event whose message names Lambda's reason."""
+        fn.count("Throttles", ts_ms)
+        rid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        x = self.case_invoke_event(w, p, fn, ts_ms // 1000, rid, error=("TooManyRequestsException", f"Rate Exceeded. (Reason: {reason})"))
+        if x:
+            recs.append(x)
+
+    def datapoint(self, r, metric, dims, minute, value, unit):
+        """One metric-stream datapoint (JSON output format) of `minute`, into the Firehose buffer of
+        its arrival: the stream sends it 30-150 s after its minute ends."""
+        if minute * 60 < self.end - METRIC_STREAM_DAYS * DAY:
+            return  # before the metric stream was set up: keeps the scenario small
+        ts = (minute + 1) * 60 + self.rng.randrange(30, 150)
+        line = DUMPS({"metric_stream_name": METRIC_STREAM, "account_id": r.account, "region": r.region, "namespace": "AWS/Lambda",
+                      "metric_name": metric, "dimensions": dims, "timestamp": minute * 60000, "value": value, "unit": unit})
+        self.ms[r.region][ts // WIN].append((ts, line + "\n"))
+        self.counts["metric_stream_datapoints"] += 1
+
+    def emit_metrics(self, w, fn):
+        """A function's datapoints, one per metric per minute: the counts (Invocations, Errors,
+        Throttles, AsyncEventsReceived, AsyncEventsDropped, DestinationDeliveryFailures) only in
+        minutes where they are not 0, the distributions (Duration, IteratorAge, AsyncEventAge) in
+        minutes with a value, ConcurrentExecutions in minutes with an execution running."""
+        r, dims = w["r"], {"FunctionName": fn.name}
+        inv = fn.counts.get("Invocations", {})
+        for metric in sorted(fn.counts):
+            per = fn.counts[metric]
+            for m in sorted(per):
+                k = per[m]
+                if not k:
+                    continue
+                if metric == "Errors":  # a sample of 0 or 1 per invocation
+                    n = max(k, inv.get(m, 0))
+                    v = {"max": 1.0, "min": 1.0 if k >= n else 0.0, "sum": float(k), "count": float(n)}
+                else:
+                    v = {"max": 1.0, "min": 1.0, "sum": float(k), "count": float(k)}
+                self.datapoint(r, metric, dims, m, v, "Count")
+        for metric in sorted(fn.points):
+            per = fn.points[metric]
+            for m in sorted(per):
+                mx, mn, sm, c = per[m]
+                self.datapoint(r, metric, dims, m, {"max": round(mx, 2), "min": round(mn, 2), "sum": round(sm, 2), "count": float(c)},
+                               "Milliseconds")
+        cs = conc_series(fn.intervals)
+        for m in sorted(cs):
+            mx, mn, busy = cs[m]
+            self.datapoint(r, "ConcurrentExecutions", dims, m,
+                           {"max": float(mx), "min": float(mn), "sum": round(busy / 1000, 2), "count": 60.0}, "Count")
+        self.case_fns[w["idx"]].append(fn)
+
+    def flush_metrics(self, firehose):
+        """The metric-stream datapoints buffered so far, as Firehose objects (5-minute buffers,
+        GZIP: newline-delimited JSON), delivered 1-6 minutes after the buffer ends."""
+        rng = self.rng
+        for region in sorted(self.ms):
+            wins = self.ms[region]
+            for win in sorted(wins):
+                items = wins[win]
+                items.sort()
+                ots = win * WIN + rng.randrange(0, 25)
+                rel = (f"input/metric-stream/{region}/{time.strftime('%Y/%m/%d/%H', time.gmtime(ots))}/"
+                       f"{firehose}-1-{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(ots))}-{rng.getrandbits(32):08x}.gz")
+                body = "".join(line for _, line in items).encode()
+                self.write(rel, gzip.compress(body, compresslevel=6, mtime=0), (win + 1) * WIN + rng.randrange(60, 360))
+                self.counts["metric_stream_objects"] += 1
+        self.ms = defaultdict(lambda: defaultdict(list))
+
+    def arrivals(self, rng, per_min, prof, region, t_from=None, t_to=None):
+        """Arrival times (ms, sorted) at `per_min` a minute at peak on a traffic profile."""
+        out = []
+        for win in range((t_from or T0) // WIN, (t_to or self.end) // WIN):
+            ws = win * WIN
+            for _ in range(poisson(rng, per_min * 5 * profile(prof, ws + 150, region))):
+                out.append(ws * 1000 + rng.randrange(WIN * 1000))
+        out.sort()
+        return out
+
+    # --- failure-mode cases -------------------------------------------------------------------
+    def case_poison_stream(self, rng):
+        """Incident (retry_storm): a Kinesis-triggered function (one shard) is invoked with a batch
+        every 30-60 s in busy office hours (ledger entries follow the office profile; at most 5
+        minutes apart when quiet), IteratorAge 0.3-2 s (median). A poison record makes every attempt fail for 30-90 minutes: the event source
+        mapping retries the batch every 2-6 s, a new request id each attempt, and IteratorAge rises
+        one for one with the time. After the fix the backlog drains 4-10x faster than real time.
+        Benign: every weekday at about the same local time (10:00-15:59, +-10 min) a settlement
+        burst makes IteratorAge climb for 10-20 minutes while every batch succeeds."""
+        w = self.case_place(rng)
+        r = w["r"]
+        fn = CaseFn("ledger-stream-consumer", rng.choice((256, 512, 1024)), 60, (70, 140))
+        self.case_setup(w, [fn])
+        peak_gap = rng.uniform(30, 60)  # s between batches at peak
+        median = rng.uniform(200, 800)  # ms a batch takes
+        age_med = rng.uniform(300, 2000)  # ms of IteratorAge, normally
+        minutes = rng.randint(30, 90)
+        retry_gap = rng.uniform(2, 6)  # s between attempts at the poisoned batch
+        fail_ms = rng.uniform(20, 150)
+        drain_speed = rng.uniform(4, 10)
+        etype, emsg = rng.choice(POISON_ERRORS)
+        t = self.case_time(rng, w, range(7), (7, 21), minutes * 60 + 3 * 3600)
+        fix = t + minutes * 60
+        drain = minutes * 60 / drain_speed
+        seq = f"4965{rng.getrandbits(160):048d}"[:56]  # the poisoned record's sequence number
+        # Load bursts (benign): the settlement file lands every weekday at about the same local
+        # time, and the ledger takes 10-20 minutes to catch up; none within 4 hours of the incident.
+        settle = (rng.randint(10, 15) - TZ[r.region]) * 3600 + rng.randrange(3600)
+        bursts = []
+        for d in range(self.days):
+            b0 = T0 + d * DAY + settle + rng.randrange(-600, 601)
+            if d % 7 >= 5 or abs(b0 - t) < 4 * 3600:
+                continue
+            rise = rng.randint(10, 20) * 60
+            peak = rise * rng.uniform(0.4, 0.8)  # s of IteratorAge at the top
+            fall = rng.randint(3, 8) * 60
+            bursts.append((b0, b0 + rise, b0 + rise + fall, peak))
+            if b0 >= self.scored_start:
+                self.benign.append({"description": f"{fn.name}: the weekday settlement burst; IteratorAge climbs to ~{peak / 60:.0f} min over "
+                                                   f"{rise // 60} min and drains in {fall // 60} min while every batch succeeds",
+                                    "account_id": r.account, "region": r.region, "subject": fn.name,
+                                    "start": iso(b0), "end": iso(b0 + rise + fall)})
+        s = T0 * 1000 + rng.randrange(int(peak_gap * 1000))
+        attempts = 0
+        while s < self.end * 1000:
+            ts = s / 1000
+            base = rng.lognormvariate(math.log(age_med), 0.5)
+            burst = next((b for b in bursts if b[0] <= ts < b[2]), None)
+            if t <= ts < fix:
+                age = base + (s - t * 1000)
+                _, end = self.case_invoke(w, fn, s, rng.lognormvariate(math.log(fail_ms), 0.3), status="error", error=(etype, emsg),
+                                          app=("ERROR", f"batch of {rng.randint(20, 400)} records from shardId-000000000000: record {seq} failed"))
+                attempts += 1
+                gap = retry_gap * rng.uniform(0.7, 1.3)
+            elif fix <= ts < fix + drain:
+                age = base + (minutes * 60 * 1000) * (1 - (ts - fix) / drain)
+                _, end = self.case_invoke(w, fn, s, rng.lognormvariate(math.log(median * 4), 0.3),
+                                          app=f"processed {rng.randint(2000, 10000)} records from shardId-000000000000")
+                gap = rng.uniform(1, 3)
+            elif burst:
+                b0, b1, b2, peak = burst
+                age = base + 1000 * (peak * (ts - b0) / (b1 - b0) if ts < b1 else peak * (1 - (ts - b1) / (b2 - b1)))
+                _, end = self.case_invoke(w, fn, s, rng.lognormvariate(math.log(median * rng.uniform(2, 4)), 0.3),
+                                          app=f"processed {rng.randint(1000, 10000)} records from shardId-000000000000")
+                gap = rng.uniform(2, 5)
+            else:
+                age = base
+                _, end = self.case_invoke(w, fn, s, rng.lognormvariate(math.log(median), 0.45),
+                                          app=f"processed {rng.randint(1, 500)} records from shardId-000000000000" if rng.random() < 0.3 else None)
+                gap = min(300.0, peak_gap / profile("office", ts, r.region)) * rng.uniform(0.6, 1.4)
+            fn.point("IteratorAge", s, round(age, 1))
+            s = end + int(gap * 1000)
+        self.emit_metrics(w, fn)
+        self.label("retry_storm", w, fn.name, t, fix,
+                   f"{fn.name} (Kinesis, one shard): a poison record (sequence {seq[:12]}...) fails every attempt with {etype} for {minutes} min; "
+                   f"the event source mapping retries the batch every ~{retry_gap:.0f} s ({attempts} attempts, each a new request id) and "
+                   f"IteratorAge climbs one for one to ~{minutes} min, then drains in ~{drain / 60:.0f} min after the fix")
+        # Retries every few seconds are many more invocations than the function has at that hour.
+        self.incidents[-1]["may_also_raise"] = [{"kind": "concurrency_spike", "subject": fn.name}]
+
+    def case_async_retries(self, rng):
+        """Incident (retry_storm): an asynchronously invoked function (S3 and EventBridge, 1-5
+        events a minute at peak, office hours) fails every invocation for 20-45 minutes after a
+        deploy by the CI role (UpdateFunctionCode20150331v2) on a weekday in office hours, until a
+        rollback deploy. Lambda retries each failed event twice under the same request id, ~1
+        minute and then ~2 minutes after the attempt before; an event whose three attempts fail is
+        dropped (AsyncEventsDropped). Benign: 3-7 times over the 21 days (once in the scored week)
+        one request fails once and its retry succeeds."""
+        w = self.case_place(rng)
+        r, P = w["r"], w["P"]
+        fn = CaseFn("invoice-mailer", rng.choice((256, 512)), 30, (60, 120))
+        self.case_setup(w, [fn])
+        per_min = rng.uniform(1, 5)
+        median = rng.uniform(300, 900)
+        age_med = rng.uniform(30, 300)  # ms from queueing to the first attempt
+        s3_share = rng.uniform(0.3, 0.8)
+        minutes = rng.randint(20, 45)
+        etype, emsg = rng.choice(MAILER_ERRORS)
+        t_dep = self.case_time(rng, w, range(5), (9, 16), minutes * 60 + 3600)
+        live = t_dep + rng.randint(20, 60)
+        t_rb = live + minutes * 60
+        fixed = t_rb + rng.randint(20, 60)
+        recs = self.case_deploy(w, fn, t_dep) + self.case_deploy(w, fn, t_rb)
+        fn.resets = [live * 1000, fixed * 1000]
+        for d in sorted(rng.sample(range(1, 14), 2)):  # ordinary deploys while learning
+            td = T0 + d * DAY + (rng.randint(10, 16) - TZ[r.region]) * 3600 + rng.randrange(3600)
+            recs += self.case_deploy(w, fn, td)
+            fn.resets.append((td + 40) * 1000)
+        fn.resets.sort()
+        # Transient failures that the first retry fixes (benign), one in the scored week.
+        once = sorted([self.scored_start + rng.randrange(7 * DAY)] +
+                      [T0 + rng.randrange(self.days * DAY) for _ in range(rng.randint(2, 6))])
+        once = [x for x in once if not (t_dep - 3600 < x < fixed + 3600)]
+        arr = self.arrivals(rng, per_min, "office", r.region)
+        flags, j = set(), 0  # the first event after each transient-failure time
+        for x in once:
+            while j < len(arr) and arr[j] < x * 1000:
+                j += 1
+            if j < len(arr):
+                flags.add(j)
+                j += 1
+        # Attempts in time order: (start, event, request id, arrival, attempt, fails once).
+        heap = sorted((a + int(rng.lognormvariate(math.log(age_med), 0.8)), i, None, a, 1, i in flags) for i, a in enumerate(arr))
+        failing, drops, storm_end = 0, 0, fixed
+        once_seen = []
+        while heap:
+            st, i, rid, a, n, flag = heapq.heappop(heap)
+            if st >= self.end * 1000:
+                continue
+            if n == 1:
+                fn.count("AsyncEventsReceived", a)
+            fn.point("AsyncEventAge", st, float(st - a))
+            bad = live * 1000 <= st < fixed * 1000
+            transient = flag and n == 1 and not bad
+            if bad:
+                rid, end = self.case_invoke(w, fn, st, rng.lognormvariate(math.log(median * 0.3), 0.4), rid, status="error",
+                                            error=(etype, emsg))
+                failing += 1
+                storm_end = max(storm_end, end // 1000)
+            elif transient:
+                rid, end = self.case_invoke(w, fn, st, rng.lognormvariate(math.log(median * 3), 0.3), rid, status="error",
+                                            error=rng.choice(TRANSIENT_ERRORS))
+                once_seen.append((a, rid))
+            else:
+                rid, end = self.case_invoke(w, fn, st, rng.lognormvariate(math.log(median), 0.4), rid,
+                                            app=f"invoice INV-{rng.randrange(10**6, 10**7)} mailed to {rng.randint(1, 4)} recipient(s)"
+                                            if rng.random() < 0.5 else None)
+            if n == 1:
+                p = P["svc_s3"] if rng.random() < s3_share else P["svc_events"]
+                x = self.case_invoke_event(w, p, fn, a // 1000, rid, event=True)
+                if x:
+                    recs.append(x)
+            if bad or transient:
+                if n < 3:
+                    delay = rng.uniform(50, 70) if n == 1 else rng.uniform(100, 140)
+                    heapq.heappush(heap, (end + int(delay * 1000), i, rid, a, n + 1, flag))
+                else:
+                    fn.count("AsyncEventsDropped", end)
+                    drops += 1
+        self.deliver_routed(w, recs)
+        self.emit_metrics(w, fn)
+        for a, rid in once_seen:
+            if a >= self.scored_start * 1000:
+                self.benign.append({"description": f"{fn.name}: request {rid} fails once (a transient error) and its retry a minute later succeeds",
+                                    "account_id": r.account, "region": r.region, "subject": fn.name,
+                                    "start": iso(a // 1000), "end": iso(a // 1000 + 180)})
+        self.label("retry_storm", w, fn.name, t_dep, storm_end,
+                   f"{fn.name} (asynchronous: S3 and EventBridge): a deploy by the CI role makes every invocation fail with {etype} for "
+                   f"{minutes} min until a rollback deploy; Lambda retries each failed event twice under the same request id (~1 min, then "
+                   f"~2 min later): {failing} failed attempts, {drops} events dropped after their third")
+        if drops:
+            self.incidents[-1]["may_also_raise"] = [{"kind": "event_loss", "subject": fn.name}]
+
+    def case_dropped_events(self, rng):
+        """Incident (event_loss): an asynchronously invoked function (EventBridge, 1.5-3 events a
+        minute at peak) with reserved concurrency 1 or 2 (to spare its partner endpoint) whose
+        downstream slows down early on a weekday (04:00-07:59 local): its throughput falls to
+        30-45% of the peak rate, events queue, AsyncEventAge climbs towards Lambda's 6-hour
+        maximum, and events older than that are dropped (AsyncEventsDropped; also
+        DestinationDeliveryFailures when its on-failure destination is misconfigured, half the
+        seeds) until the downstream recovers 10-30 minutes after the first drop. While events wait,
+        Lambda's retries of them are throttled (Throttles 1-4 a minute). Benign: AsyncEventAge of
+        a few seconds every day, no drops."""
+        w = self.case_place(rng)
+        r, P = w["r"], w["P"]
+        R = rng.choice((1, 2))
+        fn = CaseFn("webhook-fanout", 256, 300, (60, 110), reserved=R)
+        self.case_setup(w, [fn])
+        per_min = rng.uniform(1.5, 3.0)
+        median = rng.uniform(300, 1200)
+        age_med = rng.uniform(800, 3000)
+        mu_frac = rng.uniform(0.3, 0.45)
+        recover = rng.randint(10, 30) * 60000
+        dest_bad = rng.random() < 0.5
+        t0 = self.case_time(rng, w, range(5), (4, 7), 20 * 3600)
+        arr = self.arrivals(rng, per_min, "traffic", r.region)
+        lat = [int(rng.lognormvariate(math.log(age_med), 0.6)) for _ in arr]
+        fast = [rng.lognormvariate(math.log(median), 0.5) for _ in arr]
+        unit = [rng.lognormvariate(0, 0.2) for _ in arr]
+        jit = [rng.randrange(60000) for _ in arr]
+        MAX_AGE = 6 * 3600 * 1000
+        slow_mean = 60000 * R / (per_min * mu_frac)
+        while True:  # the queue, first-in first-out over R slots; slower until it drops events
+            slots, prev, t_rec, plan = [0] * R, 0, None, []
+            for i, a in enumerate(arr):
+                k = min(range(R), key=slots.__getitem__)
+                st = max(a + lat[i], slots[k], prev)
+                if st - a > MAX_AGE:
+                    drop = a + MAX_AGE + jit[i]
+                    if t_rec is None:
+                        t_rec = drop + recover
+                    plan.append((i, None, drop))
+                    continue
+                slow = st >= t0 * 1000 and (t_rec is None or st < t_rec)
+                dur = min(fn.timeout_s * 1000 - 5000, slow_mean * unit[i]) if slow else fast[i]
+                slots[k] = st + int(dur) + 1000
+                prev = st
+                plan.append((i, st, dur))
+            if t_rec is not None:
+                break
+            slow_mean *= 1.25
+        recs, drops, first_drop, last_drop, max_age = [], 0, None, None, 0
+        waiting = set()
+        for i, st, dur in plan:
+            a = arr[i]
+            fn.count("AsyncEventsReceived", a)
+            rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            x = self.case_invoke_event(w, P["svc_events"], fn, a // 1000, rid, event=True)
+            if x:
+                recs.append(x)
+            if st is None:
+                fn.count("AsyncEventsDropped", dur)
+                if dest_bad:
+                    fn.count("DestinationDeliveryFailures", dur + rng.randrange(1000, 20000))
+                drops += 1
+                first_drop = dur if first_drop is None else min(first_drop, dur)
+                last_drop = dur if last_drop is None else max(last_drop, dur)
+                ready, st_w = a + lat[i], dur
+            else:
+                self.case_invoke(w, fn, st, dur, rid, app=f"delivered event {rid[:8]} to {rng.randint(2, 6)} webhook subscribers"
+                                 if rng.random() < 0.4 else None)
+                fn.point("AsyncEventAge", st, float(st - a))
+                max_age = max(max_age, st - a)
+                ready, st_w = a + lat[i], st
+            if st_w - ready > 10000:  # it waited for a slot: Lambda's attempts meanwhile were throttled
+                waiting.update(range(ready // 60000, st_w // 60000 + 1))
+        for m in sorted(waiting):
+            fn.count("Throttles", m * 60000, rng.randint(1, 4))
+        self.deliver_routed(w, recs)
+        self.emit_metrics(w, fn)
+        self.benign.append({"description": f"{fn.name}: AsyncEventAge of a few seconds every day, no events dropped",
+                            "account_id": r.account, "region": r.region, "subject": fn.name,
+                            "start": iso(self.scored_start), "end": iso(self.end)})
+        self.label("event_loss", w, fn.name, t0, last_drop // 1000 + 60,
+                   f"{fn.name} (asynchronous, reserved concurrency {R}): its downstream slows from {iso(t0)}; events queue, AsyncEventAge "
+                   f"climbs to {max_age / 3600000:.1f} h and {drops} events older than 6 h are dropped from {iso(first_drop // 1000)} to "
+                   f"{iso(last_drop // 1000)}" + (" (its on-failure destination is misconfigured: DestinationDeliveryFailures)" if dest_bad else ""))
+        self.incidents[-1]["drops_start"] = iso(first_drop // 1000)
+        self.incidents[-1]["may_also_raise"] = [{"kind": "throttling", "subject": fn.name}, {"kind": "concurrency_spike", "subject": fn.name}]
+
+    def case_noisy_neighbour(self, rng):
+        """Incident (noisy_neighbour): a function without reserved concurrency (`bulk-import`, 2-6
+        invocations an hour) floods on a weekday in office hours: a distributed map of 1020-1150
+        workers invokes it for 10-25 minutes, 2-3 minutes an invocation, so it holds nearly all of
+        the account's 1000 and the 2-3 steady API functions (0.8-2 calls a minute at peak each, by
+        the `storefront-api` role) are throttled: TooManyRequestsException with Reason
+        ConcurrentInvocationLimitExceeded. Benign: `nightly-compactor`, reserved concurrency 5,
+        throttles itself a little every night by design (Reason
+        ReservedFunctionConcurrentInvocationLimitExceeded). Also writes the account-level
+        ConcurrentExecutions and ClaimedAccountConcurrency of the account-region: the case
+        functions there plus a background of 15-50 (at peak) for the functions that stream no
+        metrics."""
+        w = self.case_place(rng)
+        r, P = w["r"], w["P"]
+        ua = UA_BOTO.format(*(rng.randrange(30, 50),) * 3)
+        orch = Principal("AssumedRole", r.account, "import-orchestrator", ua, P["app"].ips, session="sfn-distributed-map")
+        front = Principal("AssumedRole", r.account, "storefront-api", UA_NODE, P["app"].ips,
+                          session=f"ecs-task-{h('sf', r.account, r.region, n=32, alphabet='0123456789abcdef')}")
+        sched = Principal("AssumedRole", r.account, "data-platform-scheduler", ua, P["app"].ips[:1], session="airflow-worker")
+        culprit = CaseFn("bulk-import", rng.choice((1024, 2048)), 900, (300, 900))
+        victims = [CaseFn(name, rng.choice((512, 1024)), 10, (90, 160)) for name in ("checkout-api", "search-api", "pricing-api")[:rng.randint(2, 3)]]
+        comp = CaseFn("nightly-compactor", 2048, 900, (700, 1500), reserved=5)
+        self.case_setup(w, [culprit] + victims + [comp])
+        c_rate = rng.uniform(2, 6)  # an hour
+        c_median = rng.uniform(20, 90) * 1000
+        v_rate = [rng.uniform(0.8, 2) for _ in victims]
+        v_median = [rng.uniform(60, 250) for _ in victims]
+        workers = rng.randint(1020, 1150)
+        minutes = rng.randint(10, 25)
+        t = self.case_time(rng, w, range(5), (9, 16), minutes * 60 + 3600)
+        flood_end = (t + minutes * 60) * 1000
+        base = rng.uniform(15, 50)  # background concurrency at peak
+        c_hour = rng.choice((0, 1, 3, 4))
+        jobs = rng.randint(15, 30)
+        threads = rng.randint(6, 7)
+        comp_median = rng.uniform(40, 120) * 1000
+        # Background concurrency per minute: (mean, max, min).
+        m0, m1 = T0 // 60, self.end // 60
+        bg = []
+        for m in range(m0, m1):
+            mean = base * profile("traffic", m * 60 + 30, r.region) * rng.uniform(0.85, 1.15)
+            bg.append((mean, math.ceil(mean * rng.uniform(1.1, 1.35)), int(mean * rng.uniform(0.6, 0.9))))
+        others = self.case_fns[w["idx"]]
+        reserved = comp.reserved + sum(f.reserved or 0 for f in others)
+        held = conc_series([iv for f in others if f.reserved is None for iv in f.intervals])
+
+        def cap(ms):
+            m = ms // 60000
+            b = bg[m - m0][1] if m0 <= m < m1 else 0
+            return LIMIT - reserved - b - held.get(m, (0,))[0]
+
+        recs = []
+        # Steady traffic and the culprit's few calls an hour, then the flood: one pass in time order.
+        att = []
+        for k, fn in enumerate(victims):
+            att += [(x, 1 + k) for x in self.arrivals(rng, v_rate[k], "traffic", r.region)]
+        att += [(x, 0) for x in self.arrivals(rng, c_rate / 60, "flat", r.region) if not (t * 1000 - 600000 <= x < flood_end + 600000)]
+        att.sort()
+        flood = [(t * 1000 + rng.randrange(60000), -1 - k, 0) for k in range(workers)]
+        heapq.heapify(flood)
+        running = []  # ends of the executions holding unreserved concurrency (this case's)
+        i, starts, c_throttles, v_throttles, last_end = 0, 0, 0, [0] * len(victims), 0
+        while i < len(att) or flood:
+            if flood and (i >= len(att) or flood[0][0] < att[i][0]):
+                x, worker, k = heapq.heappop(flood)
+                who = 0
+            else:
+                x, who = att[i]
+                i += 1
+                worker = None
+            while running and running[0] <= x:
+                heapq.heappop(running)
+            fn = culprit if who == 0 else victims[who - 1]
+            caller = front if who else orch
+            if len(running) >= cap(x):
+                self.case_throttled(w, caller, fn, x, "ConcurrentInvocationLimitExceeded", recs)
+                if who:
+                    v_throttles[who - 1] += 1
+                else:
+                    c_throttles += 1
+                if worker is not None:
+                    nxt = x + int(min(60.0, 2.0 * 2 ** k) * rng.uniform(0.5, 1.5) * 1000)
+                    if nxt < flood_end:
+                        heapq.heappush(flood, (nxt, worker, k + 1))
+                continue
+            if worker is not None:
+                dur = rng.uniform(120, 180) * 1000
+                app = f"imported part {rng.randrange(10**5):05d} of partner feed: {rng.randint(5000, 40000)} rows"
+            elif who:
+                dur = rng.lognormvariate(math.log(v_median[who - 1]), 0.5)
+                app = None
+            else:
+                dur = rng.lognormvariate(math.log(c_median), 0.5)
+                app = f"imported {rng.randint(100, 5000)} rows"
+            rid, end = self.case_invoke(w, fn, x, dur, app=app)
+            heapq.heappush(running, end)
+            ev = self.case_invoke_event(w, caller, fn, x // 1000, rid)
+            if ev:
+                recs.append(ev)
+            if worker is not None:
+                starts += 1
+                last_end = max(last_end, end)
+                nxt = end + rng.randrange(20, 300)  # the map's next item, at once
+                if nxt < flood_end:
+                    heapq.heappush(flood, (nxt, worker, 0))
+        # The compactor: `threads` client threads share the night's jobs against its reserved 5.
+        for d in range(self.days):
+            n_jobs = max(1, jobs + rng.randint(-3, 3))
+            q = [(((T0 + d * DAY + c_hour * 3600) * 1000 + rng.randrange(120000)), k) for k in range(threads)]
+            heapq.heapify(q)
+            busy, throttled, first = [], 0, None
+            while q and n_jobs > 0:
+                x, k = heapq.heappop(q)
+                while busy and busy[0] <= x:
+                    heapq.heappop(busy)
+                if len(busy) >= comp.reserved:
+                    self.case_throttled(w, sched, comp, x, "ReservedFunctionConcurrentInvocationLimitExceeded", recs)
+                    throttled += 1
+                    heapq.heappush(q, (x + int(rng.uniform(30, 90) * 1000), k))
+                    continue
+                n_jobs -= 1
+                rid, end = self.case_invoke(w, comp, x, rng.lognormvariate(math.log(comp_median), 0.4),
+                                            app=f"compacted partition dt={iso(x // 1000)[:10]}/part={rng.randrange(64):02d}")
+                first = x if first is None else first
+                heapq.heappush(busy, end)
+                ev = self.case_invoke_event(w, sched, comp, x // 1000, rid)
+                if ev:
+                    recs.append(ev)
+                heapq.heappush(q, (end + rng.randrange(100, 1500), k))
+            if d >= 14 and first is not None:
+                t_n = T0 + d * DAY + c_hour * 3600
+                self.benign.append({"description": f"nightly-compactor (reserved concurrency 5) runs {threads} client threads: "
+                                                   f"{throttled} throttles by design (ReservedFunctionConcurrentInvocationLimitExceeded)",
+                                    "account_id": r.account, "region": r.region, "subject": comp.name,
+                                    "start": iso(t_n), "end": iso(t_n + 3600)})
+        self.deliver_routed(w, recs)
+        for fn in [culprit] + victims + [comp]:
+            self.emit_metrics(w, fn)
+        # Account-level datapoints: every case function of the account-region plus the background.
+        fns = self.case_fns[w["idx"]]
+        every = conc_series([iv for f in fns for iv in f.intervals])
+        unres = conc_series([iv for f in fns if f.reserved is None for iv in f.intervals])
+        res_all = sum(f.reserved or 0 for f in fns)
+        peak_acct = 0
+        for m in range(m0, m1):
+            mean, bmax, bmin = bg[m - m0]
+            a, u = every.get(m, (0, 0, 0)), unres.get(m, (0, 0, 0))
+            # Maxima of the parts need not coincide: the account's own never exceeds its limit.
+            c_max, c_min = min(LIMIT, a[0] + bmax), min(LIMIT, a[1] + bmin)
+            k_max, k_min = min(LIMIT, u[0] + bmax + res_all), min(LIMIT, u[1] + bmin + res_all)
+            self.datapoint(r, "ConcurrentExecutions", {}, m, {"max": float(c_max), "min": float(c_min),
+                                                              "sum": round(min(LIMIT * 60, a[2] / 1000 + mean * 60), 2), "count": 60.0}, "Count")
+            self.datapoint(r, "ClaimedAccountConcurrency", {}, m, {"max": float(k_max), "min": float(k_min),
+                                                                   "sum": round(min(LIMIT * 60, u[2] / 1000 + (mean + res_all) * 60), 2),
+                                                                   "count": 60.0}, "Count")
+            if t // 60 <= m < flood_end // 60000:
+                peak_acct = max(peak_acct, k_max)
+        hit = [v.name for v, n in zip(victims, v_throttles) if n]
+        peak_c = max((cs[0] for m, cs in conc_series(culprit.intervals).items() if t // 60 <= m < flood_end // 60000), default=0)
+        self.label("noisy_neighbour", w, culprit.name, t, last_end // 1000,
+                   f"{culprit.name} (no reserved concurrency) floods: {workers} workers for {minutes} min, {starts} invocations of 2-3 min, "
+                   f"~{peak_c} concurrent, ClaimedAccountConcurrency up to {peak_acct} of {LIMIT}; throttled: "
+                   + ", ".join(f"{v.name} {n}" for v, n in zip(victims, v_throttles)) + f", and {culprit.name} itself {c_throttles} "
+                   "(TooManyRequestsException, Reason ConcurrentInvocationLimitExceeded)")
+        inc = self.incidents[-1]
+        inc["victims"] = hit
+        # Besides the culprit's spike and the throttles: the orchestrator's burst of Invoke calls.
+        inc["may_also_raise"] = ([{"kind": "concurrency_spike", "subject": culprit.name}]
+                                 + ([{"kind": "throttling", "subject": culprit.name}] if c_throttles else [])
+                                 + [{"kind": "throttling", "subject": v} for v in hit]
+                                 + [{"kind": "api_call_rate", "subject": orch.label_arn},
+                                    {"kind": "api_call_rate", "subject": "lambda.amazonaws.com:Invoke"}])
 
     # --- forged event time (--forge-future) ---------------------------------------------------
     def forge_future(self, n):
@@ -1193,8 +1921,11 @@ class Scenario:
         manifest = {"cloudtrail_records": c["cloudtrail_records"], "cloudtrail_distinct_event_ids": self.event_ids,
                     "cloudtrail_duplicates": c["cloudtrail_duplicates"], "cloudtrail_files": c["cloudtrail_files"],
                     "lambda_report_lines": c["lambda_report_lines"], "lambda_timeouts": c["lambda_timeouts"],
+                    "lambda_errors": c["lambda_errors"],
                     "lambda_log_events": c["lambda_log_events"], "firehose_objects": c["firehose_objects"],
-                    "firehose_payloads": c["firehose_payloads"], "files": c["cloudtrail_files"] + c["firehose_objects"],
+                    "firehose_payloads": c["firehose_payloads"],
+                    "metric_stream_objects": c["metric_stream_objects"], "metric_stream_datapoints": c["metric_stream_datapoints"],
+                    "files": c["cloudtrail_files"] + c["firehose_objects"] + c["metric_stream_objects"],
                     "bytes": c["bytes"],
                     "report_lines_by_function": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("report_lines:")}}
         if forged:

@@ -19,12 +19,20 @@ a start in [incident start - 15 min, incident end + 30 min]. Counted findings th
 incident are false findings, except an `event_time_skew` finding in the account-region of a
 `forged` label that expects one (generate.py --forge-future): that finding is the point.
 
+An incident may list `may_also_raise`: [{"kind", "subject"}] that it legitimately raises besides
+its own kind (a noisy neighbour's victims' `throttling`, the culprit's `concurrency_spike`). A
+counted finding that detects no incident but matches such an entry (its kind, a matching subject,
+the incident's account and region, a start in the incident's window, as for a detection) is an
+expected side finding: neither a detection nor a false finding, and not held against a benign
+event. They are counted and listed apart (`expected_side_findings`).
+
 --rescore skips the replay and scores WORK/findings.reported.jsonl from an earlier run (the
 findings with the time each was reported), to tune the report without replaying.
 
 Exit status: 0 when the replay ran (whatever the score), 2 when it failed.
 """
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -75,6 +83,27 @@ def chunks(paths):
         yield out
 
 
+def read_deliveries(scenario):
+    deliveries = []
+    with open(scenario / "deliveries.tsv") as f:
+        for line in f:
+            if line.strip():
+                t, rel = line.rstrip("\n").split("\t", 1)
+                deliveries.append((parse_time(t), rel))
+    deliveries.sort(key=lambda x: x[0])
+    return deliveries
+
+
+def batch_end(t, batch_minutes, start, learn=None):
+    """The end of the batch that holds a delivery at `t`: when its run reports."""
+    if learn and t < learn[1]:
+        ls = timedelta(minutes=learn[0])
+        return min(learn[1], start + ls * (int((t - start) / ls) + 1))
+    base = learn[1] if learn else start
+    step = timedelta(minutes=batch_minutes)
+    return base + step * (int((t - base) / step) + 1)
+
+
 def replay(scenario, binary, work, batch_minutes, start, learn=None):
     """`learn` = (minutes, until): batches of that length before `until` (the scored week's start),
     so a 5-minute replay does not spend its time on the learning weeks."""
@@ -86,22 +115,10 @@ def replay(scenario, binary, work, batch_minutes, start, learn=None):
         if p.exists():
             p.unlink()
     work.mkdir(parents=True, exist_ok=True)
-    deliveries = []
-    with open(scenario / "deliveries.tsv") as f:
-        for line in f:
-            if line.strip():
-                t, rel = line.rstrip("\n").split("\t", 1)
-                deliveries.append((parse_time(t), rel))
-    deliveries.sort(key=lambda x: x[0])
-    step = timedelta(minutes=batch_minutes)
+    deliveries = read_deliveries(scenario)
     batches = defaultdict(list)  # the batch's end -> files
     for t, rel in deliveries:
-        if learn and t < learn[1]:
-            ls = timedelta(minutes=learn[0])
-            batches[min(learn[1], start + ls * (int((t - start) / ls) + 1))].append(rel)
-        else:
-            base = learn[1] if learn else start
-            batches[base + step * (int((t - base) / step) + 1)].append(rel)
+        batches[batch_end(t, batch_minutes, start, learn)].append(rel)
     reported = []  # (reported at, finding)
     offset = 0
     stats = {"batches": len(batches), "runs": 0, "files": len(deliveries), "exit_codes": defaultdict(int), "bad_lines": 0}
@@ -157,6 +174,62 @@ def load_reported(work):
                 d = json.loads(line)
                 reported.append((parse_time(d["reported_at"]), d["finding"]))
     return reported
+
+
+# --- the delivery floor ---------------------------------------------------------------------
+
+
+def evidence_tokens(subject):
+    """Strings a record about `subject` holds: a function's name, an API's `"eventName"`, a
+    principal's ARN, CloudTrail's own source."""
+    if subject == "cloudtrail":
+        return ['"cloudtrail.amazonaws.com"']
+    if ":" in subject and not subject.startswith("arn:"):
+        return [f'"eventName":"{subject.rsplit(":", 1)[1]}"']
+    return [subject]
+
+
+def records_of(path):
+    """(event time, text) of each record in a delivered file: CloudTrail `Records`, the log events
+    of the Firehose payloads (concatenated JSON documents) with their log group, or metric-stream
+    datapoints (newline-delimited JSON, the function in `dimensions`)."""
+    data = gzip.decompress(path.read_bytes())
+    dec = json.JSONDecoder()
+    text, i = data.decode("utf-8", "replace"), 0
+    while i < len(text):
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            break
+        doc, i = dec.raw_decode(text, i)
+        for r in doc.get("Records") or []:
+            yield parse_time(r.get("eventTime")), json.dumps(r, separators=(",", ":"))
+        for e in doc.get("logEvents") or []:
+            yield datetime.fromtimestamp(e["timestamp"] / 1000, timezone.utc), doc.get("logGroup", "") + " " + e.get("message", "")
+        if "metric_name" in doc and isinstance(doc.get("timestamp"), (int, float)):
+            yield datetime.fromtimestamp(doc["timestamp"] / 1000, timezone.utc), json.dumps(doc, separators=(",", ":"))
+
+
+def delivery_floors(scenario, labels, horizon=timedelta(hours=2)):
+    """Per incident, when the first file holding a record about its subject (or a related one)
+    timed within the incident was delivered: no run can report it sooner. A lower bound, since
+    the first such record need not be decisive."""
+    incs = labels["incidents"]
+    first = {}
+    for t, rel in read_deliveries(scenario):
+        open_ = [inc for inc in incs if inc["id"] not in first and parse_time(inc["start"]) <= t <= parse_time(inc["start"]) + horizon]
+        if not open_ or not rel.endswith(".gz") and "cwlogs" not in rel:
+            continue
+        try:
+            recs = list(records_of(scenario / rel))
+        except (OSError, ValueError, EOFError):
+            continue
+        for inc in open_:
+            lo, hi = parse_time(inc["start"]), parse_time(inc["end"])
+            toks = [tok for sub in [inc["subject"], *(inc.get("related_subjects") or [])] for tok in evidence_tokens(sub)]
+            if any(ts is not None and lo <= ts <= hi and any(tok in txt for tok in toks) for ts, txt in recs):
+                first[inc["id"]] = t
+    return first
 
 
 # --- matching -------------------------------------------------------------------------------
@@ -227,6 +300,13 @@ def matches(f, inc, any_kind=False):
     return in_window(f["start_t"], parse_time(inc["start"]), parse_time(inc["end"]))
 
 
+def side_match(f, inc):
+    """Whether a finding is one the incident may legitimately also raise (`may_also_raise`): its
+    kind and subject, in the incident's account, region and window."""
+    return any(matches(f, {**inc, "kind": s.get("kind"), "subject": s.get("subject"), "related_subjects": []})
+               for s in inc.get("may_also_raise") or [])
+
+
 def forged_match(f, labels):
     """An event-time skew finding in the account-region of a forged file that expects one."""
     return f.get("kind") == SKEW_KIND and any(
@@ -249,7 +329,10 @@ def score_forged(labels, reported):
             "skew_finding_ids": sorted({str(fd.get("id")) for fd in skew}), "list": rows}
 
 
-def score(labels, reported, stats):
+def score(labels, reported, stats, floors=None):
+    """`floors`: incident id -> minutes from its start to the end of the batch holding its first
+    evidence (delivery_floors)."""
+    floors = floors or {}
     scored_start, end = parse_time(labels["scored_start"]), parse_time(labels["end"])
     findings = counted(reported, scored_start, end)
     incidents = []
@@ -257,7 +340,8 @@ def score(labels, reported, stats):
         hits = [f for f in findings if matches(f, inc)]
         row = {"id": inc["id"], "kind": inc["kind"], "account_id": inc["account_id"], "region": inc["region"],
                "subject": inc["subject"], "start": inc["start"], "end": inc["end"], "detected": bool(hits),
-               "time_to_detect_min": None, "finding_id": None, "findings": len(hits)}
+               "time_to_detect_min": None, "finding_id": None, "findings": len(hits),
+               "floor_min": floors.get(inc["id"])}
         if hits:
             first = min(hits, key=lambda f: (f["reported_at"], f["start_t"]))
             row["time_to_detect_min"] = round((first["reported_at"] - parse_time(inc["start"])).total_seconds() / 60, 1)
@@ -267,15 +351,23 @@ def score(labels, reported, stats):
     for kind in sorted({i["kind"] for i in incidents}):
         rows = [i for i in incidents if i["kind"] == kind]
         ttd = [i["time_to_detect_min"] for i in rows if i["detected"]]
+        fl = [i["floor_min"] for i in rows if i["floor_min"] is not None]
         by_kind[kind] = {"incidents": len(rows), "detected": len(ttd), "recall": round(len(ttd) / len(rows), 3),
                          "median_ttd_min": round(statistics.median(ttd), 1) if ttd else None,
-                         "max_ttd_min": max(ttd) if ttd else None}
+                         "max_ttd_min": max(ttd) if ttd else None,
+                         "median_floor_min": round(statistics.median(fl), 1) if fl else None}
     detected = sum(1 for i in incidents if i["detected"])
     days = [(scored_start + timedelta(days=d)).strftime("%Y-%m-%d") for d in range((end - scored_start).days)]
     per_day = {d: 0 for d in days}
-    false = []
+    false, side = [], []
     for f in findings:
         if any(matches(f, inc) for inc in labels["incidents"]) or forged_match(f, labels):
+            continue
+        of = [inc["id"] for inc in labels["incidents"] if side_match(f, inc)]
+        if of:
+            side.append({"id": f["id"], "kind": f["kind"], "account_id": f["account_id"], "region": f["region"],
+                         "subject": f["subject"], "start": f["start"], "severity": f["severity"], "summary": f["summary"],
+                         "reported_at": fmt(f["reported_at"]), "incidents": of})
             continue
         day = f["start_t"].strftime("%Y-%m-%d")
         per_day[day] = per_day.get(day, 0) + 1
@@ -286,11 +378,16 @@ def score(labels, reported, stats):
                       "reported_at": fmt(f["reported_at"]), "near_incidents": near,
                       "benign": [labels["benign"][i]["description"] for i in benign]})
     false.sort(key=lambda x: (x["start"] or "", x["kind"] or ""))
+    side.sort(key=lambda x: (x["start"] or "", x["kind"] or ""))
+    side_ids = {x["id"] for x in side}
+    for row in incidents:
+        row["side_findings"] = sum(1 for x in side if row["id"] in x["incidents"])
     benign_rows = []
     for b in labels.get("benign", []):
-        # A finding that detects an incident is not the benign event's, even where they share a
-        # subject (a sweeper's API that an attacker sweeps too).
-        hits = [f for f in findings if matches(f, b, any_kind=True) and not any(matches(f, inc) for inc in labels["incidents"])]
+        # A finding that detects an incident (or is one it may also raise) is not the benign
+        # event's, even where they share a subject (a sweeper's API that an attacker sweeps too).
+        hits = [f for f in findings if matches(f, b, any_kind=True) and f["id"] not in side_ids
+                and not any(matches(f, inc) for inc in labels["incidents"])]
         benign_rows.append({**{k: b.get(k) for k in ("description", "account_id", "region", "subject", "start", "end")},
                             "findings": [{"id": f["id"], "kind": f["kind"], "subject": f["subject"], "start": f["start"]} for f in hits]})
     n_days = max(1, len(days))
@@ -299,12 +396,21 @@ def score(labels, reported, stats):
         "replay": {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in stats.items()},
         "finding_lines": len(reported), "counted_findings": len(findings),
         "by_kind": by_kind,
-        "overall": {"incidents": len(incidents), "detected": detected, "recall": round(detected / len(incidents), 3) if incidents else None},
+        "overall": {"incidents": len(incidents), "detected": detected, "recall": round(detected / len(incidents), 3) if incidents else None,
+                    "median_ttd_min": median([i["time_to_detect_min"] for i in incidents if i["detected"]]),
+                    "median_floor_min": median([i["floor_min"] for i in incidents if i["floor_min"] is not None]),
+                    "median_beyond_floor_min": median([i["time_to_detect_min"] - i["floor_min"] for i in incidents
+                                                       if i["detected"] and i["floor_min"] is not None])},
         "false_findings": {"total": len(false), "per_day": per_day, "mean_per_day": round(len(false) / n_days, 2), "list": false},
+        "expected_side_findings": {"total": len(side), "list": side},
         "benign": {"total": len(benign_rows), "with_findings": sum(1 for b in benign_rows if b["findings"]), "list": benign_rows},
         "incidents": incidents,
         **extra,
     }
+
+
+def median(xs):
+    return round(statistics.median(xs), 1) if xs else None
 
 
 def trunc(s, n):
@@ -319,16 +425,24 @@ def print_report(res):
               f"{rp.get('seconds')} s; exit codes {rp.get('exit_codes')}; bad finding lines {rp.get('bad_lines', 0)}")
     print(f"finding lines: {res['finding_lines']}; counted findings (open, not suppressed, not info, in the scored week): {res['counted_findings']}")
     print()
-    print(f"{'kind':<20} {'incidents':>9} {'detected':>8} {'recall':>6} {'median TTD min':>14} {'max TTD min':>11}")
+    def m(x):
+        return "-" if x is None else f"{x:.1f}"
+    print(f"{'kind':<20} {'incidents':>9} {'detected':>8} {'recall':>6} {'median TTD min':>14} {'max TTD min':>11} {'median floor min':>16}")
     for kind, k in res["by_kind"].items():
-        med = "-" if k["median_ttd_min"] is None else f"{k['median_ttd_min']:.1f}"
-        mx = "-" if k["max_ttd_min"] is None else f"{k['max_ttd_min']:.1f}"
-        print(f"{kind:<20} {k['incidents']:>9} {k['detected']:>8} {k['recall']:>6.2f} {med:>14} {mx:>11}")
+        print(f"{kind:<20} {k['incidents']:>9} {k['detected']:>8} {k['recall']:>6.2f} {m(k['median_ttd_min']):>14} "
+              f"{m(k['max_ttd_min']):>11} {m(k.get('median_floor_min')):>16}")
     o = res["overall"]
-    print(f"{'overall':<20} {o['incidents']:>9} {o['detected']:>8} {(o['recall'] or 0):>6.2f}")
+    print(f"{'overall':<20} {o['incidents']:>9} {o['detected']:>8} {(o['recall'] or 0):>6.2f} {m(o.get('median_ttd_min')):>14} "
+          f"{'':>11} {m(o.get('median_floor_min')):>16}")
+    print(f"median minutes beyond the delivery floor: {m(o.get('median_beyond_floor_min'))} (the floor: the end of the batch "
+          "that delivered the first record of the incident's subject in its window)")
     print()
     for i in res["incidents"]:
         what = f"detected after {i['time_to_detect_min']} min by {i['finding_id']}" if i["detected"] else "MISSED"
+        if i.get("floor_min") is not None:
+            what += f" (floor {i['floor_min']} min)"
+        if i.get("side_findings"):
+            what += f"; {i['side_findings']} expected side finding(s)"
         print(f"  {i['id']:<28} {i['account_id']} {i['region']:<9} {trunc(i['subject'], 48):<48} {i['start']}  {what}")
     ff = res["false_findings"]
     print()
@@ -341,6 +455,12 @@ def print_report(res):
         if f["benign"]:
             note += "  [benign]"
         print(f"  {trunc(f['kind'], 18):<18} {f['account_id']} {f['region']:<9} {trunc(f['subject'], 40):<40} {f['start']}  {trunc(f['summary'], 70)}{note}")
+    sf = res.get("expected_side_findings") or {"total": 0, "list": []}
+    print()
+    print(f"expected side findings (listed by an incident's may_also_raise; neither detections nor false): {sf['total']}")
+    for f in sf["list"]:
+        print(f"  {trunc(f['kind'], 18):<18} {f['account_id']} {f['region']:<9} {trunc(f['subject'], 40):<40} {f['start']}  "
+              f"[{', '.join(f['incidents'])}]  {trunc(f['summary'], 60)}")
     b = res["benign"]
     print()
     print(f"benign events that drew a finding: {b['with_findings']} of {b['total']}")
@@ -395,7 +515,12 @@ def main():
             if a.json:
                 a.json.write_text(json.dumps({"replay": {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in stats.items()}}, indent=2) + "\n")
             sys.exit(2)
-    res = score(labels, reported, stats)
+    learn = (a.learn_batch_minutes, parse_time(labels["scored_start"])) if a.learn_batch_minutes else None
+    first = delivery_floors(a.scenario, labels)
+    floors = {inc["id"]: round((batch_end(first[inc["id"]], a.batch_minutes, parse_time(labels["start"]), learn)
+                                - parse_time(inc["start"])).total_seconds() / 60, 1)
+              for inc in labels["incidents"] if inc["id"] in first}
+    res = score(labels, reported, stats, floors)
     print_report(res)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -71,6 +71,8 @@ def test_alert_queries_run_on_the_lake(tmp_path):
         ("api_call_rate", "s3.amazonaws.com:ListBuckets"), ("api_error_rate", "arn:aws:iam::111122223333:user/x"),
         ("log_silence", "orders"), ("concurrency_spike", hostile), ("api_call_rate", "s3.amazonaws.com:" + hostile),
         ("api_error_rate", "arn:aws:iam::1:role/" + hostile),
+        ("retry_storm", "orders"), ("event_loss", "orders"), ("noisy_neighbour", "orders"),
+        ("retry_storm", hostile), ("event_loss", hostile), ("noisy_neighbour", hostile),
     ]
     sqls = queries([dict(base, kind=k, subject=s) for k, s in kinds])
     assert len(sqls) == len(kinds)

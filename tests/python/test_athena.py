@@ -8,6 +8,7 @@ relative to now, as the queries look at the last 24 hours."""
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -177,7 +178,7 @@ def test_named_queries_are_the_query_files():
     resources = template()["Resources"]
     named = [v["Properties"] for v in resources.values() if v["Type"] == "AWS::Athena::NamedQuery"]
     files = {q.stem: q.read_text() for q in QUERIES.glob("*.sql")}
-    assert len(named) == len(files) == 5, (len(named), sorted(files))
+    assert len(named) == len(files) == 6, (len(named), sorted(files))
     assert sorted(q["QueryString"] for q in named) == sorted(files.values())
 
 
@@ -262,10 +263,30 @@ def report_lines():
     return lines
 
 
-def write_subscription_event(path):
+def retried_lines():
+    """(timestamp ms, REPORT line) of `mailer`: 4 requests run once; 2 retried by Lambda under the
+    same request id, failing twice and then succeeding, and one of those attempts delivered twice."""
+    lines, slot = [], 0
+    for r in range(6):
+        rid = str(uuid.UUID(int=1000 + r))
+        tries = 3 if r < 2 else 1
+        for k in range(tries):
+            # One attempt a 5-minute window: the same cost in each, no spike for cost_of_a_spike.
+            end_ms = (NOW - HOUR + WIN * slot + 30) * 1000
+            slot += 1
+            status = "\tStatus: error\tError Type: Runtime.ExitError" if k < tries - 1 else ""
+            lines.append((end_ms, f"REPORT RequestId: {rid}\tDuration: 199.50 ms\tBilled Duration: 200 ms\t"
+                                  f"Memory Size: 512 MB\tMax Memory Used: 60 MB{status}\t\n"))
+    return lines + [lines[1]]
+
+
+def write_subscription_event(path, group="/aws/lambda/orders", lines=None):
     """A Lambda subscription event from CloudWatch Logs: it names no region (ingest --region does)."""
-    events = [{"id": f"{ms:020d}{i:036d}", "timestamp": ms, "message": msg} for i, (ms, msg) in enumerate(report_lines())]
-    payload = {"messageType": "DATA_MESSAGE", "owner": ACCOUNT, "logGroup": "/aws/lambda/orders",
+    lines = report_lines() if lines is None else lines
+    # A line delivered twice keeps its event id, as a redelivered log event does.
+    events = [{"id": f"{ms:020d}{int(hashlib.sha1(msg.encode()).hexdigest(), 16) % 10**36:036d}", "timestamp": ms,
+               "message": msg} for ms, msg in lines]
+    payload = {"messageType": "DATA_MESSAGE", "owner": ACCOUNT, "logGroup": group,
                "logStream": f"{time.strftime('%Y/%m/%d', time.gmtime(NOW))}/[$LATEST]0a1b2c3d4e5f60718293a4b5c6d7e8f9",
                "subscriptionFilters": ["trailwatch"], "logEvents": events}
     data = base64.b64encode(gzip.compress(json.dumps(payload).encode())).decode()
@@ -322,6 +343,7 @@ def lake(tmp_path_factory):
                             {"name": f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/main"}))
     write_trail(inputs / "trail", NOW - HOUR, recent)
     write_subscription_event(inputs / "cwlogs" / "orders-subscription-event.json")
+    write_subscription_event(inputs / "cwlogs" / "mailer-subscription-event.json", "/aws/lambda/mailer", retried_lines())
     write_metric_stream(inputs / "metric-stream")
 
     lake = tmp / "lake"
@@ -409,6 +431,13 @@ def test_cost_of_a_spike(con):
     assert r["invocations"] == 3
     assert r["gb_seconds"] == pytest.approx(3 * 2000 * 1024 / 1024 / 1000)
     assert r["times_median"] == pytest.approx(10.0)
+
+
+def test_retried_requests(con):
+    rows = run_query(con, "retried_requests")
+    # The two retried requests, 3 attempts each (the attempt delivered twice counts once), 2 failed.
+    assert [(r["function_name"], r["requests_retried"], r["attempts"], r["max_attempts"], r["failed_attempts"])
+            for r in rows] == [("mailer", 2, 6, 3, 4)], rows
 
 
 def test_findings_last_day(con):

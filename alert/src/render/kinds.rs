@@ -37,6 +37,9 @@ impl KindAlert for FindingKind {
             FindingKind::ApiErrorRate => "unusual API error rate".into(),
             FindingKind::LogSilence => "log silence".into(),
             FindingKind::EventTimeSkew => "event time ahead of the clock".into(),
+            FindingKind::RetryStorm => "retry storm".into(),
+            FindingKind::EventLoss => "lost events".into(),
+            FindingKind::NoisyNeighbour => "noisy neighbour".into(),
             FindingKind::Other(other) => field(&other.replace('_', " "), SHORT_MAX).into(),
         }
     }
@@ -52,6 +55,9 @@ impl KindAlert for FindingKind {
             | FindingKind::ApiCallRate
             | FindingKind::ApiErrorRate
             | FindingKind::EventTimeSkew
+            | FindingKind::RetryStorm
+            | FindingKind::EventLoss
+            | FindingKind::NoisyNeighbour
             | FindingKind::Other(_) => None,
         }
     }
@@ -94,6 +100,18 @@ impl KindAlert for FindingKind {
                 "Find who wrote the records (query above, contributors): check who can write to the log bucket or log group, and a clock that runs fast.",
                 "Forged times can hide activity: review the account's real activity around the time the records arrived.",
             ],
+            (FindingKind::RetryStorm, _) => [
+                "Find why the attempts fail (error types above; the function's logs for those request ids). A stream function: look at its event source mapping (Kinesis or DynamoDB stream) and the record at the iterator's position.",
+                "Stop the repetition: roll back a bad deploy; for streams enable BisectBatchOnFunctionError, cap MaximumRetryAttempts and set an on-failure destination; for async events lower MaximumRetryAttempts and make the handler idempotent.",
+            ],
+            (FindingKind::EventLoss, _) => [
+                "Find where the events went: dropped events are gone unless an on-failure destination or dead-letter queue is set; DeadLetterErrors and DestinationDeliveryFailures mean that target refused them (its policy, KMS key, existence).",
+                "Fix the target and the function's asynchronous invocation config (MaximumEventAgeInSeconds, on-failure destination), then replay what can be recovered from the source.",
+            ],
+            (FindingKind::NoisyNeighbour, _) => [
+                "Confirm what drove the culprit's concurrency (the query above: concurrency and throttles per function; its callers or event sources).",
+                "Contain it: set reserved concurrency on the culprit to cap it, or reserve concurrency for the throttled functions so the pool cannot starve them; ask for a higher account limit only for legitimate load.",
+            ],
             (FindingKind::Other(_), _) => [
                 "Run the evidence query above and review the activity around the episode.",
                 "If it is unexpected, contact the owner of the subject and contain it (revoke access, throttle).",
@@ -113,6 +131,9 @@ impl KindAlert for FindingKind {
             (FindingKind::LogSilence, Shape::Name) => sql::last_invocations(f),
             (FindingKind::LogSilence, Shape::Source(src)) => sql::records_per_day(f, src),
             (FindingKind::EventTimeSkew, _) => sql::records_ahead_of_the_clock(f),
+            (FindingKind::RetryStorm, Shape::Name) => sql::attempts_per_minute(f),
+            (FindingKind::EventLoss, Shape::Name) => sql::async_event_metrics(f),
+            (FindingKind::NoisyNeighbour, _) => sql::pool_per_function(f),
             (FindingKind::ApiErrorRate, _) => sql::api_errors(f, sh),
             // A kind this build does not know: a bare name is a function unless the kind is an API one.
             (FindingKind::Other(k), Shape::Name) if !k.starts_with("api_") => sql::invocations(f),
@@ -123,6 +144,8 @@ impl KindAlert for FindingKind {
                 | FindingKind::UnusualInvocation
                 | FindingKind::ApiCallRate
                 | FindingKind::LogSilence
+                | FindingKind::RetryStorm
+                | FindingKind::EventLoss
                 | FindingKind::Other(_),
                 _,
             ) => sql::api_calls(f, sh),

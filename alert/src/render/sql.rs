@@ -250,6 +250,62 @@ pub(super) fn throttle_metrics(f: &Finding) -> Query {
     }
 }
 
+/// The function's attempts per minute: attempts beyond distinct request ids are asynchronous
+/// retries; failed attempts with a stream's new ids each time are a stuck stream.
+pub(super) fn attempts_per_minute(f: &Finding) -> Query {
+    let (from, to) = (f.start, f.end);
+    Query {
+        select: "date_trunc('minute', end_time) AS minute, count(*) AS attempts, \
+                 count(DISTINCT request_id) AS requests, count_if(status != 'success') AS failed, \
+                 max(error_type) AS an_error_type",
+        table: LAMBDA_INVOCATIONS_TABLE,
+        filters: with(partitions(f, from, to), with(vec![function(f)], times("start_time", "end_time", from, to))),
+        tail: &["GROUP BY 1", "ORDER BY 1"],
+    }
+}
+
+/// The function's asynchronous-event metrics: age, drops, dead-letter and destination failures.
+pub(super) fn async_event_metrics(f: &Finding) -> Query {
+    let (from, to) = (f.start, f.end);
+    Query {
+        select: "\"timestamp\", metric_name, value_sum, value_max",
+        table: LAMBDA_METRICS_TABLE,
+        filters: with(
+            partitions(f, from, to),
+            with(
+                vec![
+                    "metric_name IN ('AsyncEventsReceived', 'AsyncEventAge', 'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures')".into(),
+                    sql_eq("element_at(dimensions, 'FunctionName')", &f.subject, SQL_SUBJECT_MAX),
+                ],
+                times("\"timestamp\"", "\"timestamp\"", from, to),
+            ),
+        ),
+        tail: &["ORDER BY \"timestamp\", metric_name"],
+    }
+}
+
+/// Concurrency and throttles of every function of the account and region, and the account's own
+/// concurrency (no function): who took the pool and who was starved.
+pub(super) fn pool_per_function(f: &Finding) -> Query {
+    let (from, to) = (f.start, f.end);
+    Query {
+        select: "\"timestamp\", coalesce(element_at(dimensions, 'FunctionName'), '(account)') AS function_name, \
+                 metric_name, value_sum, value_max",
+        table: LAMBDA_METRICS_TABLE,
+        filters: with(
+            partitions(f, from, to),
+            with(
+                vec![
+                    "metric_name IN ('Throttles', 'ConcurrentExecutions', 'ClaimedAccountConcurrency')".into(),
+                    "element_at(dimensions, 'Resource') IS NULL".into(),
+                ],
+                times("\"timestamp\"", "\"timestamp\"", from, to),
+            ),
+        ),
+        tail: &["ORDER BY \"timestamp\", metric_name, value_max DESC", "LIMIT 5000"],
+    }
+}
+
 /// Throttled calls of the API the subject names.
 pub(super) fn throttled_calls(f: &Finding, sh: Shape) -> Query {
     let (from, to) = (f.start, f.end);

@@ -26,7 +26,8 @@ pub struct ApiAgg {
     pub err_evidence: Vec<String>,
 }
 
-/// Bursts closer together than this are one burst (a sweep that straddles a window boundary).
+/// Windows closer together than this are one burst (a sweep that straddles a window boundary;
+/// a principal that calls steadily makes one long burst, never a schedule).
 const BURST_MERGE: i64 = 30 * MINUTE;
 /// How far a burst may drift from its schedule and still count as the schedule's.
 const BURST_TOLERANCE: i64 = 10 * MINUTE;
@@ -43,15 +44,29 @@ const BURST_GAPS: usize = 8;
 pub struct Burst {
     /// The keyed hash of the principal.
     pub who: u64,
+    /// When the last burst began.
     pub last: EpochMillis,
     pub gaps: Vec<i64>,
+    /// The last window of the last burst.
+    #[serde(default)]
+    pub until: EpochMillis,
+}
+
+/// Whether `gap` is `period` or a whole multiple of it up to `max_k` (runs skipped), within
+/// the drift allowed.
+fn multiple_of(gap: i64, period: i64, max_k: i64) -> bool {
+    if period <= 0 {
+        return false;
+    }
+    let k = ((gap as f64 / period as f64).round() as i64).max(1);
+    k <= max_k && (gap - k * period).abs() <= BURST_TOLERANCE * k.min(2)
 }
 
 impl Burst {
     /// Whether a burst starting at `w` keeps a gap (or a whole multiple of one) seen before.
     pub fn recurs_at(&self, w: EpochMillis) -> bool {
         let gap = w - self.last;
-        self.gaps.iter().any(|&g| (1..=BURST_MAX_MULTIPLE).any(|k| (gap - k * g).abs() <= BURST_TOLERANCE * k.min(2)))
+        self.gaps.iter().any(|&g| multiple_of(gap, g, BURST_MAX_MULTIPLE))
     }
 }
 
@@ -69,16 +84,25 @@ impl Bursts {
     /// Records a burst by `who` in the window starting at `w`.
     pub fn record(&mut self, who: u64, w: EpochMillis) {
         match self.items.iter_mut().find(|b| b.who == who) {
-            Some(b) if w - b.last < BURST_MERGE => {}
+            Some(b) if w - b.until.max(b.last) < BURST_MERGE => b.until = b.until.max(w),
             Some(b) => {
+                // Only periods are kept: a gap that is a multiple of a known one (skipped runs)
+                // confirms it, and a shorter period replaces the multiples it explains. Kept as
+                // gaps, the multiples once pushed the period itself out of the bounded list.
+                // The least recently confirmed period goes first.
                 let gap = w - b.last;
-                if !b.gaps.iter().any(|&g| (g - gap).abs() <= BURST_TOLERANCE) {
-                    if b.gaps.len() >= BURST_GAPS {
-                        b.gaps.remove(0);
-                    }
-                    b.gaps.push(gap);
-                }
                 b.last = w;
+                b.until = w;
+                if let Some(i) = b.gaps.iter().position(|&g| multiple_of(gap, g, i64::MAX)) {
+                    let g = b.gaps.remove(i);
+                    b.gaps.push(g);
+                    return;
+                }
+                b.gaps.retain(|&g| !multiple_of(g, gap, i64::MAX));
+                if b.gaps.len() >= BURST_GAPS {
+                    b.gaps.remove(0);
+                }
+                b.gaps.push(gap);
             }
             None => {
                 if self.items.len() >= BURST_PRINCIPALS {
@@ -86,7 +110,7 @@ impl Bursts {
                         self.items.remove(i);
                     }
                 }
-                self.items.push(Burst { who, last: w, gaps: Vec::new() });
+                self.items.push(Burst { who, last: w, gaps: Vec::new(), until: w });
             }
         }
     }
@@ -126,29 +150,39 @@ impl ApiKey {
         true
     }
 
-    /// The window's calls judged, less those of a principal bursting on its own schedule: the
-    /// window is anomalous only if the other callers alone would be. A final window that clears
-    /// the bars (history aside) is recorded as its top principal's burst.
+    /// The window's calls judged, less those of every principal bursting on its own schedule:
+    /// the window is anomalous only if the other callers alone would be (two sweepers whose
+    /// runs meet in one window are both left out). Every final window in which a principal
+    /// alone made `min_count` calls is recorded as its burst, anomalous or not: once an hour
+    /// slot has learned a sweep, its runs there no longer stand out, and a schedule seen only
+    /// where it stands out would look like runs skipped.
     fn judge_calls(&mut self, ctx: &Ctx, w: EpochMillis, agg: &ApiAgg, factor: f64, early: bool) -> Verdict {
         let (rule, b) = (&ctx.cfg.api_call_rate, &ctx.cfg.baseline);
         let v = self.calls.judge(w, agg.calls as f64, rule, b, factor);
+        if (agg.calls as f64) < rule.min_count {
+            return v;
+        }
         let burst_like = v.observed >= rule.min_count * factor
             && v.observed >= rule.min_ratio * factor * v.expected.max(1e-9)
             && v.z >= rule.z * factor;
-        if !burst_like {
+        let Some((_, top)) = agg.top.dims.iter().find(|(d, _)| d == "principal") else { return v };
+        let mut scheduled = 0u64;
+        for (principal, n) in top.sorted() {
+            if (n as f64) < rule.min_count && !burst_like {
+                break;
+            }
+            let who = ctx.key.str(&principal);
+            if burst_like && self.bursts.get(who).is_some_and(|bu| bu.recurs_at(w)) {
+                scheduled += n;
+            }
+            if !early && n as f64 >= rule.min_count {
+                self.bursts.record(who, w);
+            }
+        }
+        if scheduled == 0 {
             return v;
         }
-        let top = agg.top.dims.iter().find(|(d, _)| d == "principal").and_then(|(_, t)| t.sorted().into_iter().next());
-        let Some((principal, n)) = top else { return v };
-        let who = ctx.key.str(&principal);
-        let recurs = self.bursts.get(who).is_some_and(|bu| bu.recurs_at(w));
-        if !early {
-            self.bursts.record(who, w);
-        }
-        if !recurs {
-            return v;
-        }
-        let rest = self.calls.judge(w, agg.calls.saturating_sub(n) as f64, rule, b, factor);
+        let rest = self.calls.judge(w, agg.calls.saturating_sub(scheduled) as f64, rule, b, factor);
         Verdict { anomalous: rest.anomalous, ..v }
     }
 
@@ -549,6 +583,32 @@ mod tests {
         assert!(burst.recurs_at(t + 15 * HOUR));
         assert!(!burst.recurs_at(t + 7 * HOUR + 30 * MINUTE));
         assert!(!b.get(8).is_some_and(|x| x.recurs_at(t + 10 * HOUR)), "another principal has no schedule");
+    }
+
+    #[test]
+    fn skipped_runs_never_push_the_period_out() {
+        // A 5-hour sweep whose runs are often not recorded (their window fell in an hour slot
+        // that had learned them): gaps of 10, 15, ... 40 hours. Kept as gaps, eight of them
+        // evicted the 5-hour period and the next on-schedule run fired (seed 3's false finding).
+        let mut b = Bursts::default();
+        let (who, t) = (7, 1_000 * HOUR);
+        let mut at = t;
+        b.record(who, at);
+        at += 5 * HOUR;
+        b.record(who, at);
+        for k in [2, 8, 4, 14, 10, 3, 12, 6, 2, 8, 4] {
+            at += k * 5 * HOUR; // skipped runs: gaps of 10 to 70 hours
+            b.record(who, at);
+        }
+        let burst = b.get(who).unwrap();
+        assert_eq!(burst.gaps, vec![5 * HOUR], "only the period is kept");
+        assert!(burst.recurs_at(at + 5 * HOUR));
+        // A shorter period found later replaces the multiples it explains.
+        let mut b = Bursts::default();
+        b.record(who, t);
+        b.record(who, t + 12 * HOUR);
+        b.record(who, t + 16 * HOUR);
+        assert_eq!(b.get(who).unwrap().gaps, vec![4 * HOUR]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! shards by account and region and concurrent invocations on different shards never contend.
 
 pub mod api;
+pub mod failure;
 pub mod lambda;
 pub mod silence;
 pub mod skew;

@@ -60,6 +60,9 @@ def main():
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--single", action="store_true", help="all records in one file")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--spread", type=int, default=0,
+                    help="records of each file spread over this many account-region-days at random (an organisation "
+                         "trail exported through CloudWatch Logs, a LookupEvents dump), not the file's own")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -71,13 +74,20 @@ def main():
         account, region = accounts[f % 3], ["us-east-1", "eu-west-1"][f // 3 % 2]
         t0 = start + timedelta(minutes=5 * f)
         key = Path(a.out) / f"AWSLogs/o-abc123/{account}/CloudTrail/{region}/{t0:%Y/%m/%d}/{account}_CloudTrail_{region}_{t0:%Y%m%dT%H%MZ}_{rng.randrange(16**16):016x}.json.gz"
+        if a.spread:  # an export names no account or region: each record's own decide its partition
+            key = Path(a.out) / f"exports/cloudtrail-{f:05d}.json.gz"
         key.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(key, "wt", compresslevel=6) as out:
             out.write('{"Records":[')
             json_bytes += 13
             for i in range(per):
                 t = t0 + timedelta(seconds=i * 300 / per)
-                s = json.dumps(record(rng, t, account, region), separators=(",", ":"))
+                acc, reg = account, region
+                if a.spread:
+                    k = rng.randrange(a.spread)
+                    acc, reg = accounts[k % 3], ["us-east-1", "eu-west-1"][k // 3 % 2]
+                    t += timedelta(days=k // 6)
+                s = json.dumps(record(rng, t, acc, reg), separators=(",", ":"))
                 out.write(("," if i else "") + s)
                 json_bytes += len(s) + (1 if i else 0)
             out.write("]}")

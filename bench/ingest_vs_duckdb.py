@@ -63,25 +63,28 @@ def main():
     ap.add_argument("--files", type=int, default=200)
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--memory", action="store_true", help="one file of 500,000 records, trailwatch only")
+    ap.add_argument("--spread", type=int, default=0, help="each file's records spread over this many account-region-days")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     try:
         src = tmp / "in"
         gen = [sys.executable, str(HERE / "gen_cloudtrail.py"), str(src)]
-        gen += ["--files", "500", "--records", "1000", "--single"] if a.memory else ["--files", str(a.files), "--records", str(a.records)]
+        gen += ["--files", "500", "--records", "1000", "--single"] if a.memory else ["--files", str(a.files), "--records", str(a.records), "--spread", str(a.spread)]
         info = json.loads(subprocess.run(gen, check=True, capture_output=True, text=True).stdout)
         n, mb = info["records"], info["json_bytes"] / 1e6
         results = []
         secs, rss = timed([a.trailwatch, "ingest", str(src), "--lake", str(tmp / "lake")])
         assert rows(f"{tmp}/lake/cloudtrail/*/*/*/*.parquet") == n
         results.append(("trailwatch ingest", secs, rss))
+        written = len(list((tmp / "lake" / "cloudtrail").glob("*/*/*/*.parquet")))
         if not a.memory:
             for typed in (False, True):
                 out = tmp / f"duck-{typed}.parquet"
                 secs, rss = timed(duckdb_cmd(src, out, typed))
                 assert rows(out) == n
                 results.append((f"DuckDB, 1 thread, {'typed shape' if typed else 'auto schema'}", secs, rss))
-        print(f"{n:,} records, {mb:,.0f} MB of JSON in {info['files']} gzipped files; one core each\n")
+        print(f"{n:,} records, {mb:,.0f} MB of JSON in {info['files']} gzipped files; one core each; "
+              f"trailwatch wrote {written:,} Parquet files\n")
         print("| engine | seconds | records/s | MB/s of JSON | peak RSS MB | trailwatch speed-up |")
         print("|---|---:|---:|---:|---:|---:|")
         tw = results[0][1]

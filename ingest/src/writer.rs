@@ -1,7 +1,7 @@
 //! Writes rows to Parquet files per Hive partition, and rejects to JSON Lines, staged locally and
 //! handed to the lake only when the whole object has been read, so a failed object leaves nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -11,8 +11,12 @@ use serde::Serialize;
 use trailwatch_core::lake::{self, Partition};
 use trailwatch_core::store::LakeStore;
 
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, UInt32Array};
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_ipc::CompressionType;
 use arrow_schema::SchemaRef;
+use arrow_select::take::take_record_batch;
 
 use crate::error::IngestError;
 
@@ -42,8 +46,10 @@ pub struct WriterLimits {
     pub batch_rows: usize,
     /// JSON bytes buffered across all partitions before every buffer is encoded.
     pub max_buffered_bytes: usize,
-    /// Parquet writers open at once; the least recently used is closed beyond this, and its
-    /// partition continues in a new part file if more rows arrive.
+    /// Parquet writers open at once. An object's first partitions get one each; rows of any
+    /// partition beyond them are spilled to a local Arrow IPC file and written to Parquet, one
+    /// partition at a time, when the object ends: one file per partition per object, whatever
+    /// the number of partitions and however their rows interleave.
     pub max_open_partitions: usize,
     /// Memory all Parquet writers together may hold for their row groups in progress (they keep
     /// dictionaries and encoded pages until a row group closes). Beyond it, the largest row group
@@ -65,9 +71,23 @@ impl Default for WriterLimits {
 struct OpenPart<B> {
     writer: ArrowWriter<File>,
     batch: B,
-    part: u32,
     path: PathBuf,
-    last_used: u64,
+}
+
+/// Rows of the partitions without a Parquet writer, all in one buffer (one builder whatever the
+/// number of partitions: a builder holds some kilobytes per column even when empty), each row
+/// tagged with its partition's index in `PartitionedWriter::spilled`.
+struct SpillBuffer<B> {
+    batch: B,
+    parts: Vec<u32>,
+}
+
+/// The spill file: Arrow IPC (LZ4 frames: no codec context to build per buffer, unlike zstd),
+/// one record batch per partition per flush of the spill buffer.
+struct Spill {
+    writer: FileWriter<BufWriter<File>>,
+    path: PathBuf,
+    batches: usize,
 }
 
 /// The Parquet side of one object's ingest, for one table.
@@ -76,10 +96,12 @@ pub struct PartitionedWriter<B> {
     dir: tempfile::TempDir,
     limits: WriterLimits,
     open: HashMap<Partition, OpenPart<B>>,
-    closed: Vec<(Partition, u32, PathBuf)>,
-    parts: HashMap<Partition, u32>,
+    /// Partitions without a Parquet writer, by index, and their batches in the spill file.
+    spilled: Vec<(Partition, Vec<usize>)>,
+    spilled_index: HashMap<Partition, u32>,
+    spill_buffer: SpillBuffer<B>,
+    spill: Option<Spill>,
     buffered: usize,
-    tick: u64,
     rows: u64,
 }
 
@@ -105,10 +127,11 @@ impl<B: TableBatch> PartitionedWriter<B> {
             dir: staging_dir(lake, uri)?,
             limits,
             open: HashMap::new(),
-            closed: Vec::new(),
-            parts: HashMap::new(),
+            spilled: Vec::new(),
+            spilled_index: HashMap::new(),
+            spill_buffer: SpillBuffer { batch: B::default(), parts: Vec::new() },
+            spill: None,
             buffered: 0,
-            tick: 0,
             rows: 0,
         })
     }
@@ -122,28 +145,39 @@ impl<B: TableBatch> PartitionedWriter<B> {
         self.dir.path()
     }
 
+    /// Partitions whose rows went to the spill file rather than a Parquet writer of their own.
+    pub fn spilled_partitions(&self) -> usize {
+        self.spilled.len()
+    }
+
     pub fn push(&mut self, p: Partition, row: &B::Row<'_>, size: usize) -> Result<(), IngestError> {
-        self.tick += 1;
-        if !self.open.contains_key(&p) {
-            if self.open.len() >= self.limits.max_open_partitions {
-                self.close_least_recent()?;
-            }
-            let part = *self.parts.entry(p.clone()).and_modify(|n| *n += 1).or_insert(0);
-            let path = self.dir.path().join(format!("{}.parquet", self.closed.len() + self.open.len()));
-            let file = File::create(&path).map_err(|e| staging_err(&self.uri, &path, e))?;
-            let writer = ArrowWriter::try_new(file, B::schema(), Some(lake::writer_properties()))
-                .map_err(|e| encode_err(&self.uri, e))?;
-            self.open.insert(p.clone(), OpenPart { writer, batch: B::default(), part, path, last_used: 0 });
-        }
-        let open = self.open.get_mut(&p).expect("inserted above");
-        open.last_used = self.tick;
-        open.batch.push(row, size);
-        self.buffered += size;
         self.rows += 1;
-        if open.batch.len() >= self.limits.batch_rows {
-            self.buffered -= open.batch.approx_bytes();
-            write(&self.uri, open)?;
-            self.bound_writers()?;
+        self.buffered += size;
+        if !self.open.contains_key(&p) && !self.spilled_index.contains_key(&p) {
+            if self.open.len() < self.limits.max_open_partitions {
+                let path = self.dir.path().join(format!("{}.parquet", self.open.len()));
+                let writer = parquet_file::<B>(&self.uri, &path)?;
+                self.open.insert(p.clone(), OpenPart { writer, batch: B::default(), path });
+            } else {
+                self.spilled_index.insert(p.clone(), self.spilled.len() as u32);
+                self.spilled.push((p.clone(), Vec::new()));
+            }
+        }
+        if let Some(open) = self.open.get_mut(&p) {
+            open.batch.push(row, size);
+            if open.batch.len() >= self.limits.batch_rows {
+                self.buffered -= open.batch.approx_bytes();
+                write(&self.uri, open)?;
+                self.bound_writers()?;
+            }
+        } else {
+            let buf = &mut self.spill_buffer;
+            buf.batch.push(row, size);
+            buf.parts.push(self.spilled_index[&p]);
+            if buf.batch.len() >= self.limits.batch_rows {
+                self.buffered -= buf.batch.approx_bytes();
+                self.flush_spill()?;
+            }
         }
         if self.buffered > self.limits.max_buffered_bytes {
             self.flush_all()?;
@@ -157,8 +191,41 @@ impl<B: TableBatch> PartitionedWriter<B> {
                 write(&self.uri, open)?;
             }
         }
+        self.flush_spill()?;
         self.buffered = 0;
         self.bound_writers()
+    }
+
+    /// Moves the spill buffer's rows to the spill file (made on first use): one batch per
+    /// partition present, its rows in the order they came.
+    fn flush_spill(&mut self) -> Result<(), IngestError> {
+        if self.spill_buffer.batch.is_empty() {
+            return Ok(());
+        }
+        let uri = &self.uri;
+        let batch = self.spill_buffer.batch.finish();
+        let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (row, part) in std::mem::take(&mut self.spill_buffer.parts).into_iter().enumerate() {
+            rows.entry(part).or_default().push(row as u32);
+        }
+        if self.spill.is_none() {
+            let path = self.dir.path().join("spill.arrow");
+            let file = File::create(&path).map_err(|e| staging_err(uri, &path, e))?;
+            let opts = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                .map_err(|e| encode_err(uri, e))?;
+            let writer = FileWriter::try_new_with_options(BufWriter::new(file), &B::schema(), opts)
+                .map_err(|e| encode_err(uri, e))?;
+            self.spill = Some(Spill { writer, path, batches: 0 });
+        }
+        let s = self.spill.as_mut().expect("made above");
+        for (part, idx) in rows {
+            let part_rows = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| encode_err(uri, e))?;
+            s.writer.write(&part_rows).map_err(|e| encode_err(uri, e))?;
+            self.spilled[part as usize].1.push(s.batches);
+            s.batches += 1;
+        }
+        Ok(())
     }
 
     /// Closes row groups early, largest first, while the writers hold more than their budget.
@@ -173,25 +240,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
         }
     }
 
-    fn close(&mut self, p: Partition) -> Result<(), IngestError> {
-        let mut open = self.open.remove(&p).expect("closing an open partition");
-        if !open.batch.is_empty() {
-            self.buffered -= open.batch.approx_bytes();
-            write(&self.uri, &mut open)?;
-        }
-        open.writer.close().map_err(|e| encode_err(&self.uri, e))?;
-        self.closed.push((p, open.part, open.path));
-        Ok(())
-    }
-
-    fn close_least_recent(&mut self) -> Result<(), IngestError> {
-        if let Some(p) = self.open.iter().min_by_key(|(_, o)| o.last_used).map(|(p, _)| p.clone()) {
-            self.close(p)?;
-        }
-        Ok(())
-    }
-
-    /// Closes every file and stores it in the lake as `<partition>/<stem>[-<part>].parquet`.
+    /// Closes every file and stores it in the lake as `<partition>/<stem>.parquet`.
     /// Returns the lake keys written. All or nothing: see [`store_all`].
     pub fn commit(self, lake: &dyn LakeStore, stem: &str) -> Result<Vec<String>, IngestError> {
         let uri = self.uri.clone();
@@ -199,21 +248,44 @@ impl<B: TableBatch> PartitionedWriter<B> {
         store_all(lake, &uri, &staged.files)
     }
 
-    /// Closes every file and names it `<partition>/<stem>[-<part>].parquet`, without storing it.
+    /// Closes every file and names it `<partition>/<stem>.parquet`, without storing it. Spilled
+    /// partitions are written here, one at a time (one Parquet writer in memory), each from its
+    /// batches in the spill file.
     pub fn finish(mut self, stem: &str) -> Result<Staged, IngestError> {
-        let parts: Vec<Partition> = self.open.keys().cloned().collect();
-        for p in parts {
-            self.close(p)?;
+        let uri = self.uri.clone();
+        let mut closed = Vec::with_capacity(self.open.len() + self.spilled.len());
+        for (p, mut open) in std::mem::take(&mut self.open) {
+            if !open.batch.is_empty() {
+                write(&uri, &mut open)?;
+            }
+            open.writer.close().map_err(|e| encode_err(&uri, e))?;
+            closed.push((p, open.path));
         }
-        self.closed.sort();
-        let files = self
-            .closed
-            .drain(..)
-            .map(|(p, part, path)| {
-                let name = if part == 0 { format!("{stem}.parquet") } else { format!("{stem}-{part}.parquet") };
-                (format!("{}/{name}", p.dir(B::TABLE)), path)
-            })
-            .collect();
+        self.flush_spill()?;
+        let mut reader = match self.spill.take() {
+            Some(mut s) => {
+                s.writer.finish().map_err(|e| encode_err(&uri, e))?;
+                drop(s.writer);
+                let f = File::open(&s.path).map_err(|e| staging_err(&uri, &s.path, e))?;
+                Some(FileReader::try_new(std::io::BufReader::new(f), None).map_err(|e| encode_err(&uri, e))?)
+            }
+            None => None,
+        };
+        for (i, (p, blocks)) in std::mem::take(&mut self.spilled).into_iter().enumerate() {
+            let path = self.dir.path().join(format!("spilled-{i}.parquet"));
+            let mut writer = parquet_file::<B>(&uri, &path)?;
+            for block in blocks {
+                let r = reader.as_mut().expect("a partition with spilled blocks has a spill file");
+                r.set_index(block).map_err(|e| encode_err(&uri, e))?;
+                let batch = r.next().transpose().map_err(|e| encode_err(&uri, e))?;
+                let batch = batch.ok_or_else(|| encode_err(&uri, format!("spill file ended before batch {block}")))?;
+                writer.write(&batch).map_err(|e| encode_err(&uri, e))?;
+            }
+            writer.close().map_err(|e| encode_err(&uri, e))?;
+            closed.push((p, path));
+        }
+        closed.sort();
+        let files = closed.into_iter().map(|(p, path)| (format!("{}/{stem}.parquet", p.dir(B::TABLE)), path)).collect();
         Ok(Staged { files, _dir: self.dir })
     }
 }
@@ -251,6 +323,12 @@ pub fn store_all(lake: &dyn LakeStore, uri: &str, files: &[(String, PathBuf)]) -
         }
     }
     Ok(files.iter().map(|(k, _)| k.clone()).collect())
+}
+
+/// A staged Parquet file of table `B`, with the lake's writer properties.
+fn parquet_file<B: TableBatch>(uri: &str, path: &Path) -> Result<ArrowWriter<File>, IngestError> {
+    let file = File::create(path).map_err(|e| staging_err(uri, path, e))?;
+    ArrowWriter::try_new(file, B::schema(), Some(lake::writer_properties())).map_err(|e| encode_err(uri, e))
 }
 
 /// Encodes a partition's buffered rows.
@@ -349,33 +427,47 @@ mod tests {
     use serde_json::value::RawValue;
     use trailwatch_core::store::LocalLake;
 
+    fn event_ids(path: &Path) -> Vec<String> {
+        let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let mut ids = Vec::new();
+        for b in r {
+            let b = b.unwrap();
+            let col = b.column_by_name("event_id").unwrap();
+            let col = col.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+            ids.extend(col.iter().map(|v| v.unwrap().to_string()));
+        }
+        ids
+    }
+
+    /// Rows of many partitions, interleaved, with room for two Parquet writers and buffers that
+    /// spill often: still one file per partition, every row once, in the order it came.
     #[test]
-    fn partitions_beyond_the_open_limit_continue_in_part_files() {
+    fn partitions_beyond_the_open_limit_still_get_one_file_each() {
         let dir = tempfile::tempdir().unwrap();
         let lake = LocalLake::new(dir.path());
         let limits =
-            WriterLimits { batch_rows: 2, max_buffered_bytes: 1 << 20, max_open_partitions: 2, max_writer_bytes: 1 };
+            WriterLimits { batch_rows: 2, max_buffered_bytes: 25, max_open_partitions: 2, max_writer_bytes: 1 };
         let mut w = PartitionedWriter::<crate::convert::CloudTrailBatch>::new(&lake, "test", limits).unwrap();
-        let raw: Box<RawValue> = serde_json::from_str(r#"{"eventTime":"2024-01-01T00:00:00Z"}"#).unwrap();
-        let row = parse_record(&raw).unwrap();
-        // Three days round-robin with room for two writers: every switch closes the least
-        // recently used one, so days come back in new part files.
-        for i in 0..9 {
-            let p = Partition::new(Some("111122223333"), Some("eu-west-1"), format!("2024-01-0{}", i % 3 + 1));
+        let days = 7;
+        let mut want: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for i in 0..60 {
+            let day = format!("2024-01-0{}", (i * 5) % days + 1);
+            let text = format!(r#"{{"eventTime":"{day}T00:00:00Z","eventID":"e{i}"}}"#);
+            let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            let row = parse_record(&raw).unwrap();
+            let p = Partition::new(Some("111122223333"), Some("eu-west-1"), day.clone());
             w.push(p, &row, 10).unwrap();
+            want.entry(format!("cloudtrail/account_id=111122223333/region=eu-west-1/date={day}/stem.parquet"))
+                .or_default()
+                .push(format!("e{i}"));
         }
-        assert_eq!(w.rows(), 9);
+        assert_eq!(w.rows(), 60);
+        assert_eq!(w.spilled_partitions(), days - 2);
         let keys = w.commit(&lake, "stem").unwrap();
-        assert!(keys
-            .contains(&"cloudtrail/account_id=111122223333/region=eu-west-1/date=2024-01-01/stem.parquet".to_string()));
-        assert!(keys.iter().any(|k| k.ends_with("date=2024-01-01/stem-1.parquet")), "{keys:?}");
-        let mut rows = 0;
-        for k in &keys {
-            let bytes = bytes::Bytes::from(std::fs::read(dir.path().join(k)).unwrap());
-            let r =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
-            rows += r.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        assert_eq!(keys, want.keys().cloned().collect::<Vec<_>>());
+        for (k, ids) in &want {
+            assert_eq!(&event_ids(&dir.path().join(k)), ids, "{k}");
         }
-        assert_eq!(rows, 9);
     }
 }

@@ -7,7 +7,10 @@ day, or a lake you name. Each engine runs as its own process pinned to CPU 0 und
 `/usr/bin/time -v`; DuckDB with `threads=1`. Prints a Markdown table.
 
     python bench/detect_vs_duckdb.py --trailwatch target/release/trailwatch [--seed 1] [--full]
-    python bench/detect_vs_duckdb.py --trailwatch target/release/trailwatch --lake LAKE
+    python bench/detect_vs_duckdb.py --trailwatch target/release/trailwatch --lake LAKE [--compact]
+
+With --compact, a copy of the lake is compacted (`trailwatch compact`, every partition-day) and
+both engines run again over it.
 
 The SQL is a naive detection, not trailwatch's: per key and hour, call and error counts against
 the key's mean and standard deviation over every hour (API calls), and per function and minute,
@@ -94,6 +97,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--full", action="store_true", help="the full scenario, not the small variant")
     ap.add_argument("--keep", type=Path, help="keep the generated scenario and lake here")
+    ap.add_argument("--compact", action="store_true", help="also compact a copy of the lake and run both over it")
     a = ap.parse_args()
     tmp = a.keep or Path(tempfile.mkdtemp(prefix="tw-detect-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -108,17 +112,31 @@ def main():
                                 a.trailwatch, "--batch-minutes", "1440", "--work", str(work)], check=True, capture_output=True)
             lake = work / "lake"
         lake = lake.resolve()
-        rows, files = lake_stats(lake)
-        state = tmp / "bench-state"
-        shutil.rmtree(state, ignore_errors=True)
-        tw = timed([a.trailwatch, "detect", "--lake", str(lake), "--state", str(state), "--findings", str(tmp / "bench-findings.jsonl"),
-                    "--quiet"])
-        duck = timed([sys.executable, "-c", f"import duckdb; print(duckdb.connect().execute({SQL.format(lake=lake, hive=HIVE)!r}).fetchall())"])
-        print(f"{rows:,} rows in {files:,} Parquet files ({lake}); one core each\n")
-        print("| engine | seconds | rows/s | peak RSS MB | trailwatch speed-up |")
-        print("|---|---:|---:|---:|---:|")
-        for name, (secs, rss, _) in (("trailwatch detect, from empty state", tw), ("DuckDB 1 thread, naive SQL detection", duck)):
-            print(f"| {name} | {secs:.2f} | {rows / secs:,.0f} | {rss:,.0f} | {secs / tw[0]:.2f}x |")
+        lakes = [("as ingest wrote it", lake)]
+        if a.compact:
+            merged = tmp / "compacted-lake"
+            shutil.rmtree(merged, ignore_errors=True)
+            shutil.copytree(lake, merged)
+            secs, rss, out = timed([a.trailwatch, "compact", "--lake", str(merged), "--closed-after-days", "0",
+                                    "--min-age-minutes", "0"])
+            said = next((l for l in out.splitlines() if l.startswith("compact:")), "")
+            print(f"trailwatch compact: {secs:.2f} s, {rss:,.0f} MB peak RSS; {said}\n")
+            lakes.append(("compacted", merged))
+        print("| lake | files | engine | seconds | rows/s | peak RSS MB | findings | trailwatch speed-up |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        for what, path in lakes:
+            rows, files = lake_stats(path)
+            state, findings = tmp / "bench-state", tmp / "bench-findings.jsonl"
+            shutil.rmtree(state, ignore_errors=True)
+            findings.unlink(missing_ok=True)
+            tw = timed([a.trailwatch, "detect", "--lake", str(path), "--state", str(state), "--findings", str(findings), "--quiet"])
+            n_findings = len(findings.read_text().splitlines()) if findings.exists() else 0
+            duck = timed([sys.executable, "-c",
+                          f"import duckdb; print(duckdb.connect().execute({SQL.format(lake=path, hive=HIVE)!r}).fetchall())"])
+            for name, (secs, rss, _), n in (("trailwatch detect, from empty state", tw, n_findings),
+                                            ("DuckDB 1 thread, naive SQL detection", duck, "")):
+                print(f"| {what} | {files:,} | {name} | {secs:.2f} | {rows / secs:,.0f} | {rss:,.0f} | {n} | {secs / tw[0]:.2f}x |")
+        print(f"\n{rows:,} rows; one core each")
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -103,6 +103,26 @@ enum Command {
         #[arg(long, default_value = "2024-01-01")]
         first_date: String,
     },
+    /// Merge closed partition-days' small files (one per delivered object) into files of about
+    /// 128 MB. Safe to run at any time and again; detect does not read merged rows twice.
+    Compact {
+        /// The lake: a folder or s3://bucket/prefix.
+        #[arg(long)]
+        lake: String,
+        /// Partitions this many days or more before today (UTC) are closed and compacted.
+        #[arg(long, default_value_t = trailwatch_ingest::compact::DEFAULT_CLOSED_AFTER_DAYS)]
+        closed_after_days: i64,
+        /// Files younger than this many minutes are left for a later run: detect may not have
+        /// read them yet (0 for a lake no detect runs on, such as a finished replay).
+        #[arg(long, default_value_t = trailwatch_ingest::compact::DEFAULT_MIN_AGE_MINUTES)]
+        min_age_minutes: i64,
+        /// A merged file is closed when its inputs reach this many MB.
+        #[arg(long, default_value_t = 128)]
+        target_mb: u64,
+        /// An S3-compatible endpoint to use instead of AWS.
+        #[arg(long)]
+        endpoint_url: Option<String>,
+    },
     /// Print the effective detect configuration (defaults merged with --config) as TOML.
     Config {
         /// A TOML file of thresholds, prices and suppressions.
@@ -215,6 +235,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schema { athena: _, glue_json, lake, database, accounts, regions, first_date } => {
             schema(glue_json, &lake, &database, accounts, regions, first_date)
         }
+        Command::Compact { lake, closed_after_days, min_age_minutes, target_mb, endpoint_url } => {
+            let now = trailwatch_core::time::wall_clock_millis();
+            let opts =
+                trailwatch_ingest::compact::CompactOptions::at(now, closed_after_days, min_age_minutes, target_mb);
+            compact(&lake, endpoint_url.as_deref(), &opts)
+        }
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
@@ -254,6 +280,42 @@ fn schema(
         print!("{}", ddl(database, lake, &Projection { accounts, regions, first_date }));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compacts a local or S3 lake and says what changed.
+fn compact(
+    lake: &str,
+    endpoint_url: Option<&str>,
+    opts: &trailwatch_ingest::compact::CompactOptions,
+) -> Result<ExitCode> {
+    use trailwatch_ingest::compact::compact_lake;
+    let r = match parse_s3(lake) {
+        Some((bucket, prefix)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let client = rt.block_on(trailwatch_core::s3::client(endpoint_url));
+            let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
+            let staging = std::env::temp_dir().join("trailwatch-staging");
+            let dest = trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging);
+            compact_lake(&src, &bucket, &prefix, &dest, opts)?
+        }
+        None => compact_lake(&LocalFiles, "", lake, &LocalLake::new(PathBuf::from(lake)), opts)?,
+    };
+    println!(
+        "compact: {} partition-days before {}: {} files -> {} ({:.1} MB -> {:.1} MB); {} rows merged, {} older copies left out; {} skipped",
+        r.partitions,
+        opts.before_date,
+        r.files_before,
+        r.files_after,
+        r.bytes_before as f64 / 1e6,
+        r.bytes_after as f64 / 1e6,
+        r.rows,
+        r.rows_superseded,
+        r.skipped.len()
+    );
+    for (what, why) in &r.skipped {
+        eprintln!("skipped {what}: {why}");
+    }
+    Ok(if r.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The lock file of a state folder.

@@ -112,6 +112,30 @@ pub fn object_stem(bucket: &str, key: &str, version: &str) -> String {
     hex(&h.finalize()[..16])
 }
 
+/// The name prefix of a file `trailwatch compact` wrote: it holds the rows of other files of its
+/// partition that were read already, so detect with state never reads it again.
+pub const COMPACTED_PREFIX: &str = "compacted-";
+
+/// The Parquet footer key under which a compacted file lists its sources, in row order, as a
+/// JSON array of `[stem, rows]`.
+pub const COMPACTED_SOURCES_KEY: &str = "trailwatch.compacted_sources";
+
+/// True for a file (a key or a name) that compaction wrote.
+pub fn is_compacted(key: &str) -> bool {
+    key.rsplit('/').next().is_some_and(|n| n.starts_with(COMPACTED_PREFIX))
+}
+
+/// The stem of a lake file's name: the source object's hash for files ingest wrote (before the
+/// `-<part>` or `.parquet`), the whole name without `.parquet` for compacted files.
+pub fn file_stem(key: &str) -> &str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    if name.starts_with(COMPACTED_PREFIX) {
+        name.strip_suffix(".parquet").unwrap_or(name)
+    } else {
+        name.split(['-', '.']).next().unwrap_or(name)
+    }
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";

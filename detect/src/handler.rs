@@ -219,7 +219,10 @@ fn handle_named(
         // paths do: both compare without it.
         let rel =
             trailwatch_core::lake::relative_key(&obj.key, lake_prefix).unwrap_or(&obj.key).trim_start_matches('/');
-        match (table_of(rel), partition_of(rel), obj.key.ends_with(".parquet")) {
+        // A compacted file's rows were read as the files it merged (the notice of its put is
+        // not new data).
+        let fresh = obj.key.ends_with(".parquet") && !trailwatch_core::lake::is_compacted(rel);
+        match (table_of(rel), partition_of(rel), fresh) {
             (Some(table), Some((a, r, _)), true) => by_shard.entry((a, r)).or_default().push(LakeObject {
                 obj: obj.clone(),
                 rel: rel.to_string(),

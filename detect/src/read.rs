@@ -80,6 +80,56 @@ const ACCOUNT_METRICS: &[&str] = &["ConcurrentExecutions", "ClaimedAccountConcur
 
 /// Reads one lake file of `table` into events for the shard `(account, region)`.
 pub fn read_file(data: Bytes, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    read_batches(data, table, |_, b| convert(b, table, account, region, out))
+}
+
+/// Reads one lake file into events, each with its source: `source` for a file ingest wrote, and
+/// for a compacted file the source of each row's original file (its footer lists them), so
+/// watermarks over a compacted lake still need two delivered objects to agree.
+pub fn read_file_sourced(
+    data: Bytes,
+    table: Table,
+    account: &str,
+    region: &str,
+    source: u64,
+    out: &mut Vec<(u64, Event)>,
+) -> Result<(), String> {
+    let mut tmp = Vec::new();
+    read_batches(data, table, |src, b| {
+        convert(b, table, account, region, &mut tmp)?;
+        let s = src.unwrap_or(source);
+        out.extend(tmp.drain(..).map(|e| (s, e)));
+        Ok(())
+    })
+}
+
+fn convert(b: &RecordBatch, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+    match table {
+        Table::CloudTrail => cloudtrail(b, account, region, out),
+        Table::Invocations => invocations(b, account, region, out),
+        Table::Metrics => metrics(b, account, region, out),
+    }
+}
+
+/// The row ranges of a compacted file's sources, as (source, rows), from its footer.
+fn compacted_ranges(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Result<Option<Vec<(u64, usize)>>, String> {
+    let Some(v) = kv
+        .and_then(|kv| kv.iter().find(|k| k.key == trailwatch_core::lake::COMPACTED_SOURCES_KEY))
+        .and_then(|k| k.value.as_deref())
+    else {
+        return Ok(None);
+    };
+    let list: Vec<(String, u64)> = serde_json::from_str(v).map_err(|e| format!("compacted sources: {e}"))?;
+    Ok(Some(list.into_iter().map(|(stem, n)| (crate::stats::hash_str(&stem), n as usize)).collect()))
+}
+
+/// Decodes the columns detectors read, batch by batch; `each` gets a slice of rows and, in a
+/// compacted file, the source they came from.
+fn read_batches(
+    data: Bytes,
+    table: Table,
+    mut each: impl FnMut(Option<u64>, &RecordBatch) -> Result<(), String>,
+) -> Result<(), String> {
     // The Arrow schema ingest embeds (base64 flatbuffers) is not decoded: the Parquet types say
     // all the reader needs, and decoding it for every small file cost ~4% of a run.
     let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
@@ -106,13 +156,25 @@ pub fn read_file(data: Bytes, table: Table, account: &str, region: &str, out: &m
         return Err(format!("no column {}", wanted[w]));
     }
     let mask = ProjectionMask::leaves(parquet_schema, leaves);
+    let ranges = compacted_ranges(builder.metadata().file_metadata().key_value_metadata())?;
     let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
+    let (mut range, mut left) = (0usize, ranges.as_ref().and_then(|r| r.first()).map_or(0, |r| r.1));
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
-        match table {
-            Table::CloudTrail => cloudtrail(&batch, account, region, out)?,
-            Table::Invocations => invocations(&batch, account, region, out)?,
-            Table::Metrics => metrics(&batch, account, region, out)?,
+        let Some(ranges) = &ranges else {
+            each(None, &batch)?;
+            continue;
+        };
+        let mut off = 0;
+        while off < batch.num_rows() {
+            while left == 0 {
+                range += 1;
+                left = ranges.get(range).ok_or("compacted sources: more rows than listed")?.1;
+            }
+            let n = left.min(batch.num_rows() - off);
+            each(Some(ranges[range].0), &batch.slice(off, n))?;
+            off += n;
+            left -= n;
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use crate::config::DetectConfig;
 use crate::engine::{Counters, Engine, STATE_VERSION};
 use crate::error::DetectError;
 use crate::event::{Event, Table};
-use crate::read::{partition_of, read_file};
+use crate::read::{partition_of, read_file_sourced};
 use crate::state::{Meta, StateStore};
 use crate::window::DAY;
 
@@ -64,9 +64,7 @@ struct LakeFile {
 /// The source of a lake file: files are named `<stem>[-<part>].parquet` after the object they
 /// were made from, so every part of one delivered object is one source.
 pub fn source_of(rel: &str) -> u64 {
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    let stem = name.split(['-', '.']).next().unwrap_or(name);
-    crate::stats::hash_str(stem)
+    crate::stats::hash_str(trailwatch_core::lake::file_stem(rel))
 }
 
 /// What a run did, and the state to commit once its findings are safely out.
@@ -178,6 +176,13 @@ pub fn detect_lake(
                     newest.1.push(rel.clone());
                 }
             }
+            // A compacted file holds rows of files already read: `trailwatch compact` takes only
+            // files that have been in the lake longer than detect takes to read them. A run from
+            // empty state (a first run, a bench) has read nothing, so it reads them.
+            if trailwatch_core::lake::is_compacted(&rel) && engine.clock().is_some() {
+                run.files_unchanged += 1;
+                continue;
+            }
             let Some((account, region, date)) = partition_of(&rel) else { continue };
             let version = version_of(&obj);
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
@@ -207,7 +212,7 @@ pub fn detect_lake(
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
             file_events.clear();
             let res = read_one(src, &f, known, &mut file_events);
-            events.extend(file_events.drain(..).map(|e| (f.source, e)));
+            events.append(&mut file_events);
             match res {
                 Ok(None) => run.files_unchanged += 1,
                 Ok(Some(version)) => {
@@ -299,7 +304,7 @@ fn read_one(
     src: &dyn ObjectSource,
     f: &LakeFile,
     known: Option<&String>,
-    out: &mut Vec<Event>,
+    out: &mut Vec<(u64, Event)>,
 ) -> Result<Option<String>, DetectError> {
     let body = src.open(&f.obj)?;
     let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
@@ -320,7 +325,7 @@ fn read_one(
     if known == Some(&version) {
         return Ok(None);
     }
-    read_file(bytes::Bytes::from(buf), f.table, &f.account, &f.region, out)
+    read_file_sourced(bytes::Bytes::from(buf), f.table, &f.account, &f.region, f.source, out)
         .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })?;
     Ok(Some(version))
 }

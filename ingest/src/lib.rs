@@ -5,6 +5,7 @@
 //! [`LakeStore`]. The Lambda binary (`src/main.rs`, feature `lambda`) and the CLI wrap it.
 
 pub mod cloudwatch;
+pub mod compact;
 pub mod convert;
 pub mod decompress;
 pub mod error;

@@ -1,5 +1,7 @@
 //! Lake Parquet files to detector events: only the columns detectors use are decoded.
 
+use std::ops::Range;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
@@ -80,7 +82,7 @@ const ACCOUNT_METRICS: &[&str] = &["ConcurrentExecutions", "ClaimedAccountConcur
 
 /// Reads one lake file of `table` into events for the shard `(account, region)`.
 pub fn read_file(data: Bytes, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
-    read_batches(data, table, |_, b| convert(b, table, account, region, out))
+    read_batches(data, table, |_, b, rows| convert(b, rows, table, account, region, out))
 }
 
 /// Reads one lake file into events, each with its source: `source` for a file ingest wrote, and
@@ -95,19 +97,26 @@ pub fn read_file_sourced(
     out: &mut Vec<(u64, Event)>,
 ) -> Result<(), String> {
     let mut tmp = Vec::new();
-    read_batches(data, table, |src, b| {
-        convert(b, table, account, region, &mut tmp)?;
+    read_batches(data, table, |src, b, rows| {
+        convert(b, rows, table, account, region, &mut tmp)?;
         let s = src.unwrap_or(source);
         out.extend(tmp.drain(..).map(|e| (s, e)));
         Ok(())
     })
 }
 
-fn convert(b: &RecordBatch, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+fn convert(
+    b: &RecordBatch,
+    rows: Range<usize>,
+    table: Table,
+    account: &str,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
     match table {
-        Table::CloudTrail => cloudtrail(b, account, region, out),
-        Table::Invocations => invocations(b, account, region, out),
-        Table::Metrics => metrics(b, account, region, out),
+        Table::CloudTrail => cloudtrail(b, rows, account, region, out),
+        Table::Invocations => invocations(b, rows, account, region, out),
+        Table::Metrics => metrics(b, rows, account, region, out),
     }
 }
 
@@ -123,12 +132,13 @@ fn compacted_ranges(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Resu
     Ok(Some(list.into_iter().map(|(stem, n)| (crate::stats::hash_str(&stem), n as usize)).collect()))
 }
 
-/// Decodes the columns detectors read, batch by batch; `each` gets a slice of rows and, in a
-/// compacted file, the source they came from.
+/// Decodes the columns detectors read, batch by batch; `each` gets a batch, a range of its rows
+/// (a compacted file's rows of one source; ranges, not slices, since a slice per delivered object
+/// cost allocations) and the source they came from.
 fn read_batches(
     data: Bytes,
     table: Table,
-    mut each: impl FnMut(Option<u64>, &RecordBatch) -> Result<(), String>,
+    mut each: impl FnMut(Option<u64>, &RecordBatch, Range<usize>) -> Result<(), String>,
 ) -> Result<(), String> {
     // The Arrow schema ingest embeds (base64 flatbuffers) is not decoded: the Parquet types say
     // all the reader needs, and decoding it for every small file cost ~4% of a run.
@@ -162,7 +172,7 @@ fn read_batches(
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let Some(ranges) = &ranges else {
-            each(None, &batch)?;
+            each(None, &batch, 0..batch.num_rows())?;
             continue;
         };
         let mut off = 0;
@@ -172,7 +182,7 @@ fn read_batches(
                 left = ranges.get(range).ok_or("compacted sources: more rows than listed")?.1;
             }
             let n = left.min(batch.num_rows() - off);
-            each(Some(ranges[range].0), &batch.slice(off, n))?;
+            each(Some(ranges[range].0), &batch, off..off + n)?;
             off += n;
             left -= n;
         }
@@ -248,7 +258,13 @@ pub fn lambda_params(event_source: &str, request_parameters: Option<&str>) -> La
     }
 }
 
-fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+fn cloudtrail(
+    b: &RecordBatch,
+    rows: Range<usize>,
+    account: &str,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
     let time = col(b, "event_time")?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or("event_time is not a millisecond timestamp")?;
@@ -274,7 +290,7 @@ fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>
         .and_then(|sc| sc.column_by_name("session_issuer"))
         .and_then(|c| c.as_struct_opt())
         .and_then(|si| child(si, "arn"));
-    for i in 0..b.num_rows() {
+    for i in rows {
         if time.is_null(i) {
             continue;
         }
@@ -302,7 +318,13 @@ fn cloudtrail(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>
     Ok(())
 }
 
-fn invocations(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+fn invocations(
+    b: &RecordBatch,
+    rows: Range<usize>,
+    account: &str,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
     let ts = |n: &str| {
         col(b, n)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| format!("{n} is not a timestamp"))
     };
@@ -314,7 +336,7 @@ fn invocations(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event
     let (func, status, leid, rid) =
         (strings(b, "function_name")?, strings(b, "status")?, strings(b, "log_event_id")?, strings(b, "request_id")?);
     let error_type = strings(b, "error_type")?;
-    for i in 0..b.num_rows() {
+    for i in rows {
         let Some(function) = get(Some(func), i) else { continue };
         if end.is_null(i) {
             continue;
@@ -339,14 +361,20 @@ fn invocations(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event
     Ok(())
 }
 
-fn metrics(b: &RecordBatch, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
+fn metrics(
+    b: &RecordBatch,
+    rows: Range<usize>,
+    account: &str,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
     let name = strings(b, "metric_name")?;
     let ts =
         col(b, "timestamp")?.as_primitive_opt::<TimestampMillisecondType>().ok_or("timestamp is not a timestamp")?;
     let sum = col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?;
     let max = col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?;
     let dims = col(b, "dimensions")?.as_map_opt().ok_or("dimensions is not a map")?;
-    for i in 0..b.num_rows() {
+    for i in rows {
         let Some(metric) = get(Some(name), i) else { continue };
         if !METRICS_USED.contains(&metric) || ts.is_null(i) {
             continue;

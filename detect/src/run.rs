@@ -269,9 +269,13 @@ pub fn detect_lake(
 /// order (files of a day arrive in any order), closing windows as time moves so findings come
 /// out in time order. `trailwatch baseline` feeds history through this same function, so its
 /// state is the streaming state.
-pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<(u64, Event)>) {
-    events.sort_by_key(|(_, e)| e.time());
-    for (i, (source, ev)) in events.iter().enumerate() {
+pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event)>) {
+    // Sort (time, index) pairs, not the events: moving events of a few hundred bytes each was a
+    // tenth of a run over a compacted lake. Ties keep the order read, as a stable sort would.
+    let mut order: Vec<(i64, u32)> = events.iter().enumerate().map(|(i, (_, e))| (e.time(), i as u32)).collect();
+    order.sort_unstable();
+    for (i, &(_, at)) in order.iter().enumerate() {
+        let (source, ev) = &events[at as usize];
         engine.observe_from(cfg, ev, *source);
         if i % 50_000 == 49_999 {
             engine.advance(cfg);

@@ -211,3 +211,26 @@ fn detect_with_state_does_not_read_merged_rows_again() {
     let next = detect(&lake, &state);
     assert_eq!((next.files_read, next.counters.events), (1, 30));
 }
+
+#[test]
+fn full_merged_files_are_left_alone_until_a_source_comes_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, lake) = (tmp.path().join("in"), tmp.path().join("lake"));
+    inputs(&input);
+    ingest(&input, &LocalLake::new(&lake));
+    let (_, ids) = rows(&lake);
+    // A target of one byte: every input fills a merged file of its own.
+    let tiny = CompactOptions { target_bytes: 1, ..all_now() };
+    let run =
+        |o: &CompactOptions| compact_lake(&LocalFiles, "", lake.to_str().unwrap(), &LocalLake::new(&lake), o).unwrap();
+    let r = run(&tiny);
+    assert_eq!((r.partitions, r.files_after), (6, 144));
+    assert_eq!(run(&tiny).partitions, 0, "full files are not fetched again");
+    let one = LocalFiles.list("", input.to_str().unwrap()).unwrap().remove(10);
+    trailwatch_ingest::ingest_object(&LocalFiles, &one, &LocalLake::new(&lake), &Default::default()).unwrap();
+    // Settled by the options' clock only: options made before the file arrived leave it be.
+    assert_eq!(run(&tiny).partitions, 0);
+    let r = run(&CompactOptions { target_bytes: 1, ..all_now() });
+    assert_eq!((r.partitions, r.files_before, r.files_after, r.rows_superseded), (1, 25, 24, 30));
+    assert_eq!(rows(&lake), (144, ids));
+}

@@ -14,6 +14,37 @@ use crate::config::RateRule;
 use crate::event::{Invocation, InvocationStatus};
 use crate::window::{num, push_evidence, Contribs, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
 
+/// Steps an episode with the closed window `w`: a new episode is filled by `fill`; an open one is
+/// filled again when `w` was judged early (what it held then was partial), or extended by `add`
+/// for a later window. The early mark is forgotten once `w` reaches it.
+#[allow(clippy::too_many_arguments)]
+fn step_closed(
+    t: &mut Tracker,
+    early: &mut Option<EpochMillis>,
+    s: &Subject,
+    w: EpochMillis,
+    v: &Verdict,
+    close: u32,
+    mut fill: impl FnMut(&mut Episode),
+    add: impl FnOnce(&mut Episode),
+) -> Option<trailwatch_core::finding::Finding> {
+    let fresh = !t.is_open();
+    let f = t.step(s, (w, w + WIDTH), v, close, &mut fill);
+    if v.anomalous && !fresh {
+        if let Some(ep) = t.episode_mut() {
+            if *early == Some(w) {
+                fill(ep);
+            } else if w > ep.start {
+                add(ep);
+            }
+        }
+    }
+    if early.is_some_and(|e| e <= w) {
+        *early = None;
+    }
+    f
+}
+
 /// Retries, lost events and the pool are counted per 5 minutes.
 pub const WIDTH: i64 = 5 * MINUTE;
 /// Lambda retries an asynchronous event for at most 6 hours: a request id is kept a little longer.
@@ -286,20 +317,16 @@ impl FailureKey {
         let mut win = std::mem::take(&mut self.retry_win);
         win.finalize(final_before, WIDTH, |w, agg| {
             let v = judge(&self.retries, w, &agg, 1.0);
-            let fresh = !self.retry_ep.is_open();
-            let f = self.retry_ep.step(&s, (w, w + WIDTH), &v, b.close_after_windows, |ep| retry_episode(ep, &agg));
-            if v.anomalous && !fresh {
-                if let Some(ep) = self.retry_ep.episode_mut() {
-                    if self.retry_early == Some(w) {
-                        retry_episode(ep, &agg);
-                    } else if w > ep.start {
-                        add_retries(ep, &agg);
-                    }
-                }
-            }
-            if self.retry_early.is_some_and(|e| e <= w) {
-                self.retry_early = None;
-            }
+            let f = step_closed(
+                &mut self.retry_ep,
+                &mut self.retry_early,
+                &s,
+                w,
+                &v,
+                b.close_after_windows,
+                |ep| retry_episode(ep, &agg),
+                |ep| add_retries(ep, &agg),
+            );
             ctx.out.extend(f);
             if !v.anomalous {
                 self.retries.learn(w, v.observed, alpha, WIDTH);
@@ -393,20 +420,16 @@ impl FailureKey {
         let mut win = std::mem::take(&mut self.loss_win);
         win.finalize(final_before, WIDTH, |w, l| {
             let v = verdict(&l);
-            let fresh = !self.loss_ep.is_open();
-            let f = self.loss_ep.step(&s, (w, w + WIDTH), &v, close, |ep| loss_episode(ep, &l));
-            if v.anomalous && !fresh {
-                if let Some(ep) = self.loss_ep.episode_mut() {
-                    if self.loss_early == Some(w) {
-                        loss_episode(ep, &l);
-                    } else if w > ep.start {
-                        add_loss(ep, &l);
-                    }
-                }
-            }
-            if self.loss_early.is_some_and(|e| e <= w) {
-                self.loss_early = None;
-            }
+            let f = step_closed(
+                &mut self.loss_ep,
+                &mut self.loss_early,
+                &s,
+                w,
+                &v,
+                close,
+                |ep| loss_episode(ep, &l),
+                |ep| add_loss(ep, &l),
+            );
             ctx.out.extend(f);
         });
         for (w, l) in &win.open {

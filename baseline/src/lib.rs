@@ -200,11 +200,20 @@ fn scan(table: &str, files: &[&File]) -> LazyFrame {
     }
 }
 
+/// Owned text: a day's frames are dropped table by table, before its events are fed.
+fn owned(s: &str) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Owned(s.to_string())
+}
+
 fn strs<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a StringChunked> {
     df.column(name)?.str()
 }
 
-fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<(u64, Event)>) -> PolarsResult<()> {
+fn cloudtrail_events(
+    df: &DataFrame,
+    files: &BTreeMap<&str, &File>,
+    out: &mut Vec<(u64, Event<'static>)>,
+) -> PolarsResult<()> {
     let t = df.column("t")?.i64()?;
     let [file, source, name, err, msg, ip, ua, id, params, ty, arn, acct, by, pid, issuer] = [
         "file",
@@ -235,18 +244,18 @@ fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
             source_of(&f.rel),
             Event::Api(ApiCall {
                 time,
-                account: f.account.clone(),
-                region: f.region.clone(),
-                source: src.to_string(),
-                name: name.get(i).unwrap_or("").to_string(),
-                error_code: err.get(i).map(str::to_string),
-                error_message: msg.get(i).map(str::to_string),
-                principal: principal(ty.get(i), issuer.get(i), arn.get(i), by.get(i), pid.get(i)),
-                principal_account: acct.get(i).map(str::to_string),
-                source_ip: ip.get(i).unwrap_or("").to_string(),
-                user_agent: ua.get(i).unwrap_or("").to_string(),
-                event_id: id.get(i).unwrap_or("").to_string(),
-                function: lambda.function,
+                account: f.account.clone().into(),
+                region: f.region.clone().into(),
+                source: src.to_string().into(),
+                name: name.get(i).unwrap_or("").to_string().into(),
+                error_code: err.get(i).map(owned),
+                error_message: msg.get(i).map(owned),
+                principal: principal(ty.get(i), issuer.get(i), arn.get(i), by.get(i), pid.get(i)).into_owned().into(),
+                principal_account: acct.get(i).map(owned),
+                source_ip: owned(ip.get(i).unwrap_or("")),
+                user_agent: owned(ua.get(i).unwrap_or("")),
+                event_id: owned(id.get(i).unwrap_or("")),
+                function: lambda.function.map(|f| f.into_owned().into()),
                 function_timeout_s: lambda.timeout_s,
                 reserved_concurrency: lambda.reserved_concurrency,
             }),
@@ -255,7 +264,11 @@ fn cloudtrail_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
     Ok(())
 }
 
-fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Vec<(u64, Event)>) -> PolarsResult<()> {
+fn invocation_events(
+    df: &DataFrame,
+    files: &BTreeMap<&str, &File>,
+    out: &mut Vec<(u64, Event<'static>)>,
+) -> PolarsResult<()> {
     let (t, start) = (df.column("t")?.i64()?, df.column("start")?.i64()?);
     let (dur, timeout) = (df.column("duration_ms")?.f64()?, df.column("timeout_seconds")?.f64()?);
     let (billed, mem) = (df.column("billed_duration_ms")?.i64()?, df.column("memory_size_mb")?.i64()?);
@@ -272,17 +285,17 @@ fn invocation_events(df: &DataFrame, files: &BTreeMap<&str, &File>, out: &mut Ve
             Event::Invocation(Invocation {
                 start: start.get(i).unwrap_or(end),
                 end,
-                account: f.account.clone(),
-                region: f.region.clone(),
-                function: function.to_string(),
+                account: f.account.clone().into(),
+                region: f.region.clone().into(),
+                function: owned(function),
                 duration_ms,
                 billed_ms: billed.get(i).map(|b| b as f64).unwrap_or(duration_ms.ceil()),
                 memory_mb: mem.get(i).map(|m| m as f64).unwrap_or(128.0),
                 status: InvocationStatus::parse(status.get(i).unwrap_or("unknown")),
                 timeout_s: timeout.get(i),
-                log_event_id: leid.get(i).unwrap_or("").to_string(),
-                request_id: rid.get(i).map(str::to_string),
-                error_type: etype.get(i).map(str::to_string),
+                log_event_id: owned(leid.get(i).unwrap_or("")),
+                request_id: rid.get(i).map(owned),
+                error_type: etype.get(i).map(owned),
             }),
         ));
     }

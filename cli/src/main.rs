@@ -390,7 +390,7 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
     let failed = run.files_failed.len();
     let shown = run.findings.iter().filter(|f| !f.suppressed).count();
     println!(
-        "detect: {} lake files read, {} unchanged, {} failed{}; {} events, {} duplicates, {} late{}; {} findings ({} suppressed); state: {}",
+        "detect: {} lake files read, {} unchanged, {} failed{}{}; {} events, {} duplicates, {} late{}; {} findings ({} suppressed); state: {}",
         run.files_read,
         run.files_unchanged,
         failed,
@@ -398,6 +398,7 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
             0 => String::new(),
             n => format!(", {n} arrived past the {}-day retention", trailwatch_detect::run::RETENTION_DAYS),
         },
+        if run.full_listing { "" } else { " (recent partitions listed)" },
         run.counters.events,
         run.counters.duplicates,
         run.counters.too_late,

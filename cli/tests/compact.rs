@@ -135,15 +135,9 @@ fn compaction_keeps_every_row_once_and_detect_sees_the_same() {
         .unwrap();
     let mut events = vec![];
     let bytes = std::fs::read(&day.key).unwrap();
-    trailwatch_detect::read::read_file_sourced(
-        bytes.into(),
-        trailwatch_detect::event::Table::CloudTrail,
-        "111122223333",
-        "eu-west-1",
-        0,
-        &mut events,
-    )
-    .unwrap();
+    let decoded =
+        trailwatch_detect::read::Decoded::new(bytes.into(), trailwatch_detect::event::Table::CloudTrail).unwrap();
+    decoded.events("111122223333", "eu-west-1", 0, &mut events).unwrap();
     let sources: std::collections::HashSet<u64> = events.iter().map(|(s, _)| *s).collect();
     assert_eq!((events.len(), sources.len()), (720, 24));
     assert!(!sources.contains(&0));

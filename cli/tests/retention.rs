@@ -1,6 +1,6 @@
 //! Nothing is skipped without a trace: a file delivered late into a partition older than the
-//! retention is read (counted late, named in the summary), and read once; files read before
-//! are not read again.
+//! retention is read by the next full listing (counted late, named in the summary), and read
+//! once; files read before are not read again; runs in between list only recent partitions.
 
 use std::io::Write;
 use std::path::Path;
@@ -67,18 +67,31 @@ fn late_files_in_old_partitions_are_read_once_and_named() {
     assert_eq!((run.files_read, run.files_late), (0, 0));
     run.commit(&state).unwrap();
 
-    // A delivery for the first day (past the 3-day retention) arrives now.
+    // A delivery for the first day (past the 3-day retention) and one for the newest arrive now.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let late_in = tmp.path().join("late");
     delivery(&late_in, "late", t0 + 5 * HOUR, 12, 900_000);
+    delivery(&late_in, "recent", t0 + 143 * HOUR + 1_000, 5, 950_000);
     ingest(&late_in, &lake);
-    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, wall_clock_millis()).unwrap();
+    // Within a day of the last full listing, a run lists only the partitions inside the
+    // retention: it reads the recent file, not the late one.
+    let now = wall_clock_millis();
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now).unwrap();
+    assert!(!run.full_listing);
+    assert_eq!((run.files_read, run.files_late), (1, 0));
+    run.commit(&state).unwrap();
+    // A day later a run lists every partition and finds the late file.
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now + 24 * HOUR).unwrap();
+    assert!(run.full_listing);
     assert_eq!(run.files_late, 1, "the late file was skipped");
     assert_eq!(run.files_read, 1);
     assert_eq!(run.counters.too_late, 12, "{:?}", run.counters);
     run.commit(&state).unwrap();
 
-    // Read once.
-    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, wall_clock_millis()).unwrap();
-    assert_eq!((run.files_read, run.files_late, run.counters.too_late), (0, 0, 0));
+    // Read once, by recent-only and full listings alike.
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now + 25 * HOUR).unwrap();
+    assert_eq!((run.full_listing, run.files_read, run.files_late, run.counters.too_late), (false, 0, 0, 0));
+    run.commit(&state).unwrap();
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now + 48 * HOUR).unwrap();
+    assert_eq!((run.full_listing, run.files_read, run.files_late, run.counters.too_late), (true, 0, 0, 0));
 }

@@ -84,15 +84,41 @@ impl ObjectSource for S3Source {
     }
 
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
-        let mut out = Vec::new();
+        Ok(self.list_pages(bucket, prefix, None, false)?.0)
+    }
+
+    fn list_after(&self, bucket: &str, prefix: &str, start_after: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        Ok(self.list_pages(bucket, prefix, Some(start_after), false)?.0)
+    }
+
+    fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_pages(bucket, prefix, None, true)?.1)
+    }
+}
+
+impl S3Source {
+    /// Every page of a ListObjectsV2: the objects, and with `folders` (delimiter `/`) the common
+    /// prefixes.
+    fn list_pages(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        folders: bool,
+    ) -> Result<(Vec<ObjectRef>, Vec<String>), StoreError> {
+        let (mut out, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
-            let page = self
-                .handle
-                .block_on(
-                    self.client.list_objects_v2().bucket(bucket).prefix(prefix).set_continuation_token(token).send(),
-                )
-                .map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
+            let req = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_start_after(start_after.map(str::to_string))
+                .set_delimiter(folders.then(|| "/".to_string()))
+                .set_continuation_token(token);
+            let page =
+                self.handle.block_on(req.send()).map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
             for o in page.contents() {
                 if let Some(key) = o.key() {
                     out.push(ObjectRef {
@@ -104,9 +130,10 @@ impl ObjectSource for S3Source {
                     });
                 }
             }
+            prefixes.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(out),
+                _ => return Ok((out, prefixes)),
             }
         }
     }

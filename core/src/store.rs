@@ -81,6 +81,27 @@ pub trait ObjectSource: Sync {
     fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError>;
     /// Every object under `prefix` (a folder, recursively, for local files).
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError>;
+
+    /// The objects under `prefix` whose keys sort after `start_after` (S3's `StartAfter`): a
+    /// listing that skips what is known to be old, such as a lake's older date partitions.
+    fn list_after(&self, bucket: &str, prefix: &str, start_after: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        Ok(self.list(bucket, prefix)?.into_iter().filter(|o| o.key.as_str() > start_after).collect())
+    }
+
+    /// The folders right below `prefix` (a `/`-terminated prefix), each as a prefix ending in
+    /// `/`, sorted: S3's common prefixes, a local folder's subfolders.
+    fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .list(bucket, prefix)?
+            .into_iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(prefix)?;
+                rest.find('/').map(|i| format!("{prefix}{}", &rest[..=i]))
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
 }
 
 /// Where the lake lives.
@@ -136,28 +157,60 @@ impl ObjectSource for LocalFiles {
     }
 
     fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
-        let mut out = Vec::new();
-        let mut stack = vec![PathBuf::from(prefix)];
-        while let Some(p) = stack.pop() {
-            let meta = fs::metadata(&p).map_err(|e| local_err("stat", &p, e))?;
-            if meta.is_dir() {
-                let mut entries: Vec<PathBuf> = fs::read_dir(&p)
-                    .map_err(|e| local_err("list", &p, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                entries.sort();
-                stack.extend(entries.into_iter().rev());
-            } else if meta.is_file() {
-                let modified = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64);
-                out.push(ObjectRef { size: Some(meta.len()), modified, ..ObjectRef::local(&p) });
-            }
-        }
+        walk(Path::new(prefix), None)
+    }
+
+    fn list_after(&self, _bucket: &str, prefix: &str, start_after: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        walk(Path::new(prefix), Some(start_after))
+    }
+
+    fn list_folders(&self, _bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = Path::new(prefix);
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .map_err(|e| local_err("list", dir, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| format!("{}/", e.path().display()))
+            .collect();
+        out.sort();
         Ok(out)
     }
+}
+
+/// The files below `root`, in key order; with `after`, only keys that sort after it, without
+/// entering folders whose every key sorts before it.
+fn walk(root: &Path, after: Option<&str>) -> Result<Vec<ObjectRef>, StoreError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::metadata(&p).map_err(|e| local_err("stat", &p, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = fs::read_dir(&p)
+                .map_err(|e| local_err("list", &p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| after.is_none_or(|a| may_follow(e, a)))
+                .collect();
+            entries.sort();
+            stack.extend(entries.into_iter().rev());
+        } else if meta.is_file() {
+            if after.is_some_and(|a| p.to_string_lossy().as_ref() <= a) {
+                continue;
+            }
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            out.push(ObjectRef { size: Some(meta.len()), modified, ..ObjectRef::local(&p) });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a key at or below `path` can sort after `after`.
+fn may_follow(path: &Path, after: &str) -> bool {
+    let p = path.to_string_lossy();
+    p.as_ref() > after || after.starts_with(p.as_ref())
 }
 
 /// A lake in a local folder. Files are staged under `_staging/` inside it and renamed into
@@ -228,6 +281,40 @@ impl LakeStore for LocalLake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recent-only listing of local files sees what a full one filtered by key would.
+    #[test]
+    fn local_listing_after_a_key_and_of_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cloudtrail");
+        for (acct, region, date) in [
+            ("1", "eu-west-1", "2026-01-04"),
+            ("1", "eu-west-1", "2026-01-05"),
+            ("1", "eu-west-10", "2026-01-01"),
+            ("1", "us-east-1", "2026-01-06"),
+            ("2", "eu-west-1", "2026-01-03"),
+        ] {
+            let p = root.join(format!("account_id={acct}/region={region}/date={date}"));
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("a.parquet"), "x").unwrap();
+        }
+        let prefix = format!("{}/", root.display());
+        let accounts = LocalFiles.list_folders("", &prefix).unwrap();
+        assert_eq!(accounts, vec![format!("{prefix}account_id=1/"), format!("{prefix}account_id=2/")]);
+        let regions = LocalFiles.list_folders("", &accounts[0]).unwrap();
+        assert_eq!(regions.len(), 3);
+        let eu = &regions[0];
+        assert!(eu.ends_with("region=eu-west-1/"), "{eu}");
+        let after = format!("{eu}date=2026-01-05");
+        let recent = LocalFiles.list_after("", eu, &after).unwrap();
+        assert_eq!(recent.len(), 1);
+        assert!(recent[0].key.ends_with("date=2026-01-05/a.parquet"), "{:?}", recent[0]);
+        // The same as the default: the whole listing filtered by key.
+        let all = LocalFiles.list("", &prefix).unwrap();
+        let filtered: Vec<_> = all.iter().filter(|o| o.key.as_str() > after.as_str()).map(|o| &o.key).collect();
+        assert_eq!(filtered.len(), 4, "keys after it include other regions and accounts");
+        assert!(filtered.contains(&&recent[0].key));
+    }
 
     #[test]
     fn local_lake_replaces_files() {

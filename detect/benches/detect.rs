@@ -14,7 +14,7 @@ const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
 /// A realistic mix: 80% CloudTrail calls over 40 APIs, 60 principals and 200 IPs, some
 /// errors and Lambda Invoke data events; 20% Lambda invocations of 8 functions. `per_sec`
 /// events a second of event time, across 4 account-regions.
-fn events(n: usize, per_sec: usize) -> Vec<Event> {
+fn events(n: usize, per_sec: usize) -> Vec<Event<'static>> {
     let apis: Vec<(String, String)> = (0..40)
         .map(|i| (["ec2", "s3", "iam", "sts", "lambda"][i % 5].to_string() + ".amazonaws.com", format!("Api{i}")))
         .collect();
@@ -30,15 +30,15 @@ fn events(n: usize, per_sec: usize) -> Vec<Event> {
                 return Event::Invocation(Invocation {
                     start: t - d as i64,
                     end: t,
-                    account,
-                    region,
-                    function: format!("fn-{}", i % 8),
+                    account: account.into(),
+                    region: region.into(),
+                    function: format!("fn-{}", i % 8).into(),
                     duration_ms: d,
                     billed_ms: d.ceil(),
                     memory_mb: 512.0,
                     status: if i % 997 == 0 { InvocationStatus::Timeout } else { InvocationStatus::Success },
                     timeout_s: Some(3.0),
-                    log_event_id: format!("{i:056}"),
+                    log_event_id: format!("{i:056}").into(),
                     request_id: None,
                     error_type: None,
                 });
@@ -47,18 +47,18 @@ fn events(n: usize, per_sec: usize) -> Vec<Event> {
             let invoke = i % 40 == 9;
             Event::Api(ApiCall {
                 time: t,
-                account,
-                region,
-                source: if invoke { "lambda.amazonaws.com".into() } else { source.clone() },
-                name: if invoke { "Invoke".into() } else { name.clone() },
-                error_code: (i % 50 == 0).then(|| "AccessDenied".to_string()),
+                account: account.into(),
+                region: region.into(),
+                source: if invoke { "lambda.amazonaws.com".into() } else { source.clone().into() },
+                name: if invoke { "Invoke".into() } else { name.clone().into() },
+                error_code: (i % 50 == 0).then(|| "AccessDenied".into()),
                 error_message: None,
-                principal: format!("arn:aws:iam::111122223333:role/app-{}", i % 60),
+                principal: format!("arn:aws:iam::111122223333:role/app-{}", i % 60).into(),
                 principal_account: Some("111122223333".into()),
-                source_ip: format!("10.0.{}.{}", i % 200 / 100, i % 100),
+                source_ip: format!("10.0.{}.{}", i % 200 / 100, i % 100).into(),
                 user_agent: "aws-sdk-go-v2/1.21.0".into(),
-                event_id: format!("e{i:x}"),
-                function: invoke.then(|| format!("fn-{}", i % 8)),
+                event_id: format!("e{i:x}").into(),
+                function: invoke.then(|| format!("fn-{}", i % 8).into()),
                 function_timeout_s: None,
                 reserved_concurrency: None,
             })
@@ -102,11 +102,11 @@ fn state_size() {
                 region: "eu-west-1".into(),
                 source: "sts.amazonaws.com".into(),
                 name: "GetCallerIdentity".into(),
-                principal: format!("arn:aws:iam::111122223333:user/sprayed-{i}"),
+                principal: format!("arn:aws:iam::111122223333:user/sprayed-{i}").into(),
                 principal_account: Some("111122223333".into()),
-                source_ip: format!("198.51.{}.{}", i / 256 % 256, i % 256),
+                source_ip: format!("198.51.{}.{}", i / 256 % 256, i % 256).into(),
                 user_agent: "curl/8".into(),
-                event_id: format!("spray-{i}"),
+                event_id: format!("spray-{i}").into(),
                 ..Default::default()
             }),
         );

@@ -247,8 +247,10 @@ impl Shard {
                 let failed = !matches!(inv.status, InvocationStatus::Success | InvocationStatus::Unknown);
                 let failures = match (failed || self.failures.keys.contains_key(&h))
                     .then(|| {
-                        self.failures
-                            .get_or_insert(h, max, || FailureKey { name: inv.function.clone(), ..Default::default() })
+                        self.failures.get_or_insert(h, max, || FailureKey {
+                            name: inv.function.to_string(),
+                            ..Default::default()
+                        })
                     })
                     .flatten()
                 {
@@ -257,7 +259,7 @@ impl Shard {
                 };
                 let functions = match self
                     .functions
-                    .get_or_insert(h, max, || FunctionKey { name: inv.function.clone(), ..Default::default() })
+                    .get_or_insert(h, max, || FunctionKey { name: inv.function.to_string(), ..Default::default() })
                 {
                     Some(f) => f.observe_invocation(&mut ctx, inv),
                     None => true,
@@ -269,13 +271,13 @@ impl Shard {
                 self.pool.observe_metric("", &m.metric, m.time, m.sum, m.max);
                 true
             }
-            Event::Metric(m) => match m.metric.as_str() {
+            Event::Metric(m) => match &*m.metric {
                 "Throttles" if m.sum > 0.0 => {
                     self.pool.observe_metric(&m.function, &m.metric, m.time, m.sum, m.max);
                     let h = key.parts(&["fn", &m.function]);
                     match self
                         .throttles
-                        .get_or_insert(h, max, || ThrottleKey { label: m.function.clone(), ..Default::default() })
+                        .get_or_insert(h, max, || ThrottleKey { label: m.function.to_string(), ..Default::default() })
                     {
                         Some(k) => k.observe_metric(m.time, m.sum),
                         None => true,
@@ -284,7 +286,7 @@ impl Shard {
                 "ConcurrentExecutions" => {
                     self.pool.observe_metric(&m.function, &m.metric, m.time, m.sum, m.max);
                     if let Some(f) = self.functions.get_or_insert(key.parts(&[&m.function]), max, || FunctionKey {
-                        name: m.function.clone(),
+                        name: m.function.to_string(),
                         ..Default::default()
                     }) {
                         f.observe_concurrency_metric(m.time, m.max);
@@ -303,7 +305,7 @@ impl Shard {
                     let worth = m.sum > 0.0 || m.max > 0.0;
                     match (known || worth).then(|| {
                         self.failures
-                            .get_or_insert(h, max, || FailureKey { name: m.function.clone(), ..Default::default() })
+                            .get_or_insert(h, max, || FailureKey { name: m.function.to_string(), ..Default::default() })
                     }) {
                         Some(Some(f)) => f.observe_metric(&m.metric, m.time, m.sum, m.max),
                         _ => true,
@@ -464,14 +466,14 @@ fn observe_api(
         }
     }
     if let Some(k) = principals.get_or_insert(ctx.key.parts(&[&a.principal]), max, || PrincipalKey {
-        label: a.principal.clone(),
+        label: a.principal.to_string(),
         ..Default::default()
     }) {
         counted &= k.observe(a, &api, ctx.key);
     }
     if throttled {
         let (h, label) = match (&a.function, a.name.starts_with("Invoke")) {
-            (Some(f), true) => (ctx.key.parts(&["fn", f]), f.clone()),
+            (Some(f), true) => (ctx.key.parts(&["fn", f]), f.to_string()),
             _ => (ctx.key.parts(&["api", &api]), api.clone()),
         };
         if let Some(k) = throttles.get_or_insert(h, max, || ThrottleKey { label, ..Default::default() }) {
@@ -481,7 +483,7 @@ fn observe_api(
     if let Some(f) = &a.function {
         if a.error_code.is_none() || throttled {
             if let Some(k) = functions
-                .get_or_insert(ctx.key.parts(&[f]), max, || FunctionKey { name: f.clone(), ..Default::default() })
+                .get_or_insert(ctx.key.parts(&[f]), max, || FunctionKey { name: f.to_string(), ..Default::default() })
             {
                 k.observe_call(ctx, a);
             }
@@ -505,6 +507,8 @@ pub struct Engine {
     /// The deployment's hash key ([`HashKey`]); the default key in tests.
     pub key: HashKey,
     findings: Vec<Finding>,
+    /// The shard key of the last lookup, reused so finding an event's shard allocates nothing.
+    scratch: (String, String),
 }
 
 /// What an event comes with besides itself.
@@ -528,6 +532,7 @@ impl Engine {
             now: None,
             key: HashKey::default(),
             findings: Vec::new(),
+            scratch: Default::default(),
         }
     }
 
@@ -558,8 +563,16 @@ impl Engine {
     /// Feeds an event read from `source` (a hash of the lake source object it came from).
     pub fn observe_from(&mut self, cfg: &DetectConfig, ev: &Event, source: u64) {
         let (account, region) = ev.shard();
-        let key = (account.to_string(), region.to_string());
-        let shard = self.shards.entry(key).or_insert_with(|| Shard::new(account, region));
+        if (self.scratch.0.as_str(), self.scratch.1.as_str()) != (account, region) {
+            self.scratch.0.clear();
+            self.scratch.0.push_str(account);
+            self.scratch.1.clear();
+            self.scratch.1.push_str(region);
+        }
+        if !self.shards.contains_key(&self.scratch) {
+            self.shards.insert(self.scratch.clone(), Shard::new(account, region));
+        }
+        let shard = self.shards.get_mut(&self.scratch).expect("inserted above");
         let input = Input { source, clock: self.confirmed, now: self.now, key: self.key };
         if let Some(c) = shard.observe(cfg, &mut self.findings, ev, input) {
             self.confirmed = Some(self.confirmed.map_or(c, |x| x.max(c)));

@@ -195,7 +195,7 @@ pub fn handle_objects(
 struct ReadFile {
     rel: String,
     version: String,
-    events: Result<Vec<Event>, String>,
+    events: Result<Vec<Event<'static>>, String>,
     source: u64,
 }
 

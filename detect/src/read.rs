@@ -1,5 +1,6 @@
 //! Lake Parquet files to detector events: only the columns detectors use are decoded.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use arrow_array::cast::AsArray;
@@ -80,44 +81,66 @@ const METRICS_USED: &[&str] = &[
 /// Of those, the ones whose account-level datapoints (no dimensions) are read too.
 const ACCOUNT_METRICS: &[&str] = &["ConcurrentExecutions", "ClaimedAccountConcurrency"];
 
-/// Reads one lake file of `table` into events for the shard `(account, region)`.
-pub fn read_file(data: Bytes, table: Table, account: &str, region: &str, out: &mut Vec<Event>) -> Result<(), String> {
-    read_batches(data, table, |_, b, rows| convert(b, rows, table, account, region, out))
+/// A lake file's decoded columns, which its events borrow their text from: decode a day's files,
+/// then turn them into events that live as long as the batches.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    table: Table,
+    /// Row ranges of batches, each with the source its rows came from (`None`: the file's own).
+    parts: Vec<(Option<u64>, RecordBatch, Range<usize>)>,
 }
 
-/// Reads one lake file into events, each with its source: `source` for a file ingest wrote, and
-/// for a compacted file the source of each row's original file (its footer lists them), so
-/// watermarks over a compacted lake still need two delivered objects to agree.
-pub fn read_file_sourced(
+impl Decoded {
+    /// Decodes the columns detectors read from one lake file of `table`.
+    pub fn new(data: Bytes, table: Table) -> Result<Decoded, String> {
+        let mut parts = Vec::new();
+        read_batches(data, table, |src, b, rows| {
+            parts.push((src, b.clone(), rows));
+            Ok(())
+        })?;
+        Ok(Decoded { table, parts })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|(_, _, r)| r.len()).sum()
+    }
+
+    /// The file's events for the shard `(account, region)`, each with its source: `source` for a
+    /// file ingest wrote, and for a compacted file the source of each row's original file (its
+    /// footer lists them), so watermarks over a compacted lake still need two delivered objects
+    /// to agree.
+    pub fn events<'a>(
+        &'a self,
+        account: &'a str,
+        region: &'a str,
+        source: u64,
+        out: &mut Vec<(u64, Event<'a>)>,
+    ) -> Result<(), String> {
+        for (src, b, rows) in &self.parts {
+            let s = src.unwrap_or(source);
+            match self.table {
+                Table::CloudTrail => cloudtrail(b, rows.clone(), account, region, s, out)?,
+                Table::Invocations => invocations(b, rows.clone(), account, region, s, out)?,
+                Table::Metrics => metrics(b, rows.clone(), account, region, s, out)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads one lake file of `table` into owned events for the shard `(account, region)`.
+pub fn read_file(
     data: Bytes,
     table: Table,
     account: &str,
     region: &str,
-    source: u64,
-    out: &mut Vec<(u64, Event)>,
+    out: &mut Vec<Event<'static>>,
 ) -> Result<(), String> {
-    let mut tmp = Vec::new();
-    read_batches(data, table, |src, b, rows| {
-        convert(b, rows, table, account, region, &mut tmp)?;
-        let s = src.unwrap_or(source);
-        out.extend(tmp.drain(..).map(|e| (s, e)));
-        Ok(())
-    })
-}
-
-fn convert(
-    b: &RecordBatch,
-    rows: Range<usize>,
-    table: Table,
-    account: &str,
-    region: &str,
-    out: &mut Vec<Event>,
-) -> Result<(), String> {
-    match table {
-        Table::CloudTrail => cloudtrail(b, rows, account, region, out),
-        Table::Invocations => invocations(b, rows, account, region, out),
-        Table::Metrics => metrics(b, rows, account, region, out),
-    }
+    let d = Decoded::new(data, table)?;
+    let mut tmp = Vec::with_capacity(d.rows());
+    d.events(account, region, 0, &mut tmp)?;
+    out.extend(tmp.into_iter().map(|(_, e)| e.into_owned()));
+    Ok(())
 }
 
 /// The row ranges of a compacted file's sources, as (source, rows), from its footer.
@@ -210,7 +233,7 @@ fn get(a: Option<&StringArray>, i: usize) -> Option<&str> {
 #[derive(Deserialize)]
 struct LambdaParams<'a> {
     #[serde(rename = "functionName", borrow, default)]
-    function_name: Option<std::borrow::Cow<'a, str>>,
+    function_name: Option<Cow<'a, str>>,
     #[serde(default)]
     timeout: Option<f64>,
     #[serde(rename = "reservedConcurrentExecutions", default)]
@@ -219,38 +242,41 @@ struct LambdaParams<'a> {
 
 /// What detectors read from a Lambda API call's request parameters.
 #[derive(Debug, Default, PartialEq)]
-pub struct LambdaRequest {
-    pub function: Option<String>,
+pub struct LambdaRequest<'a> {
+    pub function: Option<Cow<'a, str>>,
     pub timeout_s: Option<f64>,
     pub reserved_concurrency: Option<f64>,
 }
 
 /// Who called: the role of an assumed-role session (session names change every session), else
 /// the ARN, else the service for `AWSService` identities, else `type:principalId`.
-pub fn principal(
-    ty: Option<&str>,
-    issuer: Option<&str>,
-    arn: Option<&str>,
-    invoked_by: Option<&str>,
-    principal_id: Option<&str>,
-) -> String {
+pub fn principal<'a>(
+    ty: Option<&'a str>,
+    issuer: Option<&'a str>,
+    arn: Option<&'a str>,
+    invoked_by: Option<&'a str>,
+    principal_id: Option<&'a str>,
+) -> Cow<'a, str> {
     match (ty, issuer, arn, invoked_by) {
-        (Some("AssumedRole"), Some(role), _, _) => role.to_string(),
-        (_, _, Some(arn), _) => arn.to_string(),
-        (_, _, _, Some(by)) => by.to_string(),
-        _ => format!("{}:{}", ty.unwrap_or("unknown"), principal_id.unwrap_or("unknown")),
+        (Some("AssumedRole"), Some(role), _, _) => Cow::Borrowed(role),
+        (_, _, Some(arn), _) => Cow::Borrowed(arn),
+        (_, _, _, Some(by)) => Cow::Borrowed(by),
+        _ => Cow::Owned(format!("{}:{}", ty.unwrap_or("unknown"), principal_id.unwrap_or("unknown"))),
     }
 }
 
 /// The function a Lambda API call names, the timeout and reserved concurrency it sets, from its
 /// request parameters.
-pub fn lambda_params(event_source: &str, request_parameters: Option<&str>) -> LambdaRequest {
+pub fn lambda_params<'a>(event_source: &str, request_parameters: Option<&'a str>) -> LambdaRequest<'a> {
     if event_source != "lambda.amazonaws.com" {
         return LambdaRequest::default();
     }
     match request_parameters.and_then(|p| serde_json::from_str::<LambdaParams>(p).ok()) {
         Some(p) => LambdaRequest {
-            function: p.function_name.as_deref().map(|f| function_name(f).to_string()),
+            function: p.function_name.map(|f| match f {
+                Cow::Borrowed(f) => Cow::Borrowed(function_name(f)),
+                Cow::Owned(f) => Cow::Owned(function_name(&f).to_string()),
+            }),
             timeout_s: p.timeout,
             reserved_concurrency: p.reserved,
         },
@@ -258,12 +284,13 @@ pub fn lambda_params(event_source: &str, request_parameters: Option<&str>) -> La
     }
 }
 
-fn cloudtrail(
-    b: &RecordBatch,
+fn cloudtrail<'a>(
+    b: &'a RecordBatch,
     rows: Range<usize>,
-    account: &str,
-    region: &str,
-    out: &mut Vec<Event>,
+    account: &'a str,
+    region: &'a str,
+    src: u64,
+    out: &mut Vec<(u64, Event<'a>)>,
 ) -> Result<(), String> {
     let time = col(b, "event_time")?
         .as_primitive_opt::<TimestampMillisecondType>()
@@ -295,35 +322,39 @@ fn cloudtrail(
             continue;
         }
         let principal = principal(get(ui_type, i), get(issuer, i), get(ui_arn, i), get(ui_by, i), get(ui_pid, i));
-        let src = get(Some(source), i).unwrap_or("");
-        let lambda = lambda_params(src, get(Some(params), i));
-        out.push(Event::Api(ApiCall {
-            time: time.value(i),
-            account: account.to_string(),
-            region: region.to_string(),
-            source: src.to_string(),
-            name: get(Some(name), i).unwrap_or("").to_string(),
-            error_code: get(Some(err), i).map(str::to_string),
-            error_message: get(Some(msg), i).map(str::to_string),
-            principal,
-            principal_account: get(ui_acct, i).map(str::to_string),
-            source_ip: get(Some(ip), i).unwrap_or("").to_string(),
-            user_agent: get(Some(ua), i).unwrap_or("").to_string(),
-            event_id: get(Some(id), i).unwrap_or("").to_string(),
-            function: lambda.function,
-            function_timeout_s: lambda.timeout_s,
-            reserved_concurrency: lambda.reserved_concurrency,
-        }));
+        let event_source = get(Some(source), i).unwrap_or("");
+        let lambda = lambda_params(event_source, get(Some(params), i));
+        out.push((
+            src,
+            Event::Api(ApiCall {
+                time: time.value(i),
+                account: Cow::Borrowed(account),
+                region: Cow::Borrowed(region),
+                source: Cow::Borrowed(event_source),
+                name: Cow::Borrowed(get(Some(name), i).unwrap_or("")),
+                error_code: get(Some(err), i).map(Cow::Borrowed),
+                error_message: get(Some(msg), i).map(Cow::Borrowed),
+                principal,
+                principal_account: get(ui_acct, i).map(Cow::Borrowed),
+                source_ip: Cow::Borrowed(get(Some(ip), i).unwrap_or("")),
+                user_agent: Cow::Borrowed(get(Some(ua), i).unwrap_or("")),
+                event_id: Cow::Borrowed(get(Some(id), i).unwrap_or("")),
+                function: lambda.function,
+                function_timeout_s: lambda.timeout_s,
+                reserved_concurrency: lambda.reserved_concurrency,
+            }),
+        ));
     }
     Ok(())
 }
 
-fn invocations(
-    b: &RecordBatch,
+fn invocations<'a>(
+    b: &'a RecordBatch,
     rows: Range<usize>,
-    account: &str,
-    region: &str,
-    out: &mut Vec<Event>,
+    account: &'a str,
+    region: &'a str,
+    src: u64,
+    out: &mut Vec<(u64, Event<'a>)>,
 ) -> Result<(), String> {
     let ts = |n: &str| {
         col(b, n)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| format!("{n} is not a timestamp"))
@@ -342,31 +373,35 @@ fn invocations(
             continue;
         }
         let duration_ms = if dur.is_valid(i) { dur.value(i) } else { 0.0 };
-        out.push(Event::Invocation(Invocation {
-            start: if start.is_valid(i) { start.value(i) } else { end.value(i) },
-            end: end.value(i),
-            account: account.to_string(),
-            region: region.to_string(),
-            function: function.to_string(),
-            duration_ms,
-            billed_ms: if billed.is_valid(i) { billed.value(i) as f64 } else { duration_ms.ceil() },
-            memory_mb: if mem.is_valid(i) { mem.value(i) as f64 } else { 128.0 },
-            status: InvocationStatus::parse(get(Some(status), i).unwrap_or("unknown")),
-            timeout_s: timeout.is_valid(i).then(|| timeout.value(i)),
-            log_event_id: get(Some(leid), i).unwrap_or("").to_string(),
-            request_id: get(Some(rid), i).map(str::to_string),
-            error_type: get(Some(error_type), i).map(str::to_string),
-        }));
+        out.push((
+            src,
+            Event::Invocation(Invocation {
+                start: if start.is_valid(i) { start.value(i) } else { end.value(i) },
+                end: end.value(i),
+                account: Cow::Borrowed(account),
+                region: Cow::Borrowed(region),
+                function: Cow::Borrowed(function),
+                duration_ms,
+                billed_ms: if billed.is_valid(i) { billed.value(i) as f64 } else { duration_ms.ceil() },
+                memory_mb: if mem.is_valid(i) { mem.value(i) as f64 } else { 128.0 },
+                status: InvocationStatus::parse(get(Some(status), i).unwrap_or("unknown")),
+                timeout_s: timeout.is_valid(i).then(|| timeout.value(i)),
+                log_event_id: Cow::Borrowed(get(Some(leid), i).unwrap_or("")),
+                request_id: get(Some(rid), i).map(Cow::Borrowed),
+                error_type: get(Some(error_type), i).map(Cow::Borrowed),
+            }),
+        ));
     }
     Ok(())
 }
 
-fn metrics(
-    b: &RecordBatch,
+fn metrics<'a>(
+    b: &'a RecordBatch,
     rows: Range<usize>,
-    account: &str,
-    region: &str,
-    out: &mut Vec<Event>,
+    account: &'a str,
+    region: &'a str,
+    src: u64,
+    out: &mut Vec<(u64, Event<'a>)>,
 ) -> Result<(), String> {
     let name = strings(b, "metric_name")?;
     let ts =
@@ -374,36 +409,39 @@ fn metrics(
     let sum = col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?;
     let max = col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?;
     let dims = col(b, "dimensions")?.as_map_opt().ok_or("dimensions is not a map")?;
+    let keys = dims.keys().as_string_opt::<i32>().ok_or("dimension names are not strings")?;
+    let values = dims.values().as_string_opt::<i32>().ok_or("dimension values are not strings")?;
     for i in rows {
         let Some(metric) = get(Some(name), i) else { continue };
         if !METRICS_USED.contains(&metric) || ts.is_null(i) {
             continue;
         }
-        let entries = dims.value(i);
-        let keys = entries.column(0).as_string::<i32>();
-        let values = entries.column(1).as_string::<i32>();
-        let function = (0..entries.len())
-            .find(|&j| keys.value(j) == "FunctionName" && values.is_valid(j))
-            .map(|j| values.value(j).to_string());
+        // The map's whole key and value arrays, not `dims.value(i)`: names borrow from the batch.
+        let entries = dims.value_offsets()[i] as usize..dims.value_offsets()[i + 1] as usize;
+        let function =
+            entries.clone().find(|&j| keys.value(j) == "FunctionName" && values.is_valid(j)).map(|j| values.value(j));
         // Account-level datapoints (no dimensions) are the shard's, for the metrics that have them.
         let function = match function {
             Some(f) => f,
-            None if entries.is_empty() && ACCOUNT_METRICS.contains(&metric) => String::new(),
+            None if entries.is_empty() && ACCOUNT_METRICS.contains(&metric) => "",
             None => continue,
         };
         // A version or alias dimension would count the function twice.
-        if (0..entries.len()).any(|j| matches!(keys.value(j), "Resource" | "ExecutedVersion")) {
+        if entries.clone().any(|j| matches!(keys.value(j), "Resource" | "ExecutedVersion")) {
             continue;
         }
-        out.push(Event::Metric(MetricPoint {
-            time: ts.value(i),
-            account: account.to_string(),
-            region: region.to_string(),
-            metric: metric.to_string(),
-            function,
-            sum: if sum.is_valid(i) { sum.value(i) } else { 0.0 },
-            max: if max.is_valid(i) { max.value(i) } else { 0.0 },
-        }));
+        out.push((
+            src,
+            Event::Metric(MetricPoint {
+                time: ts.value(i),
+                account: Cow::Borrowed(account),
+                region: Cow::Borrowed(region),
+                metric: Cow::Borrowed(metric),
+                function: Cow::Borrowed(function),
+                sum: if sum.is_valid(i) { sum.value(i) } else { 0.0 },
+                max: if max.is_valid(i) { max.value(i) } else { 0.0 },
+            }),
+        ));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::config::DetectConfig;
 use crate::engine::{Counters, Engine, STATE_VERSION};
 use crate::error::DetectError;
 use crate::event::{Event, Table};
-use crate::read::{partition_of, read_file_sourced};
+use crate::read::{partition_of, Decoded};
 use crate::state::{Meta, StateStore};
 use crate::window::DAY;
 
@@ -22,6 +22,15 @@ use crate::window::DAY;
 /// last run (late deliveries count as late and are checked for novelty); files that were there
 /// before it were read then. History that old is learned with `trailwatch baseline`.
 pub const RETENTION_DAYS: i64 = 3;
+
+/// How often (wall clock) a run lists every partition of the lake, to find late deliveries to
+/// partitions older than the retention; runs in between list only the partitions inside it, so
+/// a 5-minute run costs what is recent, not a year of files.
+pub const FULL_LISTING_EVERY: i64 = DAY;
+
+/// Manifest entries are kept this long: a day past the retention, so that a file read while its
+/// partition was recent is still known when the next full listing finds it in an old one.
+pub const MANIFEST_DAYS: i64 = RETENTION_DAYS + 1;
 
 /// Where the lake is: a local folder (`bucket` empty, `prefix` its path) or an S3 prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +88,8 @@ pub struct DetectRun {
     /// Files that could not be read: (uri, reason). They are not recorded as read, so the next
     /// run tries them again.
     pub files_failed: Vec<(String, String)>,
+    /// Whether this run listed every partition, or only those inside the retention.
+    pub full_listing: bool,
     pub counters: Counters,
     pub findings: Vec<Finding>,
     engine: Engine,
@@ -131,18 +142,22 @@ pub fn detect_lake(
     let oldest = engine.clock().map(|c| utc_date(c - RETENTION_DAYS * DAY));
     // A file in an old partition that arrived since the last run listed the lake is a late
     // delivery: read it. Arrival is judged by the store's own clock, never this machine's.
-    let (last_listed, frontier) = (meta.last_listed, std::mem::take(&mut meta.last_listed_keys));
+    let (last_listed, frontier) = (meta.last_listed, meta.last_listed_keys.clone());
     let arrived_late = |obj: &ObjectRef, rel: &str| match (last_listed, obj.modified) {
         (Some(l), Some(m)) => m > l || (m == l && !frontier.iter().any(|k| k == rel)),
         _ => true,
     };
     let mut newest: (Option<EpochMillis>, Vec<String>) = (last_listed, vec![]);
+    // Every partition now and then, else the recent ones (by listing after `date=<oldest>` in
+    // each account and region; S3 lists keys in order).
+    let full = oldest.is_none() || meta.last_full_listing.is_none_or(|l| now - l >= FULL_LISTING_EVERY);
 
     let mut run = DetectRun {
         files_read: 0,
         files_unchanged: 0,
         files_late: 0,
         files_failed: vec![],
+        full_listing: false,
         counters: Counters::default(),
         findings: vec![],
         engine: Engine::default(),
@@ -154,7 +169,7 @@ pub fn detect_lake(
         (LAMBDA_INVOCATIONS_TABLE, Table::Invocations),
         (LAMBDA_METRICS_TABLE, Table::Metrics),
     ] {
-        let listed = match src.list(&lake.bucket, &lake.table_prefix(name)) {
+        let listed = match list_table(src, lake, name, oldest.as_deref().filter(|_| !full)) {
             Ok(l) => l,
             // A lake without this table yet (a local folder that does not exist).
             Err(e) if !e.retryable && lake.bucket.is_empty() => {
@@ -206,23 +221,34 @@ pub fn detect_lake(
 
     let before: Counters = total(&engine);
     for (_, files) in by_date {
-        let mut events: Vec<(u64, Event)> = Vec::new();
-        let mut file_events = Vec::new();
-        for f in files {
+        // Decode the day's files, then make events that borrow their text from the batches.
+        let mut decoded: Vec<(&LakeFile, Decoded)> = Vec::new();
+        for f in &files {
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
-            file_events.clear();
-            let res = read_one(src, &f, known, &mut file_events);
-            events.append(&mut file_events);
-            match res {
+            match read_one(src, f, known) {
                 Ok(None) => run.files_unchanged += 1,
-                Ok(Some(version)) => {
+                Ok(Some((version, d))) => {
                     run.files_read += 1;
                     engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), version);
+                    decoded.push((f, d));
                 }
                 Err(e) => {
                     tracing::warn!("{e}");
                     run.files_failed.push((f.obj.uri(), e.to_string()));
                 }
+            }
+        }
+        let mut events = Vec::with_capacity(decoded.iter().map(|(_, d)| d.rows()).sum());
+        for (f, d) in &decoded {
+            let before = events.len();
+            if let Err(message) = d.events(&f.account, &f.region, f.source, &mut events) {
+                // Not recorded as read: the next run tries it again.
+                events.truncate(before);
+                let e = DetectError::BadLakeFile { uri: f.obj.uri(), message };
+                tracing::warn!("{e}");
+                engine.shard_mut(&f.account, &f.region).manifest.remove(&f.rel);
+                run.files_read -= 1;
+                run.files_failed.push((f.obj.uri(), e.to_string()));
             }
         }
         feed_day(&mut engine, cfg, events);
@@ -254,7 +280,15 @@ pub fn detect_lake(
     });
     run.findings = findings;
     meta.clock = engine.confirmed;
-    (meta.last_listed, meta.last_listed_keys) = newest;
+    run.full_listing = full;
+    if full {
+        // Arrival into old partitions is judged against full listings only: a recent-only
+        // listing saw none of them.
+        (meta.last_listed, meta.last_listed_keys) = newest;
+        meta.last_full_listing = Some(now);
+    } else {
+        meta.last_listed_keys = frontier;
+    }
     if let Some(c) = engine.clock() {
         for s in engine.shards.values_mut() {
             prune_manifest(s, c);
@@ -269,7 +303,7 @@ pub fn detect_lake(
 /// order (files of a day arrive in any order), closing windows as time moves so findings come
 /// out in time order. `trailwatch baseline` feeds history through this same function, so its
 /// state is the streaming state.
-pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event)>) {
+pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event<'_>)>) {
     // Sort (time, index) pairs, not the events: moving events of a few hundred bytes each was a
     // tenth of a run over a compacted lake. Ties keep the order read, as a stable sort would.
     let mut order: Vec<(i64, u32)> = events.iter().enumerate().map(|(i, (_, e))| (e.time(), i as u32)).collect();
@@ -284,11 +318,30 @@ pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event
     engine.advance(cfg);
 }
 
-/// Forgets manifest entries of partitions older than the retention: their files are read again
-/// only if they change after the next run starts.
+/// Forgets manifest entries of partitions older than [`MANIFEST_DAYS`]: their files are read
+/// again only if they change after the next full listing starts.
 pub fn prune_manifest(s: &mut crate::engine::Shard, clock: EpochMillis) {
-    let oldest = utc_date(clock - RETENTION_DAYS * DAY);
+    let oldest = utc_date(clock - MANIFEST_DAYS * DAY);
     s.manifest.retain(|k, _| partition_of(k).is_some_and(|(_, _, d)| d >= oldest));
+}
+
+/// The lake files of `table`: every one, or with `since` (a date) those of partitions from that
+/// date on, found per account and region folder so old partitions are never listed.
+fn list_table(
+    src: &dyn ObjectSource,
+    lake: &LakeLocation,
+    table: &str,
+    since: Option<&str>,
+) -> Result<Vec<ObjectRef>, trailwatch_core::store::StoreError> {
+    let prefix = lake.table_prefix(table);
+    let Some(since) = since else { return src.list(&lake.bucket, &prefix) };
+    let mut out = Vec::new();
+    for account in src.list_folders(&lake.bucket, &prefix)? {
+        for region in src.list_folders(&lake.bucket, &account)? {
+            out.extend(src.list_after(&lake.bucket, &region, &format!("{region}date={since}"))?);
+        }
+    }
+    Ok(out)
 }
 
 fn total(e: &Engine) -> Counters {
@@ -302,14 +355,13 @@ fn total(e: &Engine) -> Counters {
     c
 }
 
-/// Reads a lake file into `out` and returns its version, or `None` when its content is the
-/// version already read (`known`).
+/// Reads and decodes a lake file; returns its version and columns, or `None` when its content is
+/// the version already read (`known`).
 fn read_one(
     src: &dyn ObjectSource,
     f: &LakeFile,
     known: Option<&String>,
-    out: &mut Vec<(u64, Event)>,
-) -> Result<Option<String>, DetectError> {
+) -> Result<Option<(String, Decoded)>, DetectError> {
     let body = src.open(&f.obj)?;
     let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
     let mut reader = body.reader;
@@ -329,7 +381,7 @@ fn read_one(
     if known == Some(&version) {
         return Ok(None);
     }
-    read_file_sourced(bytes::Bytes::from(buf), f.table, &f.account, &f.region, f.source, out)
+    let d = Decoded::new(bytes::Bytes::from(buf), f.table)
         .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })?;
-    Ok(Some(version))
+    Ok(Some((version, d)))
 }

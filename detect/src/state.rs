@@ -26,6 +26,10 @@ pub struct Meta {
     /// one-second stamps) but not among them arrived after the listing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_listed_keys: Vec<String>,
+    /// When (wall clock) a run last listed every partition of the lake; runs in between list
+    /// only the partitions inside the retention ([`crate::run::FULL_LISTING_EVERY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full_listing: Option<EpochMillis>,
     /// The deployment's hash key as hex ([`HashKey`](crate::stats::HashKey)), made on the first
     /// run: every hash in the shards is keyed with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,43 +17,43 @@ fn t0() -> i64 {
     parse_rfc3339_millis("2026-01-05T00:00:00Z").unwrap()
 }
 
-fn call(t: i64, source: &str, name: &str, principal: &str, id: u64) -> Event {
+fn call(t: i64, source: &str, name: &str, principal: &str, id: u64) -> Event<'static> {
     Event::Api(ApiCall {
         time: t,
         account: ACCT.into(),
         region: REGION.into(),
-        source: source.into(),
-        name: name.into(),
-        principal: principal.into(),
+        source: source.to_string().into(),
+        name: name.to_string().into(),
+        principal: principal.to_string().into(),
         principal_account: Some(ACCT.into()),
         source_ip: "10.0.0.1".into(),
         user_agent: "aws-sdk-go/1.44".into(),
-        event_id: format!("ev-{id}"),
+        event_id: format!("ev-{id}").into(),
         ..Default::default()
     })
 }
 
-fn with(mut e: Event, f: impl FnOnce(&mut ApiCall)) -> Event {
+fn with(mut e: Event<'static>, f: impl FnOnce(&mut ApiCall)) -> Event<'static> {
     if let Event::Api(a) = &mut e {
         f(a);
     }
     e
 }
 
-fn inv(end: i64, function: &str, duration_ms: f64, status: InvocationStatus, id: u64) -> Event {
+fn inv(end: i64, function: &str, duration_ms: f64, status: InvocationStatus, id: u64) -> Event<'static> {
     Event::Invocation(Invocation {
         start: end - duration_ms as i64,
         end,
         account: ACCT.into(),
         region: REGION.into(),
-        function: function.into(),
+        function: function.to_string().into(),
         duration_ms,
         billed_ms: duration_ms.ceil(),
         memory_mb: 1024.0,
         status,
         timeout_s: None,
-        log_event_id: format!("le-{id}"),
-        request_id: Some(format!("req-{id}")),
+        log_event_id: format!("le-{id}").into(),
+        request_id: Some(format!("req-{id}").into()),
         error_type: None,
     })
 }
@@ -72,7 +72,7 @@ impl Sim {
         Sim { cfg, engine: Engine::default(), last_advance: i64::MIN / 2, out: vec![] }
     }
 
-    fn feed(&mut self, mut events: Vec<Event>) {
+    fn feed(&mut self, mut events: Vec<Event<'static>>) {
         events.sort_by_key(Event::time);
         for e in &events {
             if e.time() - self.last_advance >= 5 * MIN {
@@ -91,7 +91,7 @@ impl Sim {
 }
 
 /// Days of steady traffic: `per5` calls of one API every five minutes, busier in office hours.
-fn steady(days: i64, per5: u64, name: &str, id0: u64) -> Vec<Event> {
+fn steady(days: i64, per5: u64, name: &str, id0: u64) -> Vec<Event<'static>> {
     let mut v = vec![];
     let mut id = id0;
     for w in 0..days * 288 {
@@ -261,7 +261,7 @@ fn throttled_invokes_fire_per_function() {
 }
 
 /// One invocation a minute for `days`, 200 ms each.
-fn steady_invocations(days: i64, function: &str, id0: u64) -> Vec<Event> {
+fn steady_invocations(days: i64, function: &str, id0: u64) -> Vec<Event<'static>> {
     (0..days * 1440)
         .map(|m| inv(t0() + m * MIN + 30_000, function, 200.0, InvocationStatus::Success, id0 + m as u64))
         .collect()
@@ -325,11 +325,11 @@ fn timeouts_fire_on_rate_and_stay_quiet_on_a_few() {
     assert_eq!(f.iter().filter(|f| f.status == Status::Open).count(), 1, "{f:#?}");
 }
 
-fn invoke(t: i64, function: &str, principal: &str, account: &str, ip: &str, id: u64) -> Event {
+fn invoke(t: i64, function: &str, principal: &str, account: &str, ip: &str, id: u64) -> Event<'static> {
     with(call(t, "lambda.amazonaws.com", "Invoke", principal, id), |a| {
-        a.function = Some(function.into());
-        a.principal_account = Some(account.into());
-        a.source_ip = ip.into();
+        a.function = Some(function.to_string().into());
+        a.principal_account = Some(account.to_string().into());
+        a.source_ip = ip.to_string().into();
     })
 }
 
@@ -588,7 +588,7 @@ fn suppressed_findings_are_marked_with_their_reason() {
 }
 
 /// `n` calls of `name` by `principal` within two minutes from `at`.
-fn sweep(at: i64, name: &str, principal: &str, n: u64, id0: u64) -> Vec<Event> {
+fn sweep(at: i64, name: &str, principal: &str, n: u64, id0: u64) -> Vec<Event<'static>> {
     (0..n).map(|i| call(at + (i as i64 * 120_000) / n as i64, "ec2.amazonaws.com", name, principal, id0 + i)).collect()
 }
 
@@ -611,7 +611,7 @@ fn a_scheduled_sweep_stays_quiet_but_a_first_sweep_fires() {
 
     // Without the schedule memory the same stream fires: the test would catch its loss.
     let mut plain = Sim::new(DetectConfig::default());
-    let mut per_day: Vec<Event> = steady(9, 1, "DescribeSecurityGroups", 0);
+    let mut per_day: Vec<Event<'static>> = steady(9, 1, "DescribeSecurityGroups", 0);
     for d in 3..9 {
         // One burst a day at a new hour each time: no gap repeats.
         per_day.extend(sweep(
@@ -689,7 +689,7 @@ fn a_sweep_stays_quiet_for_weeks_after_its_slots_have_learned_it() {
     assert!(sim.of("api_call_rate").is_empty(), "{:#?}", sim.of("api_call_rate"));
 }
 
-fn shift(mut e: Event, by: i64) -> Event {
+fn shift(mut e: Event<'static>, by: i64) -> Event<'static> {
     match &mut e {
         Event::Api(a) => a.time += by,
         Event::Invocation(i) => {
@@ -702,7 +702,7 @@ fn shift(mut e: Event, by: i64) -> Event {
 }
 
 /// Two invocations a minute of `ms` each, for `days` from `from`.
-fn slow_rate(from: i64, days: i64, function: &str, ms: f64, id0: u64) -> Vec<Event> {
+fn slow_rate(from: i64, days: i64, function: &str, ms: f64, id0: u64) -> Vec<Event<'static>> {
     (0..days * 2880)
         .map(|k| inv(from + k * 30_000 + 7_000, function, ms, InvocationStatus::Success, id0 + k as u64))
         .collect()

@@ -18,51 +18,51 @@ fn t0() -> i64 {
     parse_rfc3339_millis("2026-01-05T00:00:00Z").unwrap()
 }
 
-fn inv(end: i64, function: &str, status: InvocationStatus, request: &str, n: u64) -> Event {
+fn inv(end: i64, function: &str, status: InvocationStatus, request: &str, n: u64) -> Event<'static> {
     Event::Invocation(Invocation {
         start: end - 800,
         end,
         account: ACCT.into(),
         region: REGION.into(),
-        function: function.into(),
+        function: function.to_string().into(),
         duration_ms: 800.0,
         billed_ms: 800.0,
         memory_mb: 512.0,
         status,
         timeout_s: None,
-        log_event_id: format!("le-{function}-{n}"),
-        request_id: Some(request.into()),
+        log_event_id: format!("le-{function}-{n}").into(),
+        request_id: Some(request.to_string().into()),
         error_type: (status != InvocationStatus::Success).then(|| "Runtime.ExitError".into()),
     })
 }
 
-fn metric(t: i64, name: &str, function: &str, sum: f64, max: f64) -> Event {
+fn metric(t: i64, name: &str, function: &str, sum: f64, max: f64) -> Event<'static> {
     Event::Metric(MetricPoint {
         time: t,
         account: ACCT.into(),
         region: REGION.into(),
-        metric: name.into(),
-        function: function.into(),
+        metric: name.to_string().into(),
+        function: function.to_string().into(),
         sum,
         max,
     })
 }
 
-fn invoke(t: i64, function: &str, error: Option<(&str, &str)>, n: u64) -> Event {
+fn invoke(t: i64, function: &str, error: Option<(&str, &str)>, n: u64) -> Event<'static> {
     Event::Api(ApiCall {
         time: t,
         account: ACCT.into(),
         region: REGION.into(),
         source: "lambda.amazonaws.com".into(),
         name: "Invoke".into(),
-        error_code: error.map(|e| e.0.into()),
-        error_message: error.map(|e| e.1.into()),
-        principal: format!("arn:aws:iam::{ACCT}:role/api"),
+        error_code: error.map(|e| e.0.to_string().into()),
+        error_message: error.map(|e| e.1.to_string().into()),
+        principal: format!("arn:aws:iam::{ACCT}:role/api").into(),
         principal_account: Some(ACCT.into()),
         source_ip: "10.0.0.1".into(),
         user_agent: "aws-sdk-go-v2".into(),
-        event_id: format!("ev-{function}-{n}"),
-        function: Some(function.into()),
+        event_id: format!("ev-{function}-{n}").into(),
+        function: Some(function.to_string().into()),
         ..Default::default()
     })
 }
@@ -81,7 +81,7 @@ impl Sim {
         Sim { cfg: DetectConfig::default(), engine: Engine::default(), out: vec![], restore: false }
     }
 
-    fn feed(&mut self, mut events: Vec<Event>) {
+    fn feed(&mut self, mut events: Vec<Event<'static>>) {
         events.sort_by_key(Event::time);
         let mut last = i64::MIN / 2;
         for e in &events {
@@ -108,7 +108,7 @@ impl Sim {
 }
 
 /// `days` of an asynchronously invoked function: one successful invocation a minute.
-fn async_traffic(function: &str, from: i64, days: i64) -> Vec<Event> {
+fn async_traffic(function: &str, from: i64, days: i64) -> Vec<Event<'static>> {
     (0..days * 1440)
         .map(|m| {
             let n = (from / MIN + m) as u64;
@@ -184,7 +184,12 @@ fn retries_pair_up_across_saved_state_and_days() {
 }
 
 /// A Kinesis consumer: an invocation every 10 s, and its IteratorAge each minute.
-fn stream_traffic(function: &str, days: i64, age: impl Fn(i64) -> f64, fails: impl Fn(i64) -> bool) -> Vec<Event> {
+fn stream_traffic(
+    function: &str,
+    days: i64,
+    age: impl Fn(i64) -> f64,
+    fails: impl Fn(i64) -> bool,
+) -> Vec<Event<'static>> {
     let mut ev = vec![];
     for m in 0..days * 1440 {
         let t = t0() + m * MIN;

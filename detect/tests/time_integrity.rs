@@ -17,18 +17,18 @@ fn t0() -> i64 {
     parse_rfc3339_millis("2026-01-05T00:00:00Z").unwrap()
 }
 
-fn call(t: i64, name: &str, principal: &str, id: u64) -> Event {
+fn call(t: i64, name: &str, principal: &str, id: u64) -> Event<'static> {
     Event::Api(ApiCall {
         time: t,
         account: ACCT.into(),
         region: REGION.into(),
         source: "ec2.amazonaws.com".into(),
-        name: name.into(),
-        principal: principal.into(),
+        name: name.to_string().into(),
+        principal: principal.to_string().into(),
         principal_account: Some(ACCT.into()),
         source_ip: "10.0.0.1".into(),
         user_agent: "aws-sdk-go/1.44".into(),
-        event_id: format!("ev-{id}"),
+        event_id: format!("ev-{id}").into(),
         ..Default::default()
     })
 }
@@ -36,7 +36,7 @@ fn call(t: i64, name: &str, principal: &str, id: u64) -> Event {
 /// Six days of steady DescribeInstances calls, then a burst of 600 in four minutes on day 5:
 /// one `api_call_rate` episode. Each event carries the source (delivered file) it came in: a
 /// new one every five minutes, as CloudTrail delivers.
-fn stream() -> Vec<(u64, Event)> {
+fn stream() -> Vec<(u64, Event<'static>)> {
     let mut v = vec![];
     let mut id = 0;
     for w in 0..6 * 288 {
@@ -60,7 +60,7 @@ fn stream() -> Vec<(u64, Event)> {
 }
 
 /// Feeds in event-time order, advancing every five minutes of event time; every finding.
-fn run(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<(u64, Event)>) -> Vec<Finding> {
+fn run(engine: &mut Engine, cfg: &DetectConfig, mut events: Vec<(u64, Event<'static>)>) -> Vec<Finding> {
     events.sort_by_key(|(_, e)| e.time());
     let mut out = vec![];
     let mut last = i64::MIN / 2;
@@ -87,7 +87,7 @@ fn a_record_from_2099_moves_nothing_and_is_reported() {
     let cfg = DetectConfig::default();
     let now = t0() + 2 * HOUR;
     let mut e = Engine::default().with_now(now);
-    let events: Vec<(u64, Event)> =
+    let events: Vec<(u64, Event<'static>)> =
         (0..60).map(|m| (1 + m as u64 / 5, call(t0() + m * MIN, "DescribeInstances", "role/app", m as u64))).collect();
     run(&mut e, &cfg, events);
     let shard = e.shards.values().next().unwrap();
@@ -116,7 +116,7 @@ fn a_record_from_2099_moves_nothing_and_is_reported() {
     assert_eq!(e.shards.values().next().unwrap().counters.future, 1);
 
     // Real data an hour past the episode closes it, with one finding, same id.
-    let later: Vec<(u64, Event)> = (0..30)
+    let later: Vec<(u64, Event<'static>)> = (0..30)
         .map(|m| {
             (10 + m as u64 / 5, call(now + 5 * MIN + m * 3 * MIN, "DescribeInstances", "role/app", 500 + m as u64))
         })
@@ -135,14 +135,14 @@ fn one_source_cannot_drag_a_shard_watermark() {
     let lead = cfg.time.max_source_lead_minutes as i64 * MIN;
     // A backfill: the wall clock is months ahead of the data, so nothing here is "future".
     let mut e = Engine::default().with_now(t0() + 300 * DAY);
-    let real: Vec<(u64, Event)> =
+    let real: Vec<(u64, Event<'static>)> =
         (0..120).map(|m| (1 + m as u64 / 5, call(t0() + m * MIN, "DescribeInstances", "role/app", m as u64))).collect();
     run(&mut e, &cfg, real);
     let t = t0() + 119 * MIN;
     assert_eq!(e.shards.values().next().unwrap().watermark[0], Some(t));
 
     // One delivered file whose records claim a day later.
-    let forged: Vec<(u64, Event)> =
+    let forged: Vec<(u64, Event<'static>)> =
         (0..500).map(|i| (777, call(t + DAY + i, "DescribeInstances", "role/app", 90_000 + i as u64))).collect();
     run(&mut e, &cfg, forged);
     let wm = e.shards.values().next().unwrap().watermark[0].unwrap();
@@ -151,7 +151,7 @@ fn one_source_cannot_drag_a_shard_watermark() {
 
     // Real data keeps flowing and keeps counting: nothing of it is judged too late.
     let late_before = e.shards.values().next().unwrap().counters.too_late;
-    let more: Vec<(u64, Event)> = (120..180)
+    let more: Vec<(u64, Event<'static>)> = (120..180)
         .map(|m| (1 + m as u64 / 5, call(t0() + m * MIN, "DescribeInstances", "role/app", m as u64)))
         .collect();
     run(&mut e, &cfg, more);
@@ -176,11 +176,12 @@ fn two_sources_agreeing_move_time_as_before() {
 
 /// The stream in daily runs (one run per day of deliveries), plus `extra(day)` delivered with
 /// each day.
-fn daily(engine: &mut Engine, cfg: &DetectConfig, extra: impl Fn(i64) -> Vec<(u64, Event)>) -> Vec<Finding> {
+fn daily(engine: &mut Engine, cfg: &DetectConfig, extra: impl Fn(i64) -> Vec<(u64, Event<'static>)>) -> Vec<Finding> {
     let all = stream();
     let mut out = vec![];
     for d in 0..6 {
-        let mut batch: Vec<(u64, Event)> = all.iter().filter(|(_, e)| (e.time() - t0()) / DAY == d).cloned().collect();
+        let mut batch: Vec<(u64, Event<'static>)> =
+            all.iter().filter(|(_, e)| (e.time() - t0()) / DAY == d).cloned().collect();
         batch.extend(extra(d));
         out.extend(run(engine, cfg, batch));
     }

@@ -67,3 +67,40 @@ def test_s3_inputs_to_s3_lake(s3, tmp_path):
         total += n
         assert ro is False
     assert total == 20
+
+
+def test_detect_over_an_s3_lake_lists_recent_partitions_between_full_listings(s3, tmp_path):
+    """A run within a day of a full listing lists, per account and region, only the partitions
+    inside the retention (ListObjectsV2 with a delimiter, then StartAfter `date=<oldest>`)."""
+    client, endpoint, env = s3
+    client.create_bucket(Bucket="trail")
+    client.create_bucket(Bucket="lake")
+    prefix = "AWSLogs/012345678901/CloudTrail/us-west-2/2024/02"
+
+    def deliver(day):
+        body = gzip.compress(json.dumps({"Records": [record(i, day) for i in range(10)]}).encode())
+        key = f"{prefix}/{day:02d}/012345678901_CloudTrail_us-west-2_202402{day:02d}T1000Z_x.json.gz"
+        client.put_object(Bucket="trail", Key=key, Body=body)
+        out = subprocess.run([BIN, "ingest", f"s3://trail/{key}", "--lake", "s3://lake/tw", "--endpoint-url", endpoint],
+                             capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+
+    def detect():
+        out = subprocess.run([BIN, "detect", "--lake", "s3://lake/tw", "--endpoint-url", endpoint, "--state", str(tmp_path / "state"),
+                              "--findings", str(tmp_path / "findings.jsonl"), "--quiet"], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    # Two sources confirm the clock at day 8: partitions before day 5 are past the retention.
+    for day in (1, 8, 9):
+        deliver(day)
+    first = detect()
+    assert first.startswith("detect: 3 lake files read, 0 unchanged, 0 failed;"), first
+    # Day 10 is recent; day 1 (past the retention) is a late delivery, left for the next full listing.
+    deliver(10)
+    client.put_object(Bucket="lake", Key="tw/cloudtrail/account_id=012345678901/region=us-west-2/date=2024-02-01/late.parquet",
+                      Body=client.get_object(Bucket="lake", Key=next(o["Key"] for o in client.list_objects_v2(Bucket="lake")["Contents"]
+                                                                   if "date=2024-02-01/" in o["Key"]))["Body"].read())
+    second = detect()
+    assert second.startswith("detect: 1 lake files read, 2 unchanged, 0 failed (recent partitions listed);"), second
+    assert " 0 late;" in second, second

@@ -243,8 +243,8 @@ impl ApiKey {
         // Early: an open window whose calls so far already clear the bars will clear them when
         // final, since counts only grow. Every open window, not only the newest: with CloudTrail's
         // delivery delay a burst sits a few windows behind the newest record.
-        for (w, agg) in win.open.clone() {
-            self.check(ctx, w, &agg, ctx.cfg.baseline.early_factor, true);
+        for (w, agg) in &win.open {
+            self.check(ctx, *w, agg, ctx.cfg.baseline.early_factor, true);
         }
         self.win = win;
     }
@@ -544,8 +544,9 @@ impl ThrottleKey {
                 self.series.learn(w, v.observed, alpha, WIDTH);
             }
         });
-        for (w, agg) in win.open.clone() {
-            let v = judge(&self.series, w, &agg, b.early_factor);
+        for (w, agg) in &win.open {
+            let (w, agg) = (*w, agg);
+            let v = judge(&self.series, w, agg, b.early_factor);
             if v.anomalous && !self.ep.is_open() {
                 let f = self.ep.step(&s, (w, w + WIDTH), &v, u32::MAX, |ep| {
                     ep.absorb(&agg.top, &agg.evidence);

@@ -329,10 +329,10 @@ impl FunctionKey {
         ep.observed = n.count as f64;
         let mut what = Vec::new();
         for (is_new, dim, value, code, h) in [
-            (new_p, "new_principal", a.principal.as_str(), 0u8, Some(p)),
+            (new_p, "new_principal", &*a.principal, 0u8, Some(p)),
             (new_acct, "new_account", a.principal_account.as_deref().unwrap_or(""), 1, acct),
-            (new_ip, "new_source_ip", a.source_ip.as_str(), 2, Some(ip)),
-            (new_ua, "new_user_agent", a.user_agent.as_str(), 3, Some(ua)),
+            (new_ip, "new_source_ip", &*a.source_ip, 2, Some(ip)),
+            (new_ua, "new_user_agent", &*a.user_agent, 3, Some(ua)),
         ] {
             if is_new {
                 ep.top.add(dim, value, 1);
@@ -421,23 +421,39 @@ impl FunctionKey {
     /// each knows whether the other already reported a spike), then the newest open ones early.
     /// `complete_before`: the logs' watermark; windows ending before it miss only late data.
     fn advance_spikes(&mut self, ctx: &mut Ctx, final_before: EpochMillis, complete_before: EpochMillis) {
-        let mut stops: Vec<EpochMillis> =
-            self.fives.open.iter().map(|(w, _)| w + COST_WIDTH).filter(|&b| b < final_before).collect();
-        stops.push(final_before);
-        for b in stops {
+        // Stop at the end of each open 5-minute window, then at `final_before`; found one at a
+        // time (finalizing only removes windows) rather than collected, which cost 4% of a run.
+        let mut last = EpochMillis::MIN;
+        loop {
+            let b = self
+                .fives
+                .open
+                .iter()
+                .map(|(w, _)| w + COST_WIDTH)
+                .find(|&b| b > last && b < final_before)
+                .unwrap_or(final_before);
             self.finalize_minutes(ctx, b);
             self.finalize_fives(ctx, b);
+            if b == final_before {
+                break;
+            }
+            last = b;
         }
         // Early: peaks, invocations and GB-seconds only grow as a window fills, so an open window
         // already over the bars will be over them when final. Every open window, in order.
         let factor = ctx.cfg.baseline.early_factor;
-        for (w, agg) in self.minutes.open.clone() {
-            self.judge_minute(ctx, w, &agg, factor, true);
+        // Taken out and put back rather than cloned: the judges do not read open windows.
+        let minutes = std::mem::take(&mut self.minutes.open);
+        for (w, agg) in &minutes {
+            self.judge_minute(ctx, *w, agg, factor, true);
         }
-        for (w, agg) in self.fives.open.clone() {
-            let v = self.judge_five(ctx, w, &agg, factor, complete_before);
-            self.report_five(ctx, w, &agg, v, true);
+        self.minutes.open = minutes;
+        let fives = std::mem::take(&mut self.fives.open);
+        for (w, agg) in &fives {
+            let v = self.judge_five(ctx, *w, agg, factor, complete_before);
+            self.report_five(ctx, *w, agg, v, true);
         }
+        self.fives.open = fives;
     }
 
     fn finalize_minutes(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
@@ -620,9 +636,9 @@ impl FunctionKey {
                 }
             }
         });
-        for (w, q) in quarters.open.clone() {
+        for (w, q) in &quarters.open {
             if w + width <= complete_before {
-                self.step_quarter(ctx, w, &q, true);
+                self.step_quarter(ctx, *w, q, true);
             }
         }
         self.quarters = quarters;

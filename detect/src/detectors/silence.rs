@@ -38,7 +38,7 @@ fn describe_source(ep: &Episode) -> String {
 /// Calls that stop or remove a trail.
 fn stops_trail(a: &ApiCall) -> bool {
     a.source == "cloudtrail.amazonaws.com"
-        && matches!(a.name.as_str(), "StopLogging" | "DeleteTrail")
+        && matches!(&*a.name, "StopLogging" | "DeleteTrail")
         && a.error_code.is_none()
 }
 

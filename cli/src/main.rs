@@ -1,8 +1,11 @@
 //! `trailwatch`: the pipeline on a laptop. Local files or S3 in, a local (or S3) Parquet lake out,
 //! no AWS account needed for local paths.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod handoff;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -215,18 +218,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest { inputs, lake, endpoint_url, region, export_log_groups } => {
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
-            ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg)
+            Ok(ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg, false)?.0)
         }
         Command::Detect { detect: args } => {
             let _lock = lock_state(&args.state)?;
-            detect(&args)
+            detect(&args, HashMap::new())
         }
         Command::Run { inputs, detect: args, region, export_log_groups } => {
             // Held from before ingest to after the state is committed.
             let _lock = lock_state(&args.state)?;
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
-            let ingested = ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg)?;
-            let detected = detect(&args)?;
+            // What ingest wrote goes to detect in memory; the lake is still the record.
+            let (ingested, written) = ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg, true)?;
+            let detected = detect(&args, written)?;
             Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
         }
         Command::Baseline { lake, state, config, findings } => {
@@ -358,7 +362,9 @@ fn load_config(path: Option<&std::path::Path>) -> Result<DetectConfig> {
     }
 }
 
-fn detect(args: &DetectArgs) -> Result<ExitCode> {
+/// Runs detect over the lake; `handed` are files `trailwatch run` just wrote, by key relative to
+/// the lake root, read from memory instead of the lake.
+fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>) -> Result<ExitCode> {
     let cfg = load_config(args.config.as_deref())?;
     let store = DirState::new(&args.state);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -367,14 +373,16 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
             let client = rt.block_on(trailwatch_core::s3::client(args.endpoint_url.as_deref()));
             let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
             let loc = LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() };
+            let src = handoff::Handed { inner: &src, lake: loc.clone(), files: handed };
             let run = detect_lake(&src, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?;
             let staging = std::env::temp_dir().join("trailwatch-staging");
             (run, Box::new(trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging)))
         }
         None => {
             let loc = LakeLocation { bucket: String::new(), prefix: args.lake.clone() };
+            let src = handoff::Handed { inner: &LocalFiles, lake: loc.clone(), files: handed };
             (
-                detect_lake(&LocalFiles, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?,
+                detect_lake(&src, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?,
                 Box::new(LocalLake::new(PathBuf::from(&args.lake))),
             )
         }
@@ -543,7 +551,15 @@ struct Totals {
     future_objects: Vec<String>,
 }
 
-fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Config) -> Result<ExitCode> {
+/// Ingests `inputs` into the lake; with `keep`, also returns the lake files written (up to
+/// [`handoff::KEEP_BYTES`]) by key relative to the lake root, for detect.
+fn ingest(
+    inputs: &[String],
+    lake_arg: &str,
+    endpoint: Option<&str>,
+    cfg: &Config,
+    keep: bool,
+) -> Result<(ExitCode, HashMap<String, bytes::Bytes>)> {
     let needs_s3 = parse_s3(lake_arg).is_some() || inputs.iter().any(|i| parse_s3(i).is_some());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let s3 = needs_s3.then(|| rt.block_on(trailwatch_core::s3::client(endpoint)));
@@ -562,6 +578,11 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
         }
         None => Box::new(LocalLake::new(PathBuf::from(lake_arg))),
     };
+    let tee = keep.then(|| handoff::Tee::new(lake.as_ref()));
+    let lake: &dyn LakeStore = match &tee {
+        Some(t) => t,
+        None => lake.as_ref(),
+    };
     let s3_src = s3.map(|c| trailwatch_core::s3::S3Source::new(c, handle));
     let mut totals = Totals::default();
 
@@ -579,7 +600,7 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
             }
         };
         for obj in objects {
-            match ingest_object_at(src, &obj, lake.as_ref(), cfg, trailwatch_core::time::wall_clock_millis()) {
+            match ingest_object_at(src, &obj, lake, cfg, trailwatch_core::time::wall_clock_millis()) {
                 Ok(r) => {
                     match r.outcome {
                         Outcome::Ingested => totals.read += 1,
@@ -607,7 +628,7 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
                     tracing::error!("failed {e}");
                     totals.failed += 1;
                     if !e.is_retryable() {
-                        if let Err(e2) = record_failure(lake.as_ref(), &obj, &e) {
+                        if let Err(e2) = record_failure(lake, &obj, &e) {
                             tracing::error!("could not record the failure: {e2}");
                         }
                     }
@@ -637,5 +658,6 @@ fn ingest(inputs: &[String], lake_arg: &str, endpoint: Option<&str>, cfg: &Confi
         let _ = std::fs::remove_dir(PathBuf::from(lake_arg).join(trailwatch_core::lake::STAGING_DIR));
     }
     drop(rt);
-    Ok(if totals.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let written = tee.map(handoff::Tee::into_files).unwrap_or_default();
+    Ok((if totals.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }, written))
 }

@@ -50,7 +50,7 @@ impl LakeLocation {
     }
 
     /// The key relative to the lake root, as the manifest records it.
-    fn relative<'k>(&self, key: &'k str) -> &'k str {
+    pub fn relative<'k>(&self, key: &'k str) -> &'k str {
         let p = self.prefix.trim_end_matches('/');
         key.strip_prefix(p).map(|k| k.trim_start_matches('/')).unwrap_or(key)
     }

@@ -1,0 +1,163 @@
+//! `trailwatch run` hands the lake files its ingest just wrote to its detect in memory: the lake
+//! is still written and remains the record, but detect does not read (or, for an S3 lake, GET)
+//! them back. Bytes, not Arrow batches: ingest spills partitions to disk to keep its memory
+//! bounded, so the files are what exists whole; detect still lists the lake, which is how it
+//! learns their versions and finds what other writers added.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use trailwatch_core::store::{LakeStore, ObjectBody, ObjectRef, ObjectSource, StoreError};
+use trailwatch_detect::LakeLocation;
+
+/// At most this many bytes of written files are kept for detect; beyond it, detect reads the
+/// rest from the lake as a plain `trailwatch detect` would (a first run over years of logs).
+pub const KEEP_BYTES: usize = 256 << 20;
+
+/// A lake store that keeps a copy of each file it stores, by key relative to the lake root.
+pub struct Tee<'a> {
+    inner: &'a dyn LakeStore,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    files: HashMap<String, Bytes>,
+    bytes: usize,
+    /// Set once a file did not fit: later files are not kept either, so what detect gets in
+    /// memory is a prefix of the run, never a sample.
+    full: bool,
+}
+
+impl<'a> Tee<'a> {
+    pub fn new(inner: &'a dyn LakeStore) -> Self {
+        Tee { inner, kept: Mutex::new(Kept::default()) }
+    }
+
+    /// The files kept, by key relative to the lake root.
+    pub fn into_files(self) -> HashMap<String, Bytes> {
+        self.kept.into_inner().unwrap_or_else(|e| e.into_inner()).files
+    }
+}
+
+impl LakeStore for Tee<'_> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+        // Read before storing: a local lake renames the staged file into place.
+        let bytes = {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let fits = |n: u64| !kept.full && kept.bytes + n as usize <= KEEP_BYTES;
+            key.ends_with(".parquet")
+                .then(|| std::fs::metadata(local).ok().filter(|m| fits(m.len())))
+                .flatten()
+                .and_then(|_| std::fs::read(local).ok())
+        };
+        self.inner.put_file(key, local)?;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        match bytes {
+            Some(b) => {
+                kept.bytes += b.len();
+                kept.files.insert(key.to_string(), Bytes::from(b));
+            }
+            None if key.ends_with(".parquet") => kept.full = true,
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> std::path::PathBuf {
+        self.inner.staging_dir()
+    }
+
+    fn root_uri(&self) -> String {
+        self.inner.root_uri()
+    }
+
+    fn is_own_output(&self, obj: &ObjectRef) -> bool {
+        self.inner.is_own_output(obj)
+    }
+
+    fn delete_file(&self, key: &str) -> Result<(), StoreError> {
+        // An object whose files were taken back is not handed over either.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = kept.files.remove(key) {
+            kept.bytes -= b.len();
+        }
+        drop(kept);
+        self.inner.delete_file(key)
+    }
+}
+
+/// The lake as detect sees it, with the files `trailwatch run` just wrote served from memory.
+pub struct Handed<'a> {
+    pub inner: &'a dyn ObjectSource,
+    pub lake: LakeLocation,
+    pub files: HashMap<String, Bytes>,
+}
+
+impl ObjectSource for Handed<'_> {
+    fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError> {
+        if obj.bucket == self.lake.bucket {
+            if let Some(b) = self.files.get(self.lake.relative(&obj.key)) {
+                return Ok(ObjectBody { reader: Box::new(Cursor::new(b.clone())), etag: None });
+            }
+        }
+        self.inner.open(obj)
+    }
+
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        self.inner.list(bucket, prefix)
+    }
+
+    fn list_after(&self, bucket: &str, prefix: &str, start_after: &str) -> Result<Vec<ObjectRef>, StoreError> {
+        self.inner.list_after(bucket, prefix, start_after)
+    }
+
+    fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list_folders(bucket, prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use trailwatch_core::store::LocalLake;
+
+    #[test]
+    fn kept_files_are_served_from_memory_and_taken_back_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalLake::new(dir.path());
+        let tee = Tee::new(&lake);
+        std::fs::create_dir_all(lake.staging_dir()).unwrap();
+        for (key, body) in [("cloudtrail/a/x.parquet", "one"), ("cloudtrail/a/y.parquet", "two")] {
+            let staged = lake.staging_dir().join("s");
+            std::fs::write(&staged, body).unwrap();
+            tee.put_file(key, &staged).unwrap();
+        }
+        tee.delete_file("cloudtrail/a/y.parquet").unwrap();
+        let files = tee.into_files();
+        assert_eq!(files.keys().collect::<Vec<_>>(), vec!["cloudtrail/a/x.parquet"]);
+
+        let prefix = dir.path().to_string_lossy().into_owned();
+        let handed = Handed {
+            inner: &trailwatch_core::store::LocalFiles,
+            lake: LakeLocation { bucket: String::new(), prefix: prefix.clone() },
+            files,
+        };
+        // Changed on disk after the run wrote it: the handed copy is what the run wrote.
+        let on_disk = dir.path().join("cloudtrail/a/x.parquet");
+        std::fs::write(&on_disk, "changed").unwrap();
+        let mut body = String::new();
+        handed.open(&ObjectRef::local(&on_disk)).unwrap().reader.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "one");
+        // Anything else comes from the lake.
+        let other = dir.path().join("cloudtrail/a/z.parquet");
+        std::fs::write(&other, "three").unwrap();
+        let mut body = String::new();
+        handed.open(&ObjectRef::local(&other)).unwrap().reader.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "three");
+    }
+}

@@ -228,3 +228,40 @@ fn full_merged_files_are_left_alone_until_a_source_comes_again() {
     assert_eq!((r.partitions, r.files_before, r.files_after, r.rows_superseded), (1, 25, 24, 30));
     assert_eq!(rows(&lake), (144, ids));
 }
+
+/// A late delivery into a closed partition waits, under the default options, until a CLI
+/// detect's next full listing (at most a day later) has read it; merged earlier, detect with
+/// state would skip it and its rows would never be read.
+#[test]
+fn late_files_in_closed_partitions_wait_for_the_next_full_listing() {
+    use trailwatch_detect::state::StateStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, lake) = (tmp.path().join("in"), tmp.path().join("lake"));
+    inputs(&input);
+    ingest(&input, &LocalLake::new(&lake));
+    let state = DirState::new(tmp.path().join("state"));
+    let loc = LakeLocation { bucket: String::new(), prefix: lake.to_string_lossy().into_owned() };
+    let cfg = DetectConfig::default();
+    let now = wall_clock_millis();
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now).unwrap();
+    run.commit(&state).unwrap();
+    // A delivery for the first day arrives; the hourly compaction runs two hours later.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let late = tmp.path().join("late");
+    delivery(&late, "late", parse_rfc3339_millis("2026-01-05T05:00:00Z").unwrap(), 12, 900_000, false);
+    ingest(&late, &LocalLake::new(&lake));
+    let defaults = |at: i64| CompactOptions::at(at, 4, trailwatch_ingest::compact::DEFAULT_MIN_AGE_MINUTES, 128);
+    let at =
+        |t: i64| compact_lake(&LocalFiles, "", lake.to_str().unwrap(), &LocalLake::new(&lake), &defaults(t)).unwrap();
+    assert_eq!(at(now + 2 * HOUR).partitions, 0, "nothing has waited a day and an hour yet");
+    // The next full listing, a day later, finds it.
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now + 24 * HOUR).unwrap();
+    assert!(run.full_listing);
+    assert_eq!((run.files_late, run.counters.too_late), (1, 12));
+    run.commit(&state).unwrap();
+    assert!(state.load_meta().unwrap().last_full_listing.is_some());
+    // After that it may be merged: nothing is read again.
+    assert_eq!(at(now + 26 * HOUR).rows, 4_321 + 12);
+    let run = detect_lake(&LocalFiles, &loc, &state, &cfg, now + 48 * HOUR).unwrap();
+    assert_eq!((run.files_read, run.files_late, run.counters.too_late), (0, 0, 0));
+}

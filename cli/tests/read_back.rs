@@ -71,8 +71,14 @@ fn cloudtrail_rows_read_back_borrowed_and_owned_where_derived() {
     // Each row keeps its own fields (the Stratus CloudTrail-stop fixture's one record).
     let stop = calls.iter().find(|a| a.event_id == "10163ed2-2253-469d-a5ee-cbc6651f8934").expect("StopLogging read");
     assert_eq!((&*stop.name, &*stop.source), ("StopLogging", "cloudtrail.amazonaws.com"));
-    // Owned copies outlive the batches.
-    let owned: Vec<Event<'static>> = events.into_iter().map(|(_, e)| e.into_owned()).collect();
+    // Owned copies outlive the batches, field for field.
+    let owned: Vec<Event<'static>> = events.iter().map(|(_, e)| e.clone().into_owned()).collect();
+    assert!(owned.iter().zip(&events).all(|(o, (_, e))| o == e));
+    drop(events);
     drop(decoded);
-    assert!(owned.iter().all(|e| matches!(e, Event::Api(a) if matches!(a.name, Cow::Owned(_)))));
+    let stop = owned.iter().find_map(|e| match e {
+        Event::Api(a) if a.event_id == "10163ed2-2253-469d-a5ee-cbc6651f8934" => Some(a),
+        _ => None,
+    });
+    assert_eq!(stop.map(|a| (&*a.name, &*a.source)), Some(("StopLogging", "cloudtrail.amazonaws.com")));
 }

@@ -150,7 +150,8 @@ pub fn detect_lake(
     let mut newest: (Option<EpochMillis>, Vec<String>) = (last_listed, vec![]);
     // Every partition now and then, else the recent ones (by listing after `date=<oldest>` in
     // each account and region; S3 lists keys in order).
-    let full = oldest.is_none() || meta.last_full_listing.is_none_or(|l| now - l >= FULL_LISTING_EVERY);
+    // A wall clock behind the last full listing's (a host clock set wrong once) makes one due too.
+    let full = oldest.is_none() || meta.last_full_listing.is_none_or(|l| now < l || now - l >= FULL_LISTING_EVERY);
 
     let mut run = DetectRun {
         files_read: 0,
@@ -222,33 +223,33 @@ pub fn detect_lake(
     let before: Counters = total(&engine);
     for (_, files) in by_date {
         // Decode the day's files, then make events that borrow their text from the batches.
-        let mut decoded: Vec<(&LakeFile, Decoded)> = Vec::new();
+        let mut decoded: Vec<(&LakeFile, String, Decoded)> = Vec::new();
         for f in &files {
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
             match read_one(src, f, known) {
                 Ok(None) => run.files_unchanged += 1,
-                Ok(Some((version, d))) => {
-                    run.files_read += 1;
-                    engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), version);
-                    decoded.push((f, d));
-                }
+                Ok(Some((version, d))) => decoded.push((f, version, d)),
                 Err(e) => {
                     tracing::warn!("{e}");
                     run.files_failed.push((f.obj.uri(), e.to_string()));
                 }
             }
         }
-        let mut events = Vec::with_capacity(decoded.iter().map(|(_, d)| d.rows()).sum());
-        for (f, d) in &decoded {
-            let before = events.len();
-            if let Err(message) = d.events(&f.account, &f.region, f.source, &mut events) {
-                // Not recorded as read: the next run tries it again.
-                events.truncate(before);
-                let e = DetectError::BadLakeFile { uri: f.obj.uri(), message };
-                tracing::warn!("{e}");
-                engine.shard_mut(&f.account, &f.region).manifest.remove(&f.rel);
-                run.files_read -= 1;
-                run.files_failed.push((f.obj.uri(), e.to_string()));
+        let mut events = Vec::with_capacity(decoded.iter().map(|(_, _, d)| d.rows()).sum());
+        for (f, version, d) in &decoded {
+            let len = events.len();
+            match d.events(&f.account, &f.region, f.source, &mut events) {
+                Ok(()) => {
+                    run.files_read += 1;
+                    engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), version.clone());
+                }
+                // Not recorded as read (none of its events kept): the next run tries it again.
+                Err(message) => {
+                    events.truncate(len);
+                    let e = DetectError::BadLakeFile { uri: f.obj.uri(), message };
+                    tracing::warn!("{e}");
+                    run.files_failed.push((f.obj.uri(), e.to_string()));
+                }
             }
         }
         feed_day(&mut engine, cfg, events);
@@ -289,7 +290,9 @@ pub fn detect_lake(
     } else {
         meta.last_listed_keys = frontier;
     }
-    if let Some(c) = engine.clock() {
+    // Pruned at full listings only: a file read by a recent-only run stays known until a full
+    // listing has looked at its partition, however far the event clock moved in between.
+    if let Some(c) = engine.clock().filter(|_| full) {
         for s in engine.shards.values_mut() {
             prune_manifest(s, c);
         }

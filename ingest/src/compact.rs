@@ -54,10 +54,12 @@ pub struct CompactOptions {
 /// Partitions this many days before today are closed: one day past detect's retention, so
 /// detect has moved past them.
 pub const DEFAULT_CLOSED_AFTER_DAYS: i64 = 4;
-/// Files this young are left for a later run. Detect reads each file minutes after it arrives
-/// (the detect Lambda on its notice, a scheduled CLI run within its period); an hour leaves room
-/// for retries and a late run.
-pub const DEFAULT_MIN_AGE_MINUTES: i64 = 60;
+/// Files this young are left for a later run: a day and an hour. Every file in a closed
+/// partition is a late delivery into a partition past detect's retention; the detect Lambda reads
+/// it on its notice, but a CLI detect finds it only at its next full listing of the lake, at most
+/// a day later (`trailwatch_detect::run::FULL_LISTING_EVERY`). Merged before that, its rows would
+/// never be read: detect with state skips merged files.
+pub const DEFAULT_MIN_AGE_MINUTES: i64 = 25 * 60;
 
 impl CompactOptions {
     /// The options for a run at `now` (ms, the wall clock).

@@ -4,7 +4,7 @@
 //!
 //! Environment: `LAKE_BUCKET` (required), `LAKE_PREFIX` (default empty), `AWS_ENDPOINT_URL_S3`
 //! (optional), `STAGING_DIR` (default `/tmp/trailwatch`), `COMPACT_CLOSED_AFTER_DAYS` (4),
-//! `COMPACT_MIN_AGE_MINUTES` (60), `COMPACT_TARGET_MB` (128). The event is not read: every
+//! `COMPACT_MIN_AGE_MINUTES` (1500), `COMPACT_TARGET_MB` (128). The event is not read: every
 //! invocation compacts whatever is due. The clock is read once per invocation, here.
 
 use std::sync::Arc;
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn settings_and_defaults() {
         let s = settings(&Env::from_pairs(Vec::<(String, String)>::new())).unwrap();
-        assert_eq!(s, Settings { closed_after_days: 4, min_age_minutes: 60, target_mb: 128 });
+        assert_eq!(s, Settings { closed_after_days: 4, min_age_minutes: 1500, target_mb: 128 });
         let s = settings(&Env::from_pairs([("COMPACT_MIN_AGE_MINUTES", "0"), ("COMPACT_TARGET_MB", "256")])).unwrap();
         assert_eq!((s.min_age_minutes, s.target_mb), (0, 256));
         assert_eq!(

@@ -56,6 +56,10 @@ impl LakeStore for Tee<'_> {
         };
         self.inner.put_file(key, local)?;
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        // A key stored again replaces what was kept of it, or drops it when the new one did not fit.
+        if let Some(old) = kept.files.remove(key) {
+            kept.bytes -= old.len();
+        }
         match bytes {
             Some(b) => {
                 kept.bytes += b.len();

@@ -99,6 +99,7 @@ pub trait ObjectSource: Sync {
                 rest.find('/').map(|i| format!("{prefix}{}", &rest[..=i]))
             })
             .collect();
+        out.sort();
         out.dedup();
         Ok(out)
     }

@@ -17,10 +17,10 @@ use crate::read::{partition_of, Decoded};
 use crate::state::{Meta, StateStore};
 use crate::window::DAY;
 
-/// Lake partitions older than this (behind the clock) are not listed in the manifest: their data
-/// is far past every window's lateness. Their files are still read when they arrived since the
-/// last run (late deliveries count as late and are checked for novelty); files that were there
-/// before it were read then. History that old is learned with `trailwatch baseline`.
+/// Lake partitions older than this (behind the clock) are listed only by a full listing: their
+/// data is far past every window's lateness. Their files are still read when they arrived since
+/// the last full listing (late deliveries count as late and are checked for novelty); files that
+/// were there before it were read then. History that old is learned with `trailwatch baseline`.
 pub const RETENTION_DAYS: i64 = 3;
 
 /// How often (wall clock) a run lists every partition of the lake, to find late deliveries to
@@ -82,8 +82,8 @@ pub struct DetectRun {
     pub files_read: u64,
     /// Files already read by an earlier run (same key and version) or too old to matter.
     pub files_unchanged: u64,
-    /// Files in partitions older than the retention that arrived since the last run: read, so
-    /// their records count as late and are checked for novelty, and named in the log.
+    /// Files in partitions older than the retention that arrived since the last full listing:
+    /// read, so their records count as late and are checked for novelty, and named in the log.
     pub files_late: u64,
     /// Files that could not be read: (uri, reason). They are not recorded as read, so the next
     /// run tries them again.

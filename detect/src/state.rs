@@ -19,7 +19,7 @@ pub struct Meta {
     /// The deployment's confirmed clock: the newest event time two sources agree on.
     pub clock: Option<EpochMillis>,
     /// The newest modification time (the store's own clock) among the lake files the last
-    /// committed run listed: files modified at or after it arrived since.
+    /// committed full listing saw: files modified at or after it arrived since.
     #[serde(default)]
     pub last_listed: Option<EpochMillis>,
     /// The files modified exactly at `last_listed`: a file stamped in that same instant (S3 has

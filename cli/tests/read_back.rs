@@ -26,13 +26,19 @@ fn round_trip(input: &Path, table: &str, t: Table) -> Vec<Decoded> {
     files.iter().map(|f| Decoded::new(std::fs::read(&f.key).unwrap().into(), t).unwrap()).collect()
 }
 
+/// Every decoded file's events, read from `source`, borrowing from `decoded`.
+fn events_of(decoded: &[Decoded], source: u64) -> Vec<(u64, Event<'_>)> {
+    let mut events = Vec::new();
+    for d in decoded {
+        d.events("111122223333", "eu-west-1", source, &mut events).unwrap();
+    }
+    events
+}
+
 #[test]
 fn metric_datapoints_keep_their_own_dimensions() {
     let decoded = round_trip(&testdata().join("cloudwatch/metric-stream"), "lambda_metrics", Table::Metrics);
-    let mut events = Vec::new();
-    for d in &decoded {
-        d.events("111122223333", "eu-west-1", 7, &mut events).unwrap();
-    }
+    let events = events_of(&decoded, 7);
     let points: Vec<(&str, &str, f64)> = events
         .iter()
         .map(|(_, e)| match e {
@@ -54,10 +60,7 @@ fn metric_datapoints_keep_their_own_dimensions() {
 #[test]
 fn cloudtrail_rows_read_back_borrowed_and_owned_where_derived() {
     let decoded = round_trip(&testdata().join("cloudtrail"), "cloudtrail", Table::CloudTrail);
-    let mut events = Vec::new();
-    for d in &decoded {
-        d.events("111122223333", "eu-west-1", 1, &mut events).unwrap();
-    }
+    let events = events_of(&decoded, 1);
     assert!(events.len() > 10, "{} events", events.len());
     let calls: Vec<_> = events
         .iter()

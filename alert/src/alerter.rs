@@ -362,6 +362,7 @@ mod tests {
             status,
             suppressed: false,
             suppression_reason: None,
+            rule: None,
         }
     }
 

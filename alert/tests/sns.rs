@@ -123,6 +123,7 @@ fn finding(kind: &str, account: &str, subject: &str, start: i64, sev: Severity, 
         status,
         suppressed: false,
         suppression_reason: None,
+        rule: None,
     }
 }
 

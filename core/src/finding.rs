@@ -78,6 +78,8 @@ pub enum FindingKind {
     EventLoss,
     /// One function exhausting the account's concurrency while others are throttled with it.
     NoisyNeighbour,
+    /// Records matching a detection rule (Sigma); the finding's `rule` says which.
+    RuleMatch,
     /// A kind unknown to this build, by name.
     Other(String),
 }
@@ -96,6 +98,7 @@ impl FindingKind {
         FindingKind::RetryStorm,
         FindingKind::EventLoss,
         FindingKind::NoisyNeighbour,
+        FindingKind::RuleMatch,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -111,6 +114,7 @@ impl FindingKind {
             FindingKind::RetryStorm => "retry_storm",
             FindingKind::EventLoss => "event_loss",
             FindingKind::NoisyNeighbour => "noisy_neighbour",
+            FindingKind::RuleMatch => "rule_match",
             FindingKind::Other(s) => s,
         }
     }
@@ -159,6 +163,27 @@ pub struct Contributor {
     pub count: u64,
 }
 
+/// The detection rule behind a `rule_match` finding: what the alert tells a reader about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    /// The rule's `id` (a UUID in Sigma), or its title when it has none.
+    pub id: String,
+    pub title: String,
+    /// Sigma's `level`: informational, low, medium, high, critical.
+    pub level: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub falsepositives: Vec<String>,
+    #[serde(default)]
+    pub references: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The rule file it was loaded from, relative to the rules folder.
+    #[serde(default)]
+    pub file: String,
+}
+
 /// A finding, as JSON: times are RFC 3339 UTC strings of event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -191,6 +216,9 @@ pub struct Finding {
     /// Why it was muted, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppression_reason: Option<String>,
+    /// The rule that matched, for `rule_match` findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleInfo>,
 }
 
 /// The stable id of an episode.
@@ -262,6 +290,8 @@ pub fn findings_schema() -> SchemaRef {
                 s("status", false),
                 Field::new("suppressed", DataType::Boolean, false),
                 s("suppression_reason", true),
+                // JSON of [`RuleInfo`] (Athena: `json_extract_scalar(rule, '$.title')`).
+                s("rule", true),
             ]))
         })
         .clone()
@@ -306,6 +336,11 @@ pub fn read_findings_parquet(key: &str, bytes: Vec<u8>) -> Result<Vec<Finding>, 
             text("status")?,
             text("suppression_reason")?,
         );
+        // Files written before rules existed have no `rule` column.
+        let rule = match batch.column_by_name("rule") {
+            Some(c) => Some(c.as_string_opt::<i32>().cloned().ok_or_else(|| err("column rule is not text".into()))?),
+            None => None,
+        };
         let ts = |name: &str| {
             col(name)?
                 .as_primitive_opt::<TimestampMillisecondType>()
@@ -370,6 +405,10 @@ pub fn read_findings_parquet(key: &str, bytes: Vec<u8>) -> Result<Vec<Finding>, 
                 status,
                 suppressed: suppressed.value(i),
                 suppression_reason: reason.is_valid(i).then(|| reason.value(i).to_string()),
+                rule: match rule.as_ref().filter(|r| r.is_valid(i)) {
+                    Some(r) => Some(serde_json::from_str(r.value(i)).map_err(|e| err(format!("row {i}: rule: {e}")))?),
+                    None => None,
+                },
             });
         }
     }
@@ -400,6 +439,7 @@ mod tests {
             status: Status::Open,
             suppressed: false,
             suppression_reason: None,
+            rule: None,
         }
     }
 

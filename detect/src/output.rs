@@ -43,6 +43,7 @@ pub fn findings_batch(findings: &[Finding]) -> RecordBatch {
     let mut status = StringBuilder::new();
     let mut suppressed = BooleanBuilder::new();
     let mut reason = StringBuilder::new();
+    let mut rule = StringBuilder::new();
     for f in findings {
         id.append_value(&f.id);
         kind.append_value(f.kind.as_str());
@@ -70,6 +71,7 @@ pub fn findings_batch(findings: &[Finding]) -> RecordBatch {
         status.append_value(f.status.as_str());
         suppressed.append_value(f.suppressed);
         reason.append_option(f.suppression_reason.as_deref());
+        rule.append_option(f.rule.as_ref().map(|r| serde_json::to_string(r).expect("RuleInfo serializes")));
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
@@ -88,6 +90,7 @@ pub fn findings_batch(findings: &[Finding]) -> RecordBatch {
         Arc::new(status.finish()),
         Arc::new(suppressed.finish()),
         Arc::new(reason.finish()),
+        Arc::new(rule.finish()),
     ];
     RecordBatch::try_new(schema, columns).expect("builders match the findings schema")
 }

@@ -314,6 +314,7 @@ impl Episode {
             status,
             suppressed: false,
             suppression_reason: None,
+            rule: None,
         }
     }
 }

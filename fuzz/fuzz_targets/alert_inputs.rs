@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use trailwatch_alert::render::{closed, digest, opened, RenderConfig, MAX_PUBLISH_BYTES, MAX_SUBJECT};
-use trailwatch_core::finding::{Contributor, Finding, Severity, Status};
+use trailwatch_core::finding::{Contributor, Finding, RuleInfo, Severity, Status};
 
 fuzz_target!(|data: &[u8]| {
     let key = "findings/account_id=111122223333/region=eu-west-1/date=2026-01-01/x.parquet";
@@ -32,6 +32,16 @@ fuzz_target!(|data: &[u8]| {
         status: Status::Open,
         suppressed: false,
         suppression_reason: None,
+        rule: Some(RuleInfo {
+            id: next(),
+            title: next(),
+            level: next(),
+            description: next(),
+            falsepositives: vec![next(), next()],
+            references: vec![next()],
+            tags: vec![next()],
+            file: next(),
+        }),
     };
     let cfg = RenderConfig::default();
     let mut ms = vec![opened(&f, 3, &cfg), closed(&f, &cfg)];

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use trailwatch_core::finding::{Finding, Severity};
+use trailwatch_core::finding::{Finding, RuleInfo, Severity};
 use trailwatch_core::time::format_rfc3339_millis;
 
 use super::kinds::KindAlert;
@@ -83,6 +83,9 @@ pub(super) fn opened_email(f: &Finding, folded: usize, cfg: &RenderConfig, cap: 
         kv(&mut e, "Est. cost", &format!("{} USD extra over this episode (denial of wallet)", usd(c)));
     }
     kv(&mut e, "Summary", &quoted(&f.summary, cap));
+    if let Some(r) = &f.rule {
+        rule_lines(&mut e, r, cap);
+    }
     if f.suppressed {
         kv(&mut e, "Suppressed", &quoted(f.suppression_reason.as_deref().unwrap_or(""), cap));
     }
@@ -114,6 +117,26 @@ pub(super) fn opened_email(f: &Finding, folded: usize, cfg: &RenderConfig, cap: 
     }
     let _ = writeln!(e, "\nFinding id: {}", field(&f.id, ID_MAX));
     e
+}
+
+/// What the rule behind a `rule_match` says about itself: its words, its level, what else can
+/// trip it and where to read more. Rule files come from anyone's repository: quoted like the rest.
+fn rule_lines(e: &mut String, r: &RuleInfo, cap: usize) {
+    kv(e, "Rule", &format!("{} (id {})", quoted(&r.title, cap), field(&r.id, ID_MAX)));
+    kv(e, "Level", &field(&r.level, SHORT_MAX));
+    if !r.description.is_empty() {
+        kv(e, "Description", &quoted(&r.description, cap));
+    }
+    for (label, list) in [("False positives", &r.falsepositives), ("References", &r.references)] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(e, "  {label}:");
+        for x in list.iter().take(EMAIL_LIST_MAX) {
+            let _ = writeln!(e, "    {}", quoted(x, cap));
+        }
+        more(e, list.len());
+    }
 }
 
 fn more(e: &mut String, total: usize) {
@@ -181,6 +204,42 @@ mod tests {
         let m = opened(&finding("timeouts", "orders-api"), 0, &RenderConfig::default());
         assert!(!m.email.contains("Est. cost") && !m.email.contains("Folded"));
         assert!(m.email.contains("timeout setting"));
+    }
+
+    #[test]
+    fn rule_match_names_the_rule_its_level_false_positives_and_the_records() {
+        let mut f = finding("rule_match", "AWS CloudTrail Important Change (4db60cc0-36fb-4f0d-a3ca-5a7d4a4e6dc6)");
+        f.rule = Some(trailwatch_core::finding::RuleInfo {
+            id: "4db60cc0-36fb-4f0d-a3ca-5a7d4a4e6dc6".into(),
+            title: "AWS CloudTrail Important Change".into(),
+            level: "medium".into(),
+            description: "Detects disabling, deleting and updating of a Trail".into(),
+            falsepositives: vec!["Valid change in a Trail".into()],
+            references: vec![
+                "https://docs.aws.amazon.com/awscloudtrail/latest/userguide/best-practices-security.html".into()
+            ],
+            tags: vec!["attack.defense-evasion".into()],
+            file: "cloudtrail/aws_cloudtrail_disable_logging.yml".into(),
+        });
+        f.evidence = vec!["10163ed2-2253-469d-a5ee-cbc6651f8934".into(), "it's".into()];
+        let m = opened(&f, 0, &RenderConfig::default());
+        assert_fits(&m);
+        assert!(m.email.starts_with("HIGH rule match: \"AWS CloudTrail Important Change ("), "{}", m.email);
+        for want in [
+            "  Rule:       \"AWS CloudTrail Important Change\" (id 4db60cc0-36fb-4f0d-a3ca-5a7d4a4e6dc6)",
+            "  Level:      medium",
+            "  Description: \"Detects disabling, deleting and updating of a Trail\"",
+            "  False positives:",
+            "    \"Valid change in a Trail\"",
+            "  References:",
+            "  FROM \"trailwatch\".\"cloudtrail\"",
+            "    AND event_id IN ('10163ed2-2253-469d-a5ee-cbc6651f8934', 'it''s')",
+        ] {
+            assert!(m.email.lines().any(|l| l == want), "missing {want:?} in\n{}", m.email);
+        }
+        assert!(m.email.contains("the rule's false positives"));
+        let json: trailwatch_core::finding::Finding = serde_json::from_str(&m.default).unwrap();
+        assert_eq!(json.rule, f.rule);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `default` JSON body: the finding, capped, still readable as a `Finding`.
 
 use serde_json::Value;
-use trailwatch_core::finding::{Contributor, Finding, FindingKind};
+use trailwatch_core::finding::{Contributor, Finding, FindingKind, RuleInfo};
 
 use super::{ID_MAX, SHORT_MAX};
 
@@ -64,6 +64,16 @@ fn capped(f: &Finding, cap: usize) -> Finding {
         status: f.status,
         suppressed: f.suppressed,
         suppression_reason: f.suppression_reason.as_deref().map(|r| clip(r, cap)),
+        rule: f.rule.as_ref().map(|r| RuleInfo {
+            id: clip(&r.id, SHORT_MAX),
+            title: clip(&r.title, cap),
+            level: clip(&r.level, SHORT_MAX),
+            description: clip(&r.description, cap),
+            falsepositives: r.falsepositives.iter().take(JSON_LIST_MAX).map(|x| clip(x, cap)).collect(),
+            references: r.references.iter().take(JSON_LIST_MAX).map(|x| clip(x, cap)).collect(),
+            tags: r.tags.iter().take(JSON_LIST_MAX).map(|x| clip(x, SHORT_MAX)).collect(),
+            file: clip(&r.file, cap),
+        }),
     }
 }
 

@@ -40,6 +40,7 @@ impl KindAlert for FindingKind {
             FindingKind::RetryStorm => "retry storm".into(),
             FindingKind::EventLoss => "lost events".into(),
             FindingKind::NoisyNeighbour => "noisy neighbour".into(),
+            FindingKind::RuleMatch => "rule match".into(),
             FindingKind::Other(other) => field(&other.replace('_', " "), SHORT_MAX).into(),
         }
     }
@@ -48,6 +49,8 @@ impl KindAlert for FindingKind {
         match self {
             // `cloudtrail`: the trail itself went quiet.
             FindingKind::LogSilence => (subject == "cloudtrail").then_some(Shape::Trail),
+            // `title (id)` of a rule: not an API, ARN or function, whatever its words.
+            FindingKind::RuleMatch => Some(Shape::Name),
             FindingKind::ConcurrencySpike
             | FindingKind::Throttling
             | FindingKind::Timeouts
@@ -112,6 +115,10 @@ impl KindAlert for FindingKind {
                 "Confirm what drove the culprit's concurrency (the query above: concurrency and throttles per function; its callers or event sources).",
                 "Contain it: set reserved concurrency on the culprit to cap it, or reserve concurrency for the throttled functions so the pool cannot starve them; ask for a higher account limit only for legitimate load.",
             ],
+            (FindingKind::RuleMatch, _) => [
+                "Read the matching records (query above) and the rule's false positives below: who made the calls, from where, and whether the change was planned.",
+                "If it was not: undo the change (the records' request parameters say what it was) and contain the principal (deny policy or SCP, revoke its sessions, rotate its keys).",
+            ],
             (FindingKind::Other(_), _) => [
                 "Run the evidence query above and review the activity around the episode.",
                 "If it is unexpected, contact the owner of the subject and contain it (revoke access, throttle).",
@@ -135,6 +142,7 @@ impl KindAlert for FindingKind {
             (FindingKind::EventLoss, Shape::Name) => sql::async_event_metrics(f),
             (FindingKind::NoisyNeighbour, _) => sql::pool_per_function(f),
             (FindingKind::ApiErrorRate, _) => sql::api_errors(f, sh),
+            (FindingKind::RuleMatch, _) => sql::rule_events(f),
             // A kind this build does not know: a bare name is a function unless the kind is an API one.
             (FindingKind::Other(k), Shape::Name) if !k.starts_with("api_") => sql::invocations(f),
             (

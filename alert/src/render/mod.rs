@@ -332,6 +332,7 @@ mod fixtures {
             status: Status::Open,
             suppressed: false,
             suppression_reason: None,
+            rule: None,
         }
     }
 

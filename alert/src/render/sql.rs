@@ -444,6 +444,21 @@ pub(super) fn api_calls(f: &Finding, sh: Shape) -> Query {
     Query { select: CLOUDTRAIL_COLUMNS, table: CLOUDTRAIL_TABLE, filters, tail: BY_TIME }
 }
 
+/// The records a rule matched: the evidence ids within the episode's days (all of them when the
+/// finding lists none).
+pub(super) fn rule_events(f: &Finding) -> Query {
+    let (from, to) = (f.start, f.end);
+    let mut filters = partitions(f, from, to.map(|t| t.max(from + 1)));
+    let ids: Vec<String> =
+        f.evidence.iter().take(super::json::JSON_LIST_MAX).map(|e| sql_prefix(e, SQL_SUBJECT_MAX).1).collect();
+    if ids.is_empty() {
+        filters.extend(times("event_time", "event_time", from, to));
+    } else {
+        filters.push(format!("event_id IN ({})", ids.join(", ")));
+    }
+    Query { select: CLOUDTRAIL_COLUMNS, table: CLOUDTRAIL_TABLE, filters, tail: BY_TIME }
+}
+
 /// The subject's failed CloudTrail calls in the episode.
 pub(super) fn api_errors(f: &Finding, sh: Shape) -> Query {
     let mut q = api_calls(f, sh);

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod output;
 pub mod read;
 pub mod run;
+pub mod sigma;
 pub mod state;
 pub mod stats;
 

@@ -1,0 +1,188 @@
+//! A rule's `condition`: `and`, `or`, `not`, parentheses, and `1 of` / `any of` / `all of` a
+//! pattern of search identifiers (`filter_main_*`) or `them`, resolved to selection indices when
+//! the rule loads.
+
+/// A parsed condition over a rule's selections (by index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Sel(usize),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+}
+
+impl Expr {
+    pub fn eval(&self, sel: &mut dyn FnMut(usize) -> bool) -> bool {
+        match self {
+            Expr::Sel(i) => sel(*i),
+            Expr::And(v) => v.iter().all(|e| e.eval(sel)),
+            Expr::Or(v) => v.iter().any(|e| e.eval(sel)),
+            Expr::Not(e) => !e.eval(sel),
+        }
+    }
+
+    /// Selections every match must satisfy (those and-ed at the top), to index rules by the
+    /// `eventName` they require.
+    pub fn required(&self) -> Vec<usize> {
+        match self {
+            Expr::Sel(i) => vec![*i],
+            Expr::And(v) => v.iter().flat_map(|e| e.required()).collect(),
+            Expr::Or(_) | Expr::Not(_) => vec![],
+        }
+    }
+}
+
+/// Parses `text`; `names` are the rule's search identifiers, in selection order.
+pub fn parse(text: &str, names: &[String]) -> Result<Expr, String> {
+    if text.contains('|') {
+        return Err("aggregations (`| count() ...`) are not supported: write a Sigma correlation rule instead".into());
+    }
+    let tokens = tokenize(text);
+    let mut p = Parser { tokens: &tokens, pos: 0, names };
+    let e = p.or()?;
+    match p.tokens.get(p.pos) {
+        None => Ok(e),
+        Some(t) => Err(format!("condition {text:?}: unexpected {t:?}")),
+    }
+}
+
+fn tokenize(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        match c {
+            '(' | ')' => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+struct Parser<'a> {
+    tokens: &'a [String],
+    pos: usize,
+    names: &'a [String],
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.tokens.get(self.pos).map(String::as_str)
+    }
+
+    fn next(&mut self) -> Option<&str> {
+        let t = self.tokens.get(self.pos).map(String::as_str);
+        self.pos += 1;
+        t
+    }
+
+    fn keyword(&self, k: &str) -> bool {
+        self.peek().is_some_and(|t| t.eq_ignore_ascii_case(k))
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        let mut v = vec![self.and()?];
+        while self.keyword("or") {
+            self.pos += 1;
+            v.push(self.and()?);
+        }
+        Ok(if v.len() == 1 { v.remove(0) } else { Expr::Or(v) })
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut v = vec![self.not()?];
+        while self.keyword("and") {
+            self.pos += 1;
+            v.push(self.not()?);
+        }
+        Ok(if v.len() == 1 { v.remove(0) } else { Expr::And(v) })
+    }
+
+    fn not(&mut self) -> Result<Expr, String> {
+        if self.keyword("not") {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.atom()
+    }
+
+    fn atom(&mut self) -> Result<Expr, String> {
+        let t = self.next().ok_or("the condition ends too early")?.to_string();
+        if t == "(" {
+            let e = self.or()?;
+            return match self.next() {
+                Some(")") => Ok(e),
+                _ => Err("a `(` is not closed".into()),
+            };
+        }
+        let quant = t.to_ascii_lowercase();
+        if matches!(quant.as_str(), "1" | "any" | "all") && self.keyword("of") {
+            self.pos += 1;
+            let pat = self.next().ok_or("`of` needs a pattern or `them`")?.to_string();
+            let picked: Vec<Expr> = (0..self.names.len())
+                .filter(|&i| pat.eq_ignore_ascii_case("them") && !self.names[i].starts_with('_') || glob(&pat, &self.names[i]))
+                .map(Expr::Sel)
+                .collect();
+            if picked.is_empty() {
+                return Err(format!("no search identifier matches {pat:?}"));
+            }
+            return Ok(if quant == "all" { Expr::And(picked) } else { Expr::Or(picked) });
+        }
+        match self.names.iter().position(|n| *n == t) {
+            Some(i) => Ok(Expr::Sel(i)),
+            None => Err(format!("the condition names {t:?}, which is not a search identifier of the rule")),
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob(pat: &str, name: &str) -> bool {
+    match pat.split_once('*') {
+        None => pat == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_quantifiers_and_errors() {
+        let n = names(&["selection", "filter_main_a", "filter_main_b", "filter_optional"]);
+        let e = parse("selection and not 1 of filter_main_*", &n).unwrap();
+        assert_eq!(e, Expr::And(vec![Expr::Sel(0), Expr::Not(Box::new(Expr::Or(vec![Expr::Sel(1), Expr::Sel(2)])))]));
+        let e = parse("selection or filter_main_a and filter_main_b", &n).unwrap();
+        assert_eq!(e, Expr::Or(vec![Expr::Sel(0), Expr::And(vec![Expr::Sel(1), Expr::Sel(2)])]));
+        let e = parse("(selection or filter_main_a) and not (filter_main_b)", &n).unwrap();
+        assert_eq!(e.required(), Vec::<usize>::new());
+        assert!(e.eval(&mut |i| i == 0));
+        assert!(!e.eval(&mut |i| i == 0 || i == 2));
+        assert_eq!(parse("all of them", &n).unwrap(), Expr::And((0..4).map(Expr::Sel).collect()));
+        assert_eq!(parse("selection and filter_main_a", &n).unwrap().required(), vec![0, 1]);
+        assert!(parse("selection | count() > 5", &n).unwrap_err().contains("correlation"));
+        assert!(parse("selection and nope", &n).unwrap_err().contains("\"nope\""));
+        assert!(parse("1 of x*", &n).unwrap_err().contains("x*"));
+        assert!(parse("(selection", &n).is_err());
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b", "ab c"));
+    }
+}

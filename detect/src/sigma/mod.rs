@@ -1,0 +1,354 @@
+//! Sigma rules over the CloudTrail stream: loaded once from a folder, evaluated on every record
+//! the statistical detectors see, each match a `rule_match` finding.
+//!
+//! Why our own evaluator (see `detect/SIGMA.md`): the one near-complete Rust crate never matches
+//! `contains` on object-valued fields such as `requestParameters` (three community rules are dead
+//! there), allocates on every comparison, and keeps correlation windows in arrival order, where
+//! trailwatch closes windows on event time. Here a rule compiles to field tests over the lake's
+//! columns, and rules are indexed by the `eventName` they require, so most records meet one or two.
+
+pub mod condition;
+pub mod matcher;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_norway::Value as Yaml;
+use trailwatch_core::finding::{RuleInfo, Severity};
+
+use condition::Expr;
+use matcher::{FieldTest, Modifiers, RuleValue};
+use record::{Field, Record};
+
+/// What rules may take from configuration (`[rules]` in the detect config).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Values of `%name%` placeholders for the `expand` modifier.
+    pub placeholders: BTreeMap<String, Vec<String>>,
+}
+
+/// A rule that could not be loaded, and why; the other rules still run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The file, relative to the rules folder.
+    pub file: String,
+    /// The rule's title, when it got that far.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.rule {
+            Some(r) => write!(f, "{}: rule {r:?}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// One search identifier: a map of field tests that must all hold, or a list of such maps of
+/// which one must.
+#[derive(Debug, Clone)]
+enum Selection {
+    All(Vec<FieldTest>),
+    Any(Vec<Vec<FieldTest>>),
+}
+
+impl Selection {
+    fn eval(&self, rec: &dyn Record, fields: &[Field]) -> bool {
+        match self {
+            Selection::All(t) => t.iter().all(|t| t.eval(rec, fields)),
+            Selection::Any(b) => b.iter().any(|t| t.iter().all(|t| t.eval(rec, fields))),
+        }
+    }
+}
+
+/// A loaded rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub info: RuleInfo,
+    pub severity: Severity,
+    /// Sigma's `name`, which correlation rules refer to.
+    pub name: Option<String>,
+    selections: Vec<Selection>,
+    condition: Expr,
+}
+
+impl Rule {
+    pub fn eval(&self, rec: &dyn Record, fields: &[Field]) -> bool {
+        self.condition.eval(&mut |i| self.selections[i].eval(rec, fields))
+    }
+}
+
+/// Rules and the fields they read.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// Every field any rule reads, once; [`Field::slot`] is the index here.
+    pub fields: Vec<Field>,
+    /// Rules by the lowercased `eventName` they require.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Rules that do not pin an `eventName`: evaluated on every record.
+    always: Vec<usize>,
+    pub errors: Vec<LoadError>,
+    /// Files and documents skipped because their log source is not CloudTrail.
+    pub other_logsource: usize,
+}
+
+impl RuleSet {
+    /// Every `.yml`/`.yaml` file below `dir` (sorted, so finding order is stable). Rules that
+    /// cannot be loaded are listed in `errors`; an unreadable folder is an error.
+    pub fn load_dir(dir: &Path, cfg: &RulesConfig) -> std::io::Result<RuleSet> {
+        let mut files = Vec::new();
+        walk(dir, &mut files)?;
+        files.sort();
+        let mut set = RuleSet::default();
+        for path in files {
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => set.add_yaml(&text, &rel, cfg),
+                Err(e) => set.errors.push(LoadError { file: rel, rule: None, message: e.to_string() }),
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Adds the rules of one file (several YAML documents are several rules).
+    pub fn add_yaml(&mut self, text: &str, file: &str, cfg: &RulesConfig) {
+        for doc in serde_norway::Deserializer::from_str(text) {
+            let doc = match Yaml::deserialize(doc) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.errors.push(LoadError { file: file.into(), rule: None, message: format!("YAML: {e}") });
+                    return;
+                }
+            };
+            if doc.is_null() {
+                continue;
+            }
+            let title = doc.get("title").and_then(Yaml::as_str).map(str::to_string);
+            match self.compile(&doc, file, cfg) {
+                Ok(Some(rule)) => {
+                    let i = self.rules.len();
+                    match self.index_names(&rule) {
+                        Some(names) => {
+                            for n in names {
+                                self.by_name.entry(n).or_default().push(i);
+                            }
+                        }
+                        None => self.always.push(i),
+                    }
+                    self.rules.push(rule);
+                }
+                Ok(None) => self.other_logsource += 1,
+                Err(message) => self.errors.push(LoadError { file: file.into(), rule: title, message }),
+            }
+        }
+    }
+
+    /// The lake column paths the rules read (lake names, root first), to decode with the rest.
+    pub fn columns(&self) -> Vec<Vec<&'static str>> {
+        let mut v: Vec<Vec<&'static str>> = self.fields.iter().flat_map(Field::columns).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Rules (indices) matching `rec`, whose `eventName` is `event_name`, in rule order.
+    pub fn matches(&self, rec: &dyn Record, event_name: &str, out: &mut Vec<usize>) {
+        out.clear();
+        let mut buf = [0u8; 96];
+        let named = if event_name.len() <= buf.len() {
+            let b = &mut buf[..event_name.len()];
+            b.copy_from_slice(event_name.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).ok().and_then(|k| self.by_name.get(k))
+        } else {
+            self.by_name.get(&event_name.to_ascii_lowercase())
+        };
+        for &i in named.into_iter().flatten().chain(&self.always) {
+            if self.rules[i].eval(rec, &self.fields) {
+                out.push(i);
+            }
+        }
+        out.sort_unstable();
+    }
+
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(i) = self.fields.iter().position(|f| f.name == name) {
+            return i;
+        }
+        let mut f = Field::resolve(name);
+        let i = self.fields.len();
+        f.slot = i;
+        self.fields.push(f);
+        i
+    }
+
+    /// The lowercased event names a rule requires, when every match needs one of them.
+    fn index_names(&self, rule: &Rule) -> Option<Vec<String>> {
+        let name_slot = self.fields.iter().position(|f| f.name == "eventName")?;
+        let of_tests = |tests: &[FieldTest]| -> Option<Vec<String>> {
+            tests
+                .iter()
+                .find(|t| t.field == name_slot)
+                .and_then(FieldTest::exact_values)
+                .map(|v| v.into_iter().map(str::to_string).collect())
+        };
+        rule.condition.required().into_iter().find_map(|s| match &rule.selections[s] {
+            Selection::All(t) => of_tests(t),
+            Selection::Any(branches) => {
+                let per: Option<Vec<Vec<String>>> = branches.iter().map(|b| of_tests(b)).collect();
+                per.map(|v| v.concat())
+            }
+        })
+    }
+
+    fn compile(&mut self, doc: &Yaml, file: &str, cfg: &RulesConfig) -> Result<Option<Rule>, String> {
+        if doc.get("correlation").is_some() {
+            return Err("correlation rules are not supported yet".into());
+        }
+        let ls = doc.get("logsource").ok_or("no logsource")?;
+        let is = |k: &str, want: &str| ls.get(k).and_then(Yaml::as_str).is_some_and(|v| v.eq_ignore_ascii_case(want));
+        if !(is("product", "aws") && is("service", "cloudtrail")) {
+            return Ok(None);
+        }
+        let title = doc.get("title").and_then(Yaml::as_str).ok_or("no title")?.to_string();
+        let id = doc.get("id").and_then(Yaml::as_str).map_or_else(|| title.clone(), str::to_string);
+        let level = doc.get("level").and_then(Yaml::as_str).unwrap_or("medium").to_ascii_lowercase();
+        let severity = match level.as_str() {
+            "informational" => Severity::Info,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            other => return Err(format!("level {other:?} is not one of informational, low, medium, high, critical")),
+        };
+        let list = |k: &str| -> Vec<String> {
+            match doc.get(k) {
+                Some(Yaml::Sequence(s)) => s.iter().filter_map(scalar_text).collect(),
+                Some(v) => scalar_text(v).into_iter().collect(),
+                None => vec![],
+            }
+        };
+        let info = RuleInfo {
+            id,
+            title,
+            level,
+            description: doc.get("description").and_then(Yaml::as_str).unwrap_or("").trim().to_string(),
+            falsepositives: list("falsepositives"),
+            references: list("references"),
+            tags: list("tags"),
+            file: file.to_string(),
+        };
+        let det = doc.get("detection").and_then(Yaml::as_mapping).ok_or("no detection")?;
+        let mut names = Vec::new();
+        let mut selections = Vec::new();
+        let mut condition = None;
+        for (k, v) in det {
+            let k = k.as_str().ok_or("a detection key is not text")?;
+            match k {
+                "condition" => condition = Some(v),
+                // Legacy Sigma: a timeframe correlated several records (`a and b` over 5 minutes),
+                // which no single record can match.
+                "timeframe" => {
+                    return Err("timeframe is legacy Sigma for a correlation of several records: write a Sigma correlation rule instead".into())
+                }
+                _ => {
+                    let sel = self.selection(v, cfg).map_err(|e| format!("{k}: {e}"))?;
+                    names.push(k.to_string());
+                    selections.push(sel);
+                }
+            }
+        }
+        let condition = match condition.ok_or("no condition")? {
+            Yaml::String(s) => condition::parse(s, &names)?,
+            Yaml::Sequence(v) => Expr::Or(
+                v.iter()
+                    .map(|c| c.as_str().ok_or("a condition is not text".to_string()).and_then(|s| condition::parse(s, &names)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err("the condition is not text".into()),
+        };
+        let name = doc.get("name").and_then(Yaml::as_str).map(str::to_string);
+        Ok(Some(Rule { info, severity, name, selections, condition }))
+    }
+
+    fn selection(&mut self, v: &Yaml, cfg: &RulesConfig) -> Result<Selection, String> {
+        match v {
+            Yaml::Mapping(m) => Ok(Selection::All(self.tests(m, cfg)?)),
+            Yaml::Sequence(items) if !items.is_empty() && items.iter().all(Yaml::is_mapping) => Ok(Selection::Any(
+                items
+                    .iter()
+                    .map(|i| self.tests(i.as_mapping().expect("checked"), cfg))
+                    .collect::<Result<_, _>>()?,
+            )),
+            Yaml::Sequence(_) | Yaml::String(_) => {
+                Err("keyword searches (values without a field) are not supported: name the CloudTrail field".into())
+            }
+            _ => Err("a search identifier must be a map of fields or a list of such maps".into()),
+        }
+    }
+
+    fn tests(&mut self, m: &serde_norway::Mapping, cfg: &RulesConfig) -> Result<Vec<FieldTest>, String> {
+        let mut out = Vec::new();
+        for (k, v) in m {
+            let key = k.as_str().ok_or("a field name is not text")?;
+            let mut parts = key.split('|');
+            let field = parts.next().unwrap_or_default();
+            if field.is_empty() {
+                return Err(format!("{key:?}: keyword searches are not supported: name the CloudTrail field"));
+            }
+            let mods: Vec<&str> = parts.collect();
+            let mods = Modifiers::parse(&mods).map_err(|e| format!("{key}: {e}"))?;
+            let values = match v {
+                Yaml::Sequence(s) => s.iter().map(rule_value).collect::<Result<Vec<_>, _>>(),
+                v => rule_value(v).map(|x| vec![x]),
+            }
+            .map_err(|e| format!("{key}: {e}"))?;
+            let slot = self.slot(field);
+            let t = matcher::compile(slot, &mods, &values, &cfg.placeholders, &mut |n| self.slot(n))
+                .map_err(|e| format!("{key}: {e}"))?;
+            out.push(t);
+        }
+        Ok(out)
+    }
+}
+
+fn scalar_text(v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn rule_value(v: &Yaml) -> Result<RuleValue, String> {
+    match v {
+        Yaml::Null => Ok(RuleValue::Null),
+        v => scalar_text(v).map(RuleValue::Text).ok_or_else(|| "values must be text, numbers, booleans or null".into()),
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

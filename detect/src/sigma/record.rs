@@ -1,0 +1,335 @@
+//! Where a Sigma field's values come from: a CloudTrail record as JSON (rule samples, tests) or a
+//! row of the lake's CloudTrail table (detect), behind one trait so both evaluate alike.
+//!
+//! Field names are CloudTrail's own JSON paths (`userIdentity.sessionContext.sessionIssuer.arn`,
+//! `requestParameters.bucketName`). They are resolved against the lake schema once, when rules
+//! load: a path through struct columns reads the leaf column, a path into a JSON-text column
+//! (`requestParameters`, `responseElements`, ...) parses that row's JSON only when a rule that
+//! needs it is evaluated, and a path the schema does not know reads `unknown_fields`, where ingest
+//! keeps every member it has no column for.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StructArray};
+use arrow_buffer::NullBuffer;
+use serde_json::Value;
+use trailwatch_core::schema::{Kind, CLOUDTRAIL, UNKNOWN_FIELDS};
+use trailwatch_core::time::format_rfc3339_millis;
+
+/// One value of a field, as text: strings as they are, numbers and booleans as JSON writes them,
+/// objects as their JSON text (so `requestParameters|contains: x` searches the whole object).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leaf<'a> {
+    Str(Cow<'a, str>),
+    Json(Cow<'a, str>),
+}
+
+impl Leaf<'_> {
+    pub fn text(&self) -> &str {
+        match self {
+            Leaf::Str(s) | Leaf::Json(s) => s,
+        }
+    }
+}
+
+/// Where a field lives in the lake's CloudTrail table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LakePath {
+    /// A text, boolean or time column, possibly inside structs: lake names from the root.
+    Column(Vec<&'static str>, Kind),
+    /// A struct column as a whole (`userIdentity|contains`): any of its text leaves.
+    Struct(Vec<&'static str>),
+    /// A JSON-text column and the keys below it (`requestParameters.bucketName`).
+    Json(Vec<&'static str>, Vec<String>),
+    /// A member of the objects of a list column (`resources.ARN`).
+    ListMember(Vec<&'static str>, &'static str),
+    /// Not in the schema: only `unknown_fields` can hold it.
+    Unknown,
+}
+
+/// A field a rule reads, resolved once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// As the rule writes it.
+    pub name: String,
+    pub segs: Vec<String>,
+    pub lake: LakePath,
+    /// Its index in the rule set's field list ([`BatchView`] columns follow that order).
+    pub slot: usize,
+}
+
+impl Field {
+    pub fn resolve(name: &str) -> Field {
+        let segs: Vec<String> = name.split('.').map(str::to_string).collect();
+        let lake = lake_path(&segs);
+        Field { name: name.to_string(), segs, lake, slot: 0 }
+    }
+
+    /// The lake column paths (lake names, root first) to decode for this field.
+    pub fn columns(&self) -> Vec<Vec<&'static str>> {
+        match &self.lake {
+            LakePath::Column(p, _) | LakePath::Struct(p) | LakePath::Json(p, _) => vec![p.clone()],
+            LakePath::ListMember(p, m) => {
+                let mut p = p.clone();
+                p.push(m);
+                vec![p]
+            }
+            LakePath::Unknown => vec![],
+        }
+    }
+}
+
+fn lake_path(segs: &[String]) -> LakePath {
+    let mut cols = CLOUDTRAIL;
+    let mut path = Vec::new();
+    for (i, seg) in segs.iter().enumerate() {
+        let Some(c) = cols.iter().find(|c| c.json == seg) else { return LakePath::Unknown };
+        path.push(c.name);
+        let last = i + 1 == segs.len();
+        match c.kind {
+            Kind::Struct(_) if last => return LakePath::Struct(path),
+            Kind::Struct(sub) => cols = sub,
+            Kind::Json => return LakePath::Json(path, segs[i + 1..].to_vec()),
+            Kind::ListOfStruct(sub) => {
+                return match &segs[i + 1..] {
+                    [member] => match sub.iter().find(|m| m.json == member && m.kind == Kind::Str) {
+                        Some(m) => LakePath::ListMember(path, m.name),
+                        None => LakePath::Unknown,
+                    },
+                    _ => LakePath::Unknown,
+                }
+            }
+            k if last => return LakePath::Column(path, k),
+            _ => return LakePath::Unknown,
+        }
+    }
+    LakePath::Unknown
+}
+
+/// Something a rule can be evaluated against.
+pub trait Record {
+    /// Calls `f` with each value of `field` (each element of an array) until it returns true.
+    /// `None` when the field is absent or null, else whether `f` returned true.
+    fn visit(&self, field: &Field, f: &mut dyn FnMut(&Leaf) -> bool) -> Option<bool>;
+}
+
+/// Values of `keys` below `v`: arrays on the way match when any element does.
+pub fn visit_json(v: &Value, keys: &[String], f: &mut dyn FnMut(&Leaf) -> bool) -> Option<bool> {
+    let mut present = false;
+    let hit = walk(v, keys, f, &mut present);
+    present.then_some(hit)
+}
+
+fn walk(v: &Value, keys: &[String], f: &mut dyn FnMut(&Leaf) -> bool, present: &mut bool) -> bool {
+    match (keys.split_first(), v) {
+        (_, Value::Null) => false,
+        (None, v) => emit(v, f, present),
+        (Some((k, rest)), Value::Object(m)) => m.get(k.as_str()).is_some_and(|c| walk(c, rest, f, present)),
+        (Some(_), Value::Array(a)) => a.iter().any(|e| walk(e, keys, f, present)),
+        (Some(_), _) => false,
+    }
+}
+
+fn emit(v: &Value, f: &mut dyn FnMut(&Leaf) -> bool, present: &mut bool) -> bool {
+    let leaf = match v {
+        Value::Null => return false,
+        Value::Array(a) => {
+            *present = true;
+            return a.iter().any(|e| emit(e, f, present));
+        }
+        Value::String(s) => Leaf::Str(Cow::Borrowed(s)),
+        Value::Number(n) => Leaf::Str(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Leaf::Str(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Value::Object(_) => Leaf::Json(Cow::Owned(v.to_string())),
+    };
+    *present = true;
+    f(&leaf)
+}
+
+/// A CloudTrail record as AWS writes it.
+pub struct JsonRecord<'a>(pub &'a Value);
+
+impl Record for JsonRecord<'_> {
+    fn visit(&self, field: &Field, f: &mut dyn FnMut(&Leaf) -> bool) -> Option<bool> {
+        visit_json(self.0, &field.segs, f)
+    }
+}
+
+/// One resolved field's arrays in a batch.
+enum Column<'a> {
+    Text(&'a StringArray, Option<NullBuffer>),
+    Bool(&'a BooleanArray, Option<NullBuffer>),
+    Time(&'a PrimitiveArray<TimestampMillisecondType>, Option<NullBuffer>),
+    /// A JSON-text column: its index among the view's JSON columns (for the parse cache).
+    Json(&'a StringArray, Option<NullBuffer>, usize),
+    Members(&'a ListArray, &'a StringArray),
+    Leaves(Vec<(&'a StringArray, Option<NullBuffer>)>),
+    Missing,
+}
+
+fn valid(n: &Option<NullBuffer>, i: usize) -> bool {
+    n.as_ref().is_none_or(|n| n.is_valid(i))
+}
+
+/// A batch of the lake's CloudTrail table, with the columns of a rule set's fields looked up once.
+pub struct BatchView<'a> {
+    cols: Vec<Column<'a>>,
+    json_cols: usize,
+    unknown: Option<&'a StringArray>,
+}
+
+/// The column at `path` (lake names) and the nulls of it and every struct above it.
+fn find<'a>(batch: &'a RecordBatch, path: &[&str]) -> Option<(&'a ArrayRef, Option<NullBuffer>)> {
+    let mut a = batch.column_by_name(path[0])?;
+    let mut nulls = a.logical_nulls();
+    for seg in &path[1..] {
+        let s: &StructArray = a.as_struct_opt()?;
+        a = s.column_by_name(seg)?;
+        nulls = NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
+    }
+    Some((a, nulls))
+}
+
+fn text_leaves<'a>(a: &'a ArrayRef, nulls: Option<NullBuffer>, out: &mut Vec<(&'a StringArray, Option<NullBuffer>)>) {
+    if let Some(s) = a.as_string_opt::<i32>() {
+        out.push((s, nulls));
+    } else if let Some(st) = a.as_struct_opt() {
+        for c in st.columns() {
+            text_leaves(c, NullBuffer::union(nulls.as_ref(), c.logical_nulls().as_ref()), out);
+        }
+    }
+}
+
+impl<'a> BatchView<'a> {
+    /// `fields`: the rule set's fields, in its order (rules refer to them by index).
+    pub fn new(batch: &'a RecordBatch, fields: &[Field]) -> BatchView<'a> {
+        let mut json_cols = 0;
+        let cols = fields
+            .iter()
+            .map(|f| match &f.lake {
+                LakePath::Column(p, kind) => match (find(batch, p), kind) {
+                    (Some((a, n)), Kind::Bool) => a.as_boolean_opt().map_or(Column::Missing, |b| Column::Bool(b, n)),
+                    (Some((a, n)), Kind::Time) => a
+                        .as_primitive_opt::<TimestampMillisecondType>()
+                        .map_or(Column::Missing, |t| Column::Time(t, n)),
+                    (Some((a, n)), _) => a.as_string_opt::<i32>().map_or(Column::Missing, |s| Column::Text(s, n)),
+                    (None, _) => Column::Missing,
+                },
+                LakePath::Json(p, _) => match find(batch, p).and_then(|(a, n)| Some((a.as_string_opt::<i32>()?, n))) {
+                    Some((s, n)) => {
+                        json_cols += 1;
+                        Column::Json(s, n, json_cols - 1)
+                    }
+                    None => Column::Missing,
+                },
+                LakePath::ListMember(p, m) => find(batch, p)
+                    .and_then(|(a, _)| a.as_list_opt::<i32>())
+                    .and_then(|l| Some((l, l.values().as_struct_opt()?.column_by_name(m)?.as_string_opt::<i32>()?)))
+                    .map_or(Column::Missing, |(l, s)| Column::Members(l, s)),
+                LakePath::Struct(p) => match find(batch, p) {
+                    Some((a, n)) => {
+                        let mut v = Vec::new();
+                        text_leaves(a, n, &mut v);
+                        Column::Leaves(v)
+                    }
+                    None => Column::Missing,
+                },
+                LakePath::Unknown => Column::Missing,
+            })
+            .collect();
+        let unknown = batch.column_by_name(UNKNOWN_FIELDS).and_then(|c| c.as_string_opt::<i32>());
+        BatchView { cols, json_cols, unknown }
+    }
+
+    /// The record at `row`.
+    pub fn row(&self, row: usize) -> RowRecord<'_, 'a> {
+        RowRecord {
+            view: self,
+            row,
+            parsed: (0..self.json_cols).map(|_| OnceCell::new()).collect(),
+            unknown: OnceCell::new(),
+        }
+    }
+}
+
+/// One row of a [`BatchView`]; JSON columns are parsed at most once, when first read.
+pub struct RowRecord<'v, 'a> {
+    view: &'v BatchView<'a>,
+    row: usize,
+    parsed: Vec<OnceCell<Option<Value>>>,
+    unknown: OnceCell<Option<Value>>,
+}
+
+impl RowRecord<'_, '_> {
+    /// `field` in `unknown_fields`: under its whole path, or inside a member kept under a prefix
+    /// of it (`newField` holding `{"x": 1}` for `newField.x`).
+    fn visit_unknown(&self, field: &Field, f: &mut dyn FnMut(&Leaf) -> bool) -> Option<bool> {
+        let u = self.view.unknown.filter(|u| u.is_valid(self.row))?;
+        let v = self.unknown.get_or_init(|| serde_json::from_str(u.value(self.row)).ok()).as_ref()?;
+        let m = v.as_object()?;
+        (1..=field.segs.len()).rev().find_map(|n| {
+            let key = field.segs[..n].join(".");
+            m.get(&key).and_then(|v| visit_json(v, &field.segs[n..], f))
+        })
+    }
+}
+
+impl Record for RowRecord<'_, '_> {
+    fn visit(&self, field: &Field, f: &mut dyn FnMut(&Leaf) -> bool) -> Option<bool> {
+        let i = self.row;
+        let found = match &self.view.cols[field.slot] {
+            Column::Text(s, n) => valid(n, i).then(|| f(&Leaf::Str(Cow::Borrowed(s.value(i))))),
+            Column::Bool(b, n) => {
+                valid(n, i).then(|| f(&Leaf::Str(Cow::Borrowed(if b.value(i) { "true" } else { "false" }))))
+            }
+            Column::Time(t, n) => valid(n, i).then(|| f(&Leaf::Str(Cow::Owned(format_rfc3339_millis(t.value(i)))))),
+            Column::Json(s, n, slot) if valid(n, i) => match &field.lake {
+                LakePath::Json(_, keys) if keys.is_empty() => Some(f(&json_text_leaf(s.value(i)))),
+                LakePath::Json(_, keys) => {
+                    let v = self.parsed[*slot].get_or_init(|| serde_json::from_str(s.value(i)).ok());
+                    v.as_ref().and_then(|v| visit_json(v, keys, f))
+                }
+                _ => None,
+            },
+            Column::Json(..) => None,
+            Column::Members(l, s) if l.is_valid(i) => {
+                let (a, b) = (l.value_offsets()[i] as usize, l.value_offsets()[i + 1] as usize);
+                let mut present = false;
+                let hit = (a..b).filter(|&j| s.is_valid(j)).any(|j| {
+                    present = true;
+                    f(&Leaf::Str(Cow::Borrowed(s.value(j))))
+                });
+                present.then_some(hit)
+            }
+            Column::Members(..) => None,
+            Column::Leaves(v) => {
+                let mut present = false;
+                let hit = v.iter().filter(|(_, n)| valid(n, i)).any(|(s, _)| {
+                    present = true;
+                    f(&Leaf::Str(Cow::Borrowed(s.value(i))))
+                });
+                present.then_some(hit)
+            }
+            Column::Missing => None,
+        };
+        // A value of the wrong type was kept in `unknown_fields` and its column left null.
+        found.or_else(|| self.visit_unknown(field, f))
+    }
+}
+
+/// A whole JSON-text column: a string when it holds one (`"x"` stored as JSON), else the text.
+fn json_text_leaf(s: &str) -> Leaf<'_> {
+    if s.starts_with('"') {
+        if let Ok(Value::String(v)) = serde_json::from_str(s) {
+            return Leaf::Str(Cow::Owned(v));
+        }
+    }
+    if s.starts_with('{') || s.starts_with('[') {
+        Leaf::Json(Cow::Borrowed(s))
+    } else {
+        Leaf::Str(Cow::Borrowed(s))
+    }
+}

@@ -20,16 +20,6 @@ impl Expr {
             Expr::Not(e) => !e.eval(sel),
         }
     }
-
-    /// Selections every match must satisfy (those and-ed at the top), to index rules by the
-    /// `eventName` they require.
-    pub fn required(&self) -> Vec<usize> {
-        match self {
-            Expr::Sel(i) => vec![*i],
-            Expr::And(v) => v.iter().flat_map(|e| e.required()).collect(),
-            Expr::Or(_) | Expr::Not(_) => vec![],
-        }
-    }
 }
 
 /// Parses `text`; `names` are the rule's search identifiers, in selection order.
@@ -132,7 +122,9 @@ impl Parser<'_> {
             self.pos += 1;
             let pat = self.next().ok_or("`of` needs a pattern or `them`")?.to_string();
             let picked: Vec<Expr> = (0..self.names.len())
-                .filter(|&i| pat.eq_ignore_ascii_case("them") && !self.names[i].starts_with('_') || glob(&pat, &self.names[i]))
+                .filter(|&i| {
+                    pat.eq_ignore_ascii_case("them") && !self.names[i].starts_with('_') || glob(&pat, &self.names[i])
+                })
                 .map(Expr::Sel)
                 .collect();
             if picked.is_empty() {
@@ -174,11 +166,9 @@ mod tests {
         let e = parse("selection or filter_main_a and filter_main_b", &n).unwrap();
         assert_eq!(e, Expr::Or(vec![Expr::Sel(0), Expr::And(vec![Expr::Sel(1), Expr::Sel(2)])]));
         let e = parse("(selection or filter_main_a) and not (filter_main_b)", &n).unwrap();
-        assert_eq!(e.required(), Vec::<usize>::new());
         assert!(e.eval(&mut |i| i == 0));
         assert!(!e.eval(&mut |i| i == 0 || i == 2));
         assert_eq!(parse("all of them", &n).unwrap(), Expr::And((0..4).map(Expr::Sel).collect()));
-        assert_eq!(parse("selection and filter_main_a", &n).unwrap().required(), vec![0, 1]);
         assert!(parse("selection | count() > 5", &n).unwrap_err().contains("correlation"));
         assert!(parse("selection and nope", &n).unwrap_err().contains("\"nope\""));
         assert!(parse("1 of x*", &n).unwrap_err().contains("x*"));

@@ -355,7 +355,9 @@ fn expand(t: &str, placeholders: &BTreeMap<String, Vec<String>>) -> Result<Vec<S
     let Some(len) = t[start + 1..].find('%') else { return Ok(vec![t.to_string()]) };
     let name = &t[start + 1..start + 1 + len];
     let values = placeholders.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-        format!("placeholder %{name}% has no values: set them in the configuration ([rules.placeholders] {name} = [...])")
+        format!(
+            "placeholder %{name}% has no values: set them in the configuration ([rules.placeholders] {name} = [...])"
+        )
     })?;
     let rest = expand(&t[start + len + 2..], placeholders)?;
     Ok(values.iter().flat_map(|v| rest.iter().map(move |r| format!("{}{v}{r}", &t[..start]))).collect())

@@ -202,13 +202,23 @@ impl RuleSet {
                 .and_then(FieldTest::exact_values)
                 .map(|v| v.into_iter().map(str::to_string).collect())
         };
-        rule.condition.required().into_iter().find_map(|s| match &rule.selections[s] {
+        let of_sel = |s: usize| match &rule.selections[s] {
             Selection::All(t) => of_tests(t),
             Selection::Any(branches) => {
-                let per: Option<Vec<Vec<String>>> = branches.iter().map(|b| of_tests(b)).collect();
-                per.map(|v| v.concat())
+                branches.iter().map(|b| of_tests(b)).collect::<Option<Vec<_>>>().map(|v| v.concat())
             }
-        })
+        };
+        fn names(e: &Expr, of_sel: &dyn Fn(usize) -> Option<Vec<String>>) -> Option<Vec<String>> {
+            match e {
+                Expr::Sel(i) => of_sel(*i),
+                // Any conjunct that pins the name pins it for the whole.
+                Expr::And(v) => v.iter().find_map(|e| names(e, of_sel)),
+                // Every alternative must pin one.
+                Expr::Or(v) => v.iter().map(|e| names(e, of_sel)).collect::<Option<Vec<_>>>().map(|v| v.concat()),
+                Expr::Not(_) => None,
+            }
+        }
+        names(&rule.condition, &of_sel)
     }
 
     fn compile(&mut self, doc: &Yaml, file: &str, cfg: &RulesConfig) -> Result<Option<Rule>, String> {
@@ -272,7 +282,11 @@ impl RuleSet {
             Yaml::String(s) => condition::parse(s, &names)?,
             Yaml::Sequence(v) => Expr::Or(
                 v.iter()
-                    .map(|c| c.as_str().ok_or("a condition is not text".to_string()).and_then(|s| condition::parse(s, &names)))
+                    .map(|c| {
+                        c.as_str()
+                            .ok_or("a condition is not text".to_string())
+                            .and_then(|s| condition::parse(s, &names))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             _ => return Err("the condition is not text".into()),
@@ -285,10 +299,7 @@ impl RuleSet {
         match v {
             Yaml::Mapping(m) => Ok(Selection::All(self.tests(m, cfg)?)),
             Yaml::Sequence(items) if !items.is_empty() && items.iter().all(Yaml::is_mapping) => Ok(Selection::Any(
-                items
-                    .iter()
-                    .map(|i| self.tests(i.as_mapping().expect("checked"), cfg))
-                    .collect::<Result<_, _>>()?,
+                items.iter().map(|i| self.tests(i.as_mapping().expect("checked"), cfg)).collect::<Result<_, _>>()?,
             )),
             Yaml::Sequence(_) | Yaml::String(_) => {
                 Err("keyword searches (values without a field) are not supported: name the CloudTrail field".into())

@@ -212,9 +212,9 @@ impl<'a> BatchView<'a> {
             .map(|f| match &f.lake {
                 LakePath::Column(p, kind) => match (find(batch, p), kind) {
                     (Some((a, n)), Kind::Bool) => a.as_boolean_opt().map_or(Column::Missing, |b| Column::Bool(b, n)),
-                    (Some((a, n)), Kind::Time) => a
-                        .as_primitive_opt::<TimestampMillisecondType>()
-                        .map_or(Column::Missing, |t| Column::Time(t, n)),
+                    (Some((a, n)), Kind::Time) => {
+                        a.as_primitive_opt::<TimestampMillisecondType>().map_or(Column::Missing, |t| Column::Time(t, n))
+                    }
                     (Some((a, n)), _) => a.as_string_opt::<i32>().map_or(Column::Missing, |s| Column::Text(s, n)),
                     (None, _) => Column::Missing,
                 },

@@ -258,6 +258,8 @@ fn cloudtrail_events(
                 function: lambda.function.map(|f| f.into_owned().into()),
                 function_timeout_s: lambda.timeout_s,
                 reserved_concurrency: lambda.reserved_concurrency,
+                // History warms baselines; rules alert on what arrives from now on.
+                rules: vec![],
             }),
         ));
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod handoff;
+mod rules;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -126,9 +127,29 @@ enum Command {
         #[arg(long)]
         endpoint_url: Option<String>,
     },
+    /// Sigma rules: check them and run their samples.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Print the effective detect configuration (defaults merged with --config) as TOML.
     Config {
         /// A TOML file of thresholds, prices and suppressions.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load every rule under the folders (reporting those that cannot be loaded, with the file
+    /// and reason), then run each rule's samples through ingest and the rule set: records in
+    /// `<rule>.match.json` must fire the rule, records in `<rule>.nomatch.json` must not.
+    Test {
+        /// Folders of Sigma rules (read recursively).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// A TOML file with `[rules]` settings (placeholders for `expand`).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -148,6 +169,10 @@ struct DetectArgs {
     /// A TOML file of thresholds, prices and suppressions (`trailwatch config` prints them).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A folder of Sigma rules (`logsource: product: aws, service: cloudtrail`), read
+    /// recursively; repeatable. Each match is a `rule_match` finding.
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
     /// An S3-compatible endpoint to use instead of AWS.
     #[arg(long)]
     endpoint_url: Option<String>,
@@ -248,6 +273,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command: RulesCommand::Test { dirs, config } } => {
+            let cfg = load_config(config.as_deref())?;
+            rules::test(&dirs, &cfg.rules)
         }
     }
 }
@@ -365,7 +394,10 @@ fn load_config(path: Option<&std::path::Path>) -> Result<DetectConfig> {
 /// Runs detect over the lake; `handed` are files `trailwatch run` just wrote, by key relative to
 /// the lake root, read from memory instead of the lake.
 fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>) -> Result<ExitCode> {
-    let cfg = load_config(args.config.as_deref())?;
+    let mut cfg = load_config(args.config.as_deref())?;
+    if !args.rules.is_empty() {
+        cfg.ruleset = rules::load(&args.rules, &cfg.rules)?;
+    }
     let store = DirState::new(&args.state);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (run, lake): (_, Box<dyn LakeStore>) = match parse_s3(&args.lake) {

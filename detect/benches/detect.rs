@@ -61,6 +61,7 @@ fn events(n: usize, per_sec: usize) -> Vec<Event<'static>> {
                 function: invoke.then(|| format!("fn-{}", i % 8).into()),
                 function_timeout_s: None,
                 reserved_concurrency: None,
+                rules: vec![],
             })
         })
         .collect()

@@ -9,6 +9,7 @@ use trailwatch_core::finding::Finding;
 use trailwatch_core::time::{days_from_civil, EpochMillis};
 
 use crate::error::DetectError;
+pub use crate::sigma::{Rules, RulesConfig};
 
 /// All of detect's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,11 @@ pub struct DetectConfig {
     pub functions: BTreeMap<String, FunctionSettings>,
     /// Findings to mute until a date. Muted findings are still written, never alerted.
     pub suppress: Vec<Suppression>,
+    /// Sigma rules: how matches group into findings, values for `expand` placeholders.
+    pub rules: RulesConfig,
+    /// The loaded rules (`--rules`, or the Lambda's rules location): not part of the TOML.
+    #[serde(skip)]
+    pub ruleset: Rules,
 }
 
 impl Default for DetectConfig {
@@ -66,6 +72,8 @@ impl Default for DetectConfig {
             prices: Prices::default(),
             functions: BTreeMap::new(),
             suppress: Vec::new(),
+            rules: RulesConfig::default(),
+            ruleset: Rules::default(),
         }
     }
 }
@@ -565,6 +573,9 @@ impl DetectConfig {
         }
         if self.timeouts.window_minutes == 0 || 60 % self.timeouts.window_minutes != 0 {
             return Err("timeouts.window_minutes must divide 60".into());
+        }
+        if self.rules.group_minutes == 0 {
+            return Err("rules.group_minutes must be at least 1".into());
         }
         Ok(())
     }

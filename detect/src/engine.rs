@@ -12,6 +12,7 @@ use crate::dedup::Dedup;
 use crate::detectors::api::{ApiKey, PrincipalKey, ThrottleKey};
 use crate::detectors::failure::{FailureKey, Pool};
 use crate::detectors::lambda::FunctionKey;
+use crate::detectors::rules::RuleMatches;
 use crate::detectors::silence::{SourceWarning, TrailSilence};
 use crate::detectors::skew::FutureTime;
 use crate::detectors::{is_throttle, Ctx};
@@ -143,6 +144,9 @@ pub struct Shard {
     /// The account-region's concurrency pool, for noisy neighbours.
     #[serde(default)]
     pub pool: Pool,
+    /// Open episodes of Sigma rule matches.
+    #[serde(default)]
+    pub rule_matches: RuleMatches,
 }
 
 /// The lateness of a table, in ms.
@@ -178,6 +182,7 @@ impl Shard {
             + self.functions.len()
             + self.failures.len()
             + self.pool.reserved.len()
+            + self.rule_matches.len()
             + self.dedup.len()
     }
 
@@ -206,6 +211,12 @@ impl Shard {
             let at = at.unwrap_or_else(|| window_start(now, HOUR));
             let mut ctx = Ctx { cfg, account: &self.account, region: &self.region, out, key: &key };
             self.future[ti].observe(&mut ctx, ev, now, at);
+            // A rule matches what a record says, whatever time it claims.
+            if let Event::Api(a) = ev {
+                if !a.rules.is_empty() {
+                    self.rule_matches.observe(&mut ctx, a);
+                }
+            }
             return None;
         }
         // Duplicates first, against the watermark before this event: a second copy of a record in
@@ -232,6 +243,9 @@ impl Shard {
         let max = cfg.baseline.max_keys;
         let counted = match ev {
             Event::Api(a) => {
+                if !a.rules.is_empty() {
+                    self.rule_matches.observe(&mut ctx, a);
+                }
                 observe_pool(&mut self.pool, a);
                 observe_api(
                     &mut ctx,
@@ -350,6 +364,7 @@ impl Shard {
                 k.advance(&mut ctx, fb);
             }
             self.trail.advance(&mut ctx, fb);
+            self.rule_matches.advance(&mut ctx, fb);
         }
         if let Some(fb) = throttle_final {
             for k in self.throttles.keys.values_mut() {

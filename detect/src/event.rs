@@ -34,6 +34,8 @@ pub struct ApiCall<'a> {
     pub function_timeout_s: Option<f64>,
     /// `reservedConcurrentExecutions` of a PutFunctionConcurrency request.
     pub reserved_concurrency: Option<f64>,
+    /// The rules (indices in the config's rule set) this record matches.
+    pub rules: Vec<u32>,
 }
 
 /// How an invocation ended.
@@ -158,6 +160,7 @@ impl Event<'_> {
                 function: own_opt(a.function),
                 function_timeout_s: a.function_timeout_s,
                 reserved_concurrency: a.reserved_concurrency,
+                rules: a.rules,
             }),
             Event::Invocation(i) => Event::Invocation(Invocation {
                 start: i.start,

@@ -238,7 +238,7 @@ fn handle_named(
         let mut read: Vec<ReadFile> = Vec::new();
         let mut shard_messages: Vec<String> = Vec::new();
         for o in &objs {
-            match read_object(o, &account, &region, src, out) {
+            match read_object(o, &account, &region, src, out, &cfg.ruleset) {
                 Ok(Some(r)) => {
                     shard_messages.extend(o.message.clone());
                     if r.events.is_err() {
@@ -278,6 +278,7 @@ fn read_object(
     region: &str,
     src: &dyn ObjectSource,
     out: &dyn Deliver,
+    rules: &crate::sigma::Rules,
 ) -> Result<Option<ReadFile>, DetectError> {
     let uri = o.obj.uri();
     let body = match src.open(&o.obj) {
@@ -301,7 +302,7 @@ fn read_object(
         })
     })?;
     let mut events = Vec::new();
-    let events = match read_file(bytes::Bytes::from(buf), o.table, account, region, &mut events) {
+    let events = match read_file(bytes::Bytes::from(buf), o.table, account, region, rules, &mut events) {
         Ok(()) => Ok(events),
         Err(why) => {
             tracing::error!(object = %uri, reason = %why, "bad lake file");

@@ -12,6 +12,8 @@ use parquet::arrow::ProjectionMask;
 use serde::Deserialize;
 
 use crate::event::{function_name, ApiCall, Event, Invocation, InvocationStatus, MetricPoint, Table};
+use crate::sigma::record::BatchView;
+use crate::sigma::Rules;
 
 /// The account and region of a lake file, from its Hive path (`.../account_id=X/region=Y/...`).
 pub fn partition_of(key: &str) -> Option<(String, String, String)> {
@@ -88,17 +90,38 @@ pub struct Decoded {
     table: Table,
     /// Row ranges of batches, each with the source its rows came from (`None`: the file's own).
     parts: Vec<(Option<u64>, RecordBatch, Range<usize>)>,
+    /// Rules evaluated on each CloudTrail row as it becomes an event.
+    rules: Rules,
 }
 
 impl Decoded {
     /// Decodes the columns detectors read from one lake file of `table`.
     pub fn new(data: Bytes, table: Table) -> Result<Decoded, String> {
+        Decoded::with_rules(data, table, &Rules::default())
+    }
+
+    /// Decodes the columns detectors and `rules` read; each CloudTrail event carries the rules
+    /// its record matches.
+    pub fn with_rules(data: Bytes, table: Table, rules: &Rules) -> Result<Decoded, String> {
         let mut parts = Vec::new();
-        read_batches(data, table, |src, b, rows| {
+        let extra = if table == Table::CloudTrail && !rules.is_empty() { rules.columns() } else { vec![] };
+        read_batches(data, table, &extra, |src, b, rows| {
             parts.push((src, b.clone(), rows));
             Ok(())
         })?;
-        Ok(Decoded { table, parts })
+        Ok(Decoded { table, parts, rules: rules.clone() })
+    }
+
+    /// Batches of the lake schema already in memory (rule samples, tests), with `rules`.
+    pub fn from_batches(table: Table, batches: Vec<RecordBatch>, rules: &Rules) -> Decoded {
+        let parts = batches
+            .into_iter()
+            .map(|b| {
+                let n = b.num_rows();
+                (None, b, 0..n)
+            })
+            .collect();
+        Decoded { table, parts, rules: rules.clone() }
     }
 
     pub fn rows(&self) -> usize {
@@ -119,7 +142,7 @@ impl Decoded {
         for (src, b, rows) in &self.parts {
             let s = src.unwrap_or(source);
             match self.table {
-                Table::CloudTrail => cloudtrail(b, rows.clone(), account, region, s, out)?,
+                Table::CloudTrail => cloudtrail(b, rows.clone(), account, region, s, &self.rules, out)?,
                 Table::Invocations => invocations(b, rows.clone(), account, region, s, out)?,
                 Table::Metrics => metrics(b, rows.clone(), account, region, s, out)?,
             }
@@ -134,9 +157,10 @@ pub fn read_file(
     table: Table,
     account: &str,
     region: &str,
+    rules: &Rules,
     out: &mut Vec<Event<'static>>,
 ) -> Result<(), String> {
-    let d = Decoded::new(data, table)?;
+    let d = Decoded::with_rules(data, table, rules)?;
     let mut tmp = Vec::with_capacity(d.rows());
     d.events(account, region, 0, &mut tmp)?;
     out.extend(tmp.into_iter().map(|(_, e)| e.into_owned()));
@@ -155,12 +179,14 @@ fn compacted_ranges(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Resu
     Ok(Some(list.into_iter().map(|(stem, n)| (crate::stats::hash_str(&stem), n as usize)).collect()))
 }
 
-/// Decodes the columns detectors read, batch by batch; `each` gets a batch, a range of its rows
-/// (a compacted file's rows of one source; ranges, not slices, since a slice per delivered object
-/// cost allocations) and the source they came from.
+/// Decodes the columns detectors read (and the leaves below `extra` paths, lake names from the
+/// root, which rules read), batch by batch; `each` gets a batch, a range of its rows (a compacted
+/// file's rows of one source; ranges, not slices, since a slice per delivered object cost
+/// allocations) and the source they came from.
 fn read_batches(
     data: Bytes,
     table: Table,
+    extra: &[Vec<&'static str>],
     mut each: impl FnMut(Option<u64>, &RecordBatch, Range<usize>) -> Result<(), String>,
 ) -> Result<(), String> {
     // The Arrow schema ingest embeds (base64 flatbuffers) is not decoded: the Parquet types say
@@ -179,8 +205,17 @@ fn read_batches(
     let mut found = vec![false; wanted.len()];
     for (i, c) in parquet_schema.columns().iter().enumerate() {
         let path = c.path().parts();
-        let Some(w) = wanted.iter().position(|n| *n == path[0]) else { continue };
-        found[w] = true;
+        let w = wanted.iter().position(|n| *n == path[0]);
+        if let Some(w) = w {
+            found[w] = true;
+        }
+        if !extra.is_empty() && (path[0] == trailwatch_core::schema::UNKNOWN_FIELDS || under_any(path, extra)) {
+            leaves.push(i);
+            continue;
+        }
+        if w.is_none() {
+            continue;
+        }
         if path[0] != "user_identity" || USER_IDENTITY_LEAVES.iter().any(|l| l.iter().eq(path[1..].iter())) {
             leaves.push(i);
         }
@@ -211,6 +246,14 @@ fn read_batches(
         }
     }
     Ok(())
+}
+
+/// Whether a Parquet leaf (its path, with the `list`/`element` levels of lists) lies below one of
+/// `paths` (lake names from the root).
+fn under_any(leaf: &[String], paths: &[Vec<&'static str>]) -> bool {
+    let named: Vec<&str> =
+        leaf.iter().map(String::as_str).filter(|s| !matches!(*s, "list" | "element" | "item")).collect();
+    paths.iter().any(|p| named.len() >= p.len() && named.iter().zip(p).all(|(a, b)| a == b))
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
@@ -290,8 +333,11 @@ fn cloudtrail<'a>(
     account: &'a str,
     region: &'a str,
     src: u64,
+    rules: &Rules,
     out: &mut Vec<(u64, Event<'a>)>,
 ) -> Result<(), String> {
+    let view = (!rules.is_empty()).then(|| BatchView::new(b, &rules.fields));
+    let mut matched = Vec::new();
     let time = col(b, "event_time")?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or("event_time is not a millisecond timestamp")?;
@@ -324,6 +370,10 @@ fn cloudtrail<'a>(
         let principal = principal(get(ui_type, i), get(issuer, i), get(ui_arn, i), get(ui_by, i), get(ui_pid, i));
         let event_source = get(Some(source), i).unwrap_or("");
         let lambda = lambda_params(event_source, get(Some(params), i));
+        let event_name = get(Some(name), i).unwrap_or("");
+        if let Some(v) = &view {
+            rules.matches(&v.row(i), event_name, &mut matched);
+        }
         out.push((
             src,
             Event::Api(ApiCall {
@@ -331,7 +381,7 @@ fn cloudtrail<'a>(
                 account: Cow::Borrowed(account),
                 region: Cow::Borrowed(region),
                 source: Cow::Borrowed(event_source),
-                name: Cow::Borrowed(get(Some(name), i).unwrap_or("")),
+                name: Cow::Borrowed(event_name),
                 error_code: get(Some(err), i).map(Cow::Borrowed),
                 error_message: get(Some(msg), i).map(Cow::Borrowed),
                 principal,
@@ -342,6 +392,7 @@ fn cloudtrail<'a>(
                 function: lambda.function,
                 function_timeout_s: lambda.timeout_s,
                 reserved_concurrency: lambda.reserved_concurrency,
+                rules: matched.iter().map(|&r| r as u32).collect(),
             }),
         ));
     }

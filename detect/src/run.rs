@@ -226,7 +226,7 @@ pub fn detect_lake(
         let mut decoded: Vec<(&LakeFile, String, Decoded)> = Vec::new();
         for f in &files {
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
-            match read_one(src, f, known) {
+            match read_one(src, f, known, &cfg.ruleset) {
                 Ok(None) => run.files_unchanged += 1,
                 Ok(Some((version, d))) => decoded.push((f, version, d)),
                 Err(e) => {
@@ -321,6 +321,18 @@ pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event
     engine.advance(cfg);
 }
 
+/// Runs the detectors and `cfg`'s rules over CloudTrail batches of the lake schema as one shard,
+/// in event-time order, from empty state: what `trailwatch rules test` runs a rule's samples
+/// through, so a sample fires exactly when the same records in the lake would.
+pub fn detect_batches(cfg: &DetectConfig, batches: Vec<arrow_array::RecordBatch>) -> Result<Vec<Finding>, String> {
+    let d = Decoded::from_batches(Table::CloudTrail, batches, &cfg.ruleset);
+    let mut events = Vec::with_capacity(d.rows());
+    d.events("000000000000", "samples", 0, &mut events)?;
+    let mut engine = Engine::default();
+    feed_day(&mut engine, cfg, events);
+    Ok(engine.take_findings(cfg))
+}
+
 /// Forgets manifest entries of partitions older than [`MANIFEST_DAYS`]: their files are read
 /// again only if they change after the next full listing starts.
 pub fn prune_manifest(s: &mut crate::engine::Shard, clock: EpochMillis) {
@@ -364,6 +376,7 @@ fn read_one(
     src: &dyn ObjectSource,
     f: &LakeFile,
     known: Option<&String>,
+    rules: &crate::sigma::Rules,
 ) -> Result<Option<(String, Decoded)>, DetectError> {
     let body = src.open(&f.obj)?;
     let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
@@ -384,7 +397,7 @@ fn read_one(
     if known == Some(&version) {
         return Ok(None);
     }
-    let d = Decoded::new(bytes::Bytes::from(buf), f.table)
+    let d = Decoded::with_rules(bytes::Bytes::from(buf), f.table, rules)
         .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })?;
     Ok(Some((version, d)))
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod failure;
 pub mod lambda;
+pub mod rules;
 pub mod silence;
 pub mod skew;
 

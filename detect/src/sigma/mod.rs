@@ -13,6 +13,7 @@ pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_norway::Value as Yaml;
@@ -22,12 +23,46 @@ use condition::Expr;
 use matcher::{FieldTest, Modifiers, RuleValue};
 use record::{Field, Record};
 
-/// What rules may take from configuration (`[rules]` in the detect config).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What rules take from configuration (`[rules]` in the detect config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
+    /// Matches of one rule in one account and region less than this many minutes apart (event
+    /// time) are one finding: a burst of 500 matching calls is one alert with its evidence.
+    pub group_minutes: u32,
     /// Values of `%name%` placeholders for the `expand` modifier.
     pub placeholders: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig { group_minutes: 60, placeholders: BTreeMap::new() }
+    }
+}
+
+/// A loaded rule set, shared (cheap to clone with the config that carries it).
+#[derive(Debug, Clone, Default)]
+pub struct Rules(pub Arc<RuleSet>);
+
+impl Rules {
+    pub fn new(set: RuleSet) -> Rules {
+        Rules(Arc::new(set))
+    }
+}
+
+impl std::ops::Deref for Rules {
+    type Target = RuleSet;
+    fn deref(&self) -> &RuleSet {
+        &self.0
+    }
+}
+
+/// Configs compare equal when they carry the same loaded rules (by their files and ids).
+impl PartialEq for Rules {
+    fn eq(&self, other: &Rules) -> bool {
+        let ids = |r: &Rules| r.0.rules.iter().map(|r| (r.info.file.clone(), r.info.id.clone())).collect::<Vec<_>>();
+        Arc::ptr_eq(&self.0, &other.0) || ids(self) == ids(other)
+    }
 }
 
 /// A rule that could not be loaded, and why; the other rules still run.
@@ -102,18 +137,42 @@ impl RuleSet {
     /// Every `.yml`/`.yaml` file below `dir` (sorted, so finding order is stable). Rules that
     /// cannot be loaded are listed in `errors`; an unreadable folder is an error.
     pub fn load_dir(dir: &Path, cfg: &RulesConfig) -> std::io::Result<RuleSet> {
+        let mut set = RuleSet::default();
+        set.add_dir(dir, cfg)?;
+        Ok(set)
+    }
+
+    /// Adds the rules below `dir`; their `file` starts with the folder's own name
+    /// (`trailwatch/aws_x.yml` for `--rules rules/trailwatch`), so rules of several folders stay apart.
+    pub fn add_dir(&mut self, dir: &Path, cfg: &RulesConfig) -> std::io::Result<()> {
         let mut files = Vec::new();
         walk(dir, &mut files)?;
         files.sort();
-        let mut set = RuleSet::default();
+        let base = dir.parent().unwrap_or(dir);
         for path in files {
-            let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             match std::fs::read_to_string(&path) {
-                Ok(text) => set.add_yaml(&text, &rel, cfg),
-                Err(e) => set.errors.push(LoadError { file: rel, rule: None, message: e.to_string() }),
+                Ok(text) => self.add_yaml(&text, &rel, cfg),
+                Err(e) => self.errors.push(LoadError { file: rel, rule: None, message: e.to_string() }),
             }
         }
-        Ok(set)
+        Ok(())
+    }
+
+    /// The rules each row of a lake CloudTrail batch matches (`rules test`, tests).
+    pub fn matches_batch(&self, batch: &arrow_array::RecordBatch) -> Vec<Vec<usize>> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::Array;
+        let view = record::BatchView::new(batch, &self.fields);
+        let names = batch.column_by_name("event_name").and_then(|c| c.as_string_opt::<i32>());
+        (0..batch.num_rows())
+            .map(|i| {
+                let name = names.filter(|n| n.is_valid(i)).map_or("", |n| n.value(i));
+                let mut out = Vec::new();
+                self.matches(&view.row(i), name, &mut out);
+                out
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -260,6 +260,7 @@ fn cloudtrail_events(
                 reserved_concurrency: lambda.reserved_concurrency,
                 // History warms baselines; rules alert on what arrives from now on.
                 rules: vec![],
+                correlated: vec![],
             }),
         ));
     }

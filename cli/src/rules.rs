@@ -16,6 +16,7 @@ fn load_set(dirs: &[PathBuf], cfg: &RulesConfig) -> Result<RuleSet> {
     for d in dirs {
         set.add_dir(d, cfg).with_context(|| format!("reading the rules folder {}", d.display()))?;
     }
+    set.finish();
     Ok(set)
 }
 

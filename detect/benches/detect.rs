@@ -62,6 +62,7 @@ fn events(n: usize, per_sec: usize) -> Vec<Event<'static>> {
                 function_timeout_s: None,
                 reserved_concurrency: None,
                 rules: vec![],
+                correlated: vec![],
             })
         })
         .collect()

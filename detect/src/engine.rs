@@ -213,7 +213,7 @@ impl Shard {
             self.future[ti].observe(&mut ctx, ev, now, at);
             // A rule matches what a record says, whatever time it claims.
             if let Event::Api(a) = ev {
-                if !a.rules.is_empty() {
+                if !a.rules.is_empty() || !a.correlated.is_empty() {
                     self.rule_matches.observe(&mut ctx, a);
                 }
             }
@@ -243,7 +243,7 @@ impl Shard {
         let max = cfg.baseline.max_keys;
         let counted = match ev {
             Event::Api(a) => {
-                if !a.rules.is_empty() {
+                if !a.rules.is_empty() || !a.correlated.is_empty() {
                     self.rule_matches.observe(&mut ctx, a);
                 }
                 observe_pool(&mut self.pool, a);

@@ -34,8 +34,10 @@ pub struct ApiCall<'a> {
     pub function_timeout_s: Option<f64>,
     /// `reservedConcurrentExecutions` of a PutFunctionConcurrency request.
     pub reserved_concurrency: Option<f64>,
-    /// The rules (indices in the config's rule set) this record matches.
+    /// The rules (indices in the config's rule set) this record matches that report matches.
     pub rules: Vec<u32>,
+    /// Its matches of rules that correlation rules count.
+    pub correlated: Vec<crate::sigma::CorrHit>,
 }
 
 /// How an invocation ended.
@@ -161,6 +163,7 @@ impl Event<'_> {
                 function_timeout_s: a.function_timeout_s,
                 reserved_concurrency: a.reserved_concurrency,
                 rules: a.rules,
+                correlated: a.correlated,
             }),
             Event::Invocation(i) => Event::Invocation(Invocation {
                 start: i.start,

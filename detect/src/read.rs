@@ -337,7 +337,7 @@ fn cloudtrail<'a>(
     out: &mut Vec<(u64, Event<'a>)>,
 ) -> Result<(), String> {
     let view = (!rules.is_empty()).then(|| BatchView::new(b, &rules.fields));
-    let mut matched = Vec::new();
+    let (mut matched, mut hits) = (Vec::new(), Vec::new());
     let time = col(b, "event_time")?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or("event_time is not a millisecond timestamp")?;
@@ -372,7 +372,11 @@ fn cloudtrail<'a>(
         let lambda = lambda_params(event_source, get(Some(params), i));
         let event_name = get(Some(name), i).unwrap_or("");
         if let Some(v) = &view {
-            rules.matches(&v.row(i), event_name, &mut matched);
+            let row = v.row(i);
+            rules.matches(&row, event_name, &mut matched);
+            if !matched.is_empty() {
+                rules.correlation_hits(&row, &matched, &mut hits);
+            }
         }
         out.push((
             src,
@@ -392,7 +396,8 @@ fn cloudtrail<'a>(
                 function: lambda.function,
                 function_timeout_s: lambda.timeout_s,
                 reserved_concurrency: lambda.reserved_concurrency,
-                rules: matched.iter().map(|&r| r as u32).collect(),
+                rules: matched.iter().filter(|&&r| rules.rules[r].generate).map(|&r| r as u32).collect(),
+                correlated: if matched.is_empty() { vec![] } else { std::mem::take(&mut hits) },
             }),
         ));
     }

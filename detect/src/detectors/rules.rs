@@ -11,6 +11,7 @@ use trailwatch_core::time::{format_rfc3339_millis, EpochMillis};
 
 use super::Ctx;
 use crate::event::ApiCall;
+use crate::sigma::correlation::Mark;
 use crate::window::{Contribs, MINUTE};
 
 /// Matching event ids kept per episode (the alert's query lists them).
@@ -34,57 +35,115 @@ pub struct RuleEpisode {
     pub top: Contribs,
 }
 
-/// Open episodes of one shard, by rule id.
+/// Marks a correlation group keeps (the newest); a group cannot grow without limit.
+pub const MAX_MARKS: usize = 1000;
+
+/// A record a correlation counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorrMark {
+    pub t: EpochMillis,
+    pub rule: u32,
+    pub value: u64,
+    pub event_id: String,
+}
+
+impl Mark for CorrMark {
+    fn time(&self) -> i64 {
+        self.t
+    }
+    fn rule(&self) -> u32 {
+        self.rule
+    }
+    fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+/// Open episodes of one shard, by rule id (correlations: by id and group), and the recent marks
+/// of each correlation group.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleMatches {
     pub open: BTreeMap<String, RuleEpisode>,
+    #[serde(default)]
+    pub marks: BTreeMap<String, Vec<CorrMark>>,
 }
 
 impl RuleMatches {
     pub fn len(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.marks.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
+        self.open.is_empty() && self.marks.is_empty()
     }
 
-    /// The matches `a` carries (rule indices in the config's rule set).
+    /// The matches `a` carries: rules (indices in the config's rule set) and correlation marks.
     pub fn observe(&mut self, ctx: &mut Ctx, a: &ApiCall) {
-        let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
         for &r in &a.rules {
             let Some(rule) = ctx.cfg.ruleset.rules.get(r as usize) else { continue };
-            let t = a.time;
-            match self.open.get_mut(&rule.info.id) {
-                Some(ep) if t < ep.last + gap && t > ep.first - gap => {
-                    ep.count += 1;
-                    ep.first = ep.first.min(t);
-                    ep.last = ep.last.max(t);
-                    add(ep, a);
-                }
-                // Far before the open episode (a late delivery): an episode of its own, over at once.
-                Some(ep) if t <= ep.first - gap => {
-                    let mut own = open(ctx, &rule.info, rule.severity, a);
-                    add(&mut own, a);
-                    ctx.out.push(finding(ctx, &own, Status::Open));
-                    ctx.out.push(finding(ctx, &own, Status::Closed));
-                }
-                found => {
-                    if let Some(done) = found.map(|ep| std::mem::replace(ep, open(ctx, &rule.info, rule.severity, a))) {
-                        ctx.out.push(finding(ctx, &done, Status::Closed));
-                    }
-                    let ep = self
-                        .open
-                        .entry(rule.info.id.clone())
-                        .or_insert_with(|| open(ctx, &rule.info, rule.severity, a));
-                    add(ep, a);
-                    ctx.out.push(finding(ctx, ep, Status::Open));
-                }
+            let head = Head { key: &rule.info.id, rule: &rule.info, severity: rule.severity, group: "" };
+            self.hit(ctx, &head, a, &[]);
+        }
+        for h in &a.correlated {
+            let Some(c) = ctx.cfg.ruleset.correlations.get(h.corr as usize) else { continue };
+            let key = format!("{}\u{1f}{}", c.info.id, h.group);
+            let head = Head { key: &key, rule: &c.info, severity: c.severity, group: &h.group };
+            let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
+            // An episode of this group is open: the record adds to it.
+            if self.open.get(&key).is_some_and(|ep| a.time < ep.last + gap && a.time > ep.first - gap) {
+                self.hit(ctx, &head, a, &[]);
+                continue;
+            }
+            if !self.marks.contains_key(&key) && self.marks.len() >= ctx.cfg.baseline.max_keys {
+                continue;
+            }
+            let marks = self.marks.entry(key.clone()).or_default();
+            let at = marks.partition_point(|m| m.t <= a.time);
+            marks.insert(at, CorrMark { t: a.time, rule: h.rule, value: h.value, event_id: a.event_id.to_string() });
+            if marks.len() > MAX_MARKS {
+                marks.remove(0);
+            }
+            let at = marks.iter().rposition(|m| m.t == a.time && m.event_id == a.event_id).unwrap_or(0);
+            if let Some(w) = c.fires(marks, at) {
+                let window = marks[w].to_vec();
+                self.marks.remove(&key);
+                self.hit(ctx, &head, a, &window);
             }
         }
     }
 
-    /// Closes episodes whose last match is a gap behind `final_before` (CloudTrail's).
+    /// A match of `head` by `a`; `window`: the records that made a correlation fire (they open
+    /// its episode together, from the first of them).
+    fn hit(&mut self, ctx: &mut Ctx, head: &Head, a: &ApiCall, window: &[CorrMark]) {
+        let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
+        let t = a.time;
+        match self.open.get_mut(head.key) {
+            Some(ep) if t < ep.last + gap && t > ep.first - gap => {
+                ep.count += 1;
+                ep.first = ep.first.min(t);
+                ep.last = ep.last.max(t);
+                add(ep, a);
+            }
+            // Far before the open episode (a late delivery): an episode of its own, over at once.
+            Some(ep) if t <= ep.first - gap => {
+                let mut own = open(ctx, head, a, window);
+                add(&mut own, a);
+                ctx.out.push(finding(ctx, &own, Status::Open));
+                ctx.out.push(finding(ctx, &own, Status::Closed));
+            }
+            found => {
+                if let Some(done) = found.map(|ep| std::mem::replace(ep, open(ctx, head, a, window))) {
+                    ctx.out.push(finding(ctx, &done, Status::Closed));
+                }
+                let ep = self.open.entry(head.key.to_string()).or_insert_with(|| open(ctx, head, a, window));
+                add(ep, a);
+                ctx.out.push(finding(ctx, ep, Status::Open));
+            }
+        }
+    }
+
+    /// Closes episodes whose last match is a gap behind `final_before` (CloudTrail's), and drops
+    /// correlation marks no new on-time record can share a window with.
     pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
         let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
         self.open.retain(|_, ep| {
@@ -94,21 +153,42 @@ impl RuleMatches {
             ctx.out.push(finding(ctx, ep, Status::Closed));
             false
         });
+        let longest = ctx.cfg.ruleset.correlations.iter().map(|c| c.span).max().unwrap_or(0);
+        self.marks.retain(|_, m| {
+            m.retain(|x| x.t + longest > final_before);
+            !m.is_empty()
+        });
     }
 }
 
-fn open(ctx: &Ctx, rule: &RuleInfo, severity: Severity, a: &ApiCall) -> RuleEpisode {
-    let subject = if rule.id == rule.title { rule.title.clone() } else { format!("{} ({})", rule.title, rule.id) };
+/// What a match is of: a rule, or a correlation and the group it fired for.
+struct Head<'a> {
+    key: &'a str,
+    rule: &'a RuleInfo,
+    severity: Severity,
+    group: &'a str,
+}
+
+fn open(ctx: &Ctx, head: &Head, a: &ApiCall, window: &[CorrMark]) -> RuleEpisode {
+    let rule = head.rule;
+    let mut subject = if rule.id == rule.title { rule.title.clone() } else { format!("{} ({})", rule.title, rule.id) };
+    if !head.group.is_empty() {
+        subject = format!("{subject}: {}", head.group);
+    }
+    let mut evidence: Vec<String> = window.iter().take(RULE_EVIDENCE).map(|m| m.event_id.clone()).collect();
+    evidence.retain(|e| *e != a.event_id);
+    let start = window.first().map_or(a.time, |m| m.t.min(a.time));
+    let last = window.last().map_or(a.time, |m| m.t.max(a.time));
     RuleEpisode {
-        id: finding_id(&FindingKind::RuleMatch, ctx.account, ctx.region, &subject, a.time),
+        id: finding_id(&FindingKind::RuleMatch, ctx.account, ctx.region, &subject, start),
         subject,
-        severity,
+        severity: head.severity,
         rule: rule.clone(),
-        start: a.time,
-        first: a.time,
-        last: a.time,
-        count: 1,
-        evidence: vec![],
+        start,
+        first: start,
+        last,
+        count: window.len().max(1) as u64,
+        evidence,
         top: Contribs::default(),
     }
 }

@@ -8,6 +8,7 @@
 //! columns, and rules are indexed by the `eventName` they require, so most records meet one or two.
 
 pub mod condition;
+pub mod correlation;
 pub mod matcher;
 pub mod record;
 
@@ -20,6 +21,7 @@ use serde_norway::Value as Yaml;
 use trailwatch_core::finding::{RuleInfo, Severity};
 
 use condition::Expr;
+use correlation::{CorrKind, Correlation};
 use matcher::{FieldTest, Modifiers, RuleValue};
 use record::{Field, Record};
 
@@ -108,6 +110,8 @@ pub struct Rule {
     pub severity: Severity,
     /// Sigma's `name`, which correlation rules refer to.
     pub name: Option<String>,
+    /// Whether its matches are findings of their own (not when only a correlation uses it).
+    pub generate: bool,
     selections: Vec<Selection>,
     condition: Expr,
 }
@@ -131,6 +135,19 @@ pub struct RuleSet {
     pub errors: Vec<LoadError>,
     /// Files and documents skipped because their log source is not CloudTrail.
     pub other_logsource: usize,
+    pub correlations: Vec<Correlation>,
+    /// Correlations by the rule (index) they refer to.
+    by_rule: HashMap<usize, Vec<usize>>,
+}
+
+/// A record's match of a rule a correlation refers to: the correlation, the rule, the record's
+/// group (its group-by values) and, for `value_count`, a hash of the counted value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrHit {
+    pub corr: u32,
+    pub rule: u32,
+    pub group: String,
+    pub value: u64,
 }
 
 impl RuleSet {
@@ -139,6 +156,7 @@ impl RuleSet {
     pub fn load_dir(dir: &Path, cfg: &RulesConfig) -> std::io::Result<RuleSet> {
         let mut set = RuleSet::default();
         set.add_dir(dir, cfg)?;
+        set.finish();
         Ok(set)
     }
 
@@ -157,6 +175,80 @@ impl RuleSet {
             }
         }
         Ok(())
+    }
+
+    /// Resolves correlations' references (by `name` or `id`, to rules of any file loaded so
+    /// far); one that names a rule not loaded is reported and dropped. Call after the last folder.
+    pub fn finish(&mut self) {
+        let mut kept = Vec::new();
+        for mut c in std::mem::take(&mut self.correlations) {
+            if !c.rules.is_empty() {
+                kept.push(c);
+                continue;
+            }
+            let found: Result<Vec<usize>, String> = c
+                .refs
+                .iter()
+                .map(|r| {
+                    self.rules
+                        .iter()
+                        .position(|x| x.name.as_deref() == Some(r.as_str()) || x.info.id == *r)
+                        .ok_or_else(|| format!("correlation: no loaded rule is named {r:?} (by name or id)"))
+                })
+                .collect();
+            match found {
+                Ok(rules) => {
+                    c.rules = rules;
+                    kept.push(c);
+                }
+                Err(message) => {
+                    self.errors.push(LoadError { file: c.info.file.clone(), rule: Some(c.info.title.clone()), message })
+                }
+            }
+        }
+        self.correlations = kept;
+        self.by_rule.clear();
+        for (ci, c) in self.correlations.iter().enumerate() {
+            for &r in &c.rules {
+                self.by_rule.entry(r).or_default().push(ci);
+            }
+        }
+        for (ri, r) in self.rules.iter_mut().enumerate() {
+            r.generate = self.by_rule.get(&ri).is_none_or(|cs| cs.iter().any(|&c| self.correlations[c].generate));
+        }
+    }
+
+    /// The correlation marks of a record that matched `matched` (rule indices).
+    pub fn correlation_hits(&self, rec: &dyn Record, matched: &[usize], out: &mut Vec<CorrHit>) {
+        out.clear();
+        for &r in matched {
+            for &ci in self.by_rule.get(&r).into_iter().flatten() {
+                let c = &self.correlations[ci];
+                let first = |slot: usize| {
+                    let mut v = None;
+                    rec.visit(&self.fields[slot], &mut |l| {
+                        v = Some(l.text().to_string());
+                        true
+                    });
+                    v
+                };
+                let value = match c.kind {
+                    // A record without the counted field is not counted.
+                    CorrKind::ValueCount(slot) => match first(slot) {
+                        Some(v) => crate::stats::hash_str(&v),
+                        None => continue,
+                    },
+                    _ => 0,
+                };
+                let group = c
+                    .group_by
+                    .iter()
+                    .map(|&g| format!("{}={}", self.fields[g].name, first(g).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                out.push(CorrHit { corr: ci as u32, rule: r as u32, group, value });
+            }
+        }
     }
 
     /// The rules each row of a lake CloudTrail batch matches (`rules test`, tests).
@@ -206,7 +298,7 @@ impl RuleSet {
                     }
                     self.rules.push(rule);
                 }
-                Ok(None) => self.other_logsource += 1,
+                Ok(None) => {}
                 Err(message) => self.errors.push(LoadError { file: file.into(), rule: title, message }),
             }
         }
@@ -281,42 +373,18 @@ impl RuleSet {
     }
 
     fn compile(&mut self, doc: &Yaml, file: &str, cfg: &RulesConfig) -> Result<Option<Rule>, String> {
-        if doc.get("correlation").is_some() {
-            return Err("correlation rules are not supported yet".into());
+        let (info, severity) = info_of(doc, file)?;
+        if let Some(c) = doc.get("correlation") {
+            let c = correlation::compile(c, info, severity, &mut |n| self.slot(n))?;
+            self.correlations.push(c);
+            return Ok(None);
         }
         let ls = doc.get("logsource").ok_or("no logsource")?;
         let is = |k: &str, want: &str| ls.get(k).and_then(Yaml::as_str).is_some_and(|v| v.eq_ignore_ascii_case(want));
         if !(is("product", "aws") && is("service", "cloudtrail")) {
+            self.other_logsource += 1;
             return Ok(None);
         }
-        let title = doc.get("title").and_then(Yaml::as_str).ok_or("no title")?.to_string();
-        let id = doc.get("id").and_then(Yaml::as_str).map_or_else(|| title.clone(), str::to_string);
-        let level = doc.get("level").and_then(Yaml::as_str).unwrap_or("medium").to_ascii_lowercase();
-        let severity = match level.as_str() {
-            "informational" => Severity::Info,
-            "low" => Severity::Low,
-            "medium" => Severity::Medium,
-            "high" => Severity::High,
-            "critical" => Severity::Critical,
-            other => return Err(format!("level {other:?} is not one of informational, low, medium, high, critical")),
-        };
-        let list = |k: &str| -> Vec<String> {
-            match doc.get(k) {
-                Some(Yaml::Sequence(s)) => s.iter().filter_map(scalar_text).collect(),
-                Some(v) => scalar_text(v).into_iter().collect(),
-                None => vec![],
-            }
-        };
-        let info = RuleInfo {
-            id,
-            title,
-            level,
-            description: doc.get("description").and_then(Yaml::as_str).unwrap_or("").trim().to_string(),
-            falsepositives: list("falsepositives"),
-            references: list("references"),
-            tags: list("tags"),
-            file: file.to_string(),
-        };
         let det = doc.get("detection").and_then(Yaml::as_mapping).ok_or("no detection")?;
         let mut names = Vec::new();
         let mut selections = Vec::new();
@@ -351,7 +419,7 @@ impl RuleSet {
             _ => return Err("the condition is not text".into()),
         };
         let name = doc.get("name").and_then(Yaml::as_str).map(str::to_string);
-        Ok(Some(Rule { info, severity, name, selections, condition }))
+        Ok(Some(Rule { info, severity, name, generate: true, selections, condition }))
     }
 
     fn selection(&mut self, v: &Yaml, cfg: &RulesConfig) -> Result<Selection, String> {
@@ -390,6 +458,39 @@ impl RuleSet {
         }
         Ok(out)
     }
+}
+
+/// A rule's metadata and severity (from `level`; medium when it has none).
+fn info_of(doc: &Yaml, file: &str) -> Result<(RuleInfo, Severity), String> {
+    let title = doc.get("title").and_then(Yaml::as_str).ok_or("no title")?.to_string();
+    let id = doc.get("id").and_then(Yaml::as_str).map_or_else(|| title.clone(), str::to_string);
+    let level = doc.get("level").and_then(Yaml::as_str).unwrap_or("medium").to_ascii_lowercase();
+    let severity = match level.as_str() {
+        "informational" => Severity::Info,
+        "low" => Severity::Low,
+        "medium" => Severity::Medium,
+        "high" => Severity::High,
+        "critical" => Severity::Critical,
+        other => return Err(format!("level {other:?} is not one of informational, low, medium, high, critical")),
+    };
+    let list = |k: &str| -> Vec<String> {
+        match doc.get(k) {
+            Some(Yaml::Sequence(s)) => s.iter().filter_map(scalar_text).collect(),
+            Some(v) => scalar_text(v).into_iter().collect(),
+            None => vec![],
+        }
+    };
+    let info = RuleInfo {
+        id,
+        title,
+        level,
+        description: doc.get("description").and_then(Yaml::as_str).unwrap_or("").trim().to_string(),
+        falsepositives: list("falsepositives"),
+        references: list("references"),
+        tags: list("tags"),
+        file: file.to_string(),
+    };
+    Ok((info, severity))
 }
 
 fn scalar_text(v: &Yaml) -> Option<String> {

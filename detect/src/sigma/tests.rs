@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::record::JsonRecord;
 use super::*;
+use trailwatch_core::finding::Status;
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus")
@@ -134,4 +135,121 @@ fn community_rules_on_stratus_red_team_detonations() {
         eprintln!("{k}: {v:?}");
     }
     assert!(detected.len() >= 18, "{} techniques: {detected:?}", detected.len());
+}
+
+fn event_of(set: &RuleSet, r: &serde_json::Value) -> crate::event::Event<'static> {
+    let rec = JsonRecord(r);
+    let name = r["eventName"].as_str().unwrap_or("");
+    let (mut m, mut h) = (Vec::new(), Vec::new());
+    set.matches(&rec, name, &mut m);
+    set.correlation_hits(&rec, &m, &mut h);
+    crate::event::Event::Api(crate::event::ApiCall {
+        time: trailwatch_core::time::parse_rfc3339_millis(r["eventTime"].as_str().unwrap()).unwrap(),
+        account: "111122223333".into(),
+        region: "eu-west-1".into(),
+        source: r["eventSource"].as_str().unwrap_or("").to_string().into(),
+        name: name.to_string().into(),
+        principal: r["userIdentity"]["arn"].as_str().unwrap_or("").to_string().into(),
+        event_id: r["eventID"].as_str().unwrap().to_string().into(),
+        rules: m.iter().filter(|&&i| set.rules[i].generate).map(|&i| i as u32).collect(),
+        correlated: h,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_value_count_correlation_fires_once_per_group_in_event_time() {
+    let mut set = RuleSet::default();
+    set.add_yaml(
+        r#"
+title: Secret read
+name: secret_read
+logsource: {product: aws, service: cloudtrail}
+detection: {sel: {eventSource: secretsmanager.amazonaws.com, eventName: GetSecretValue}, condition: sel}
+---
+title: Secrets read in bulk
+id: bulk-secrets
+level: high
+correlation:
+    type: value_count
+    rules: [secret_read]
+    group-by: [userIdentity.arn]
+    timespan: 10m
+    condition: {gte: 5, field: requestParameters.secretId}
+"#,
+        "pack.yml",
+        &RulesConfig::default(),
+    );
+    set.finish();
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    assert!(!set.rules[0].generate, "a rule only a correlation uses reports nothing itself");
+    let read = |i: usize, who: &str, secret: &str, minute: usize| {
+        json!({"eventTime": format!("2024-05-01T10:{minute:02}:00Z"), "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "GetSecretValue", "eventID": format!("e{i}"), "userIdentity": {"arn": who},
+            "requestParameters": {"secretId": secret}})
+    };
+    let mut records = Vec::new();
+    // The attacker reads six secrets in six minutes; the app reads one secret ten times.
+    for i in 0..6 {
+        records.push(read(i, "arn:aws:iam::1:user/mallory", &format!("s{i}"), 2 + i));
+    }
+    for i in 0..10 {
+        records.push(read(100 + i, "arn:aws:iam::1:role/app", "db", i));
+    }
+    // Delivered out of order: the fifth distinct secret arrives last.
+    records.swap(4, 15);
+    let cfg = crate::DetectConfig { ruleset: Rules::new(set.clone()), ..Default::default() };
+    let mut engine = crate::engine::Engine::default();
+    for r in &records {
+        engine.observe_from(&cfg, &event_of(&set, r), 0);
+    }
+    let f = engine.take_findings(&cfg);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].subject, "Secrets read in bulk (bulk-secrets): userIdentity.arn=arn:aws:iam::1:user/mallory");
+    assert_eq!(f[0].severity, Severity::High);
+    assert!(f[0].observed >= 5.0);
+    assert_eq!(f[0].start, trailwatch_core::time::parse_rfc3339_millis("2024-05-01T10:02:00Z").unwrap());
+    // It fired when five distinct secrets fell in ten minutes: e4 came late, e5 made the five.
+    let mut ev = f[0].evidence.clone();
+    ev.sort();
+    assert_eq!(ev, ["e0", "e1", "e2", "e3", "e5"]);
+    assert_eq!(f[0].observed, 5.0);
+    // The late read joined the open episode: the closing finding will count six.
+    let shard = engine.shards.values().next().unwrap();
+    let ep = shard.rule_matches.open.values().next().unwrap();
+    assert_eq!((ep.count, ep.evidence.len()), (6, 6));
+}
+
+#[test]
+fn a_burst_of_matches_is_one_episode_that_closes_after_the_gap() {
+    let set = one(r#"
+title: Key created
+id: key-created
+level: medium
+logsource: {product: aws, service: cloudtrail}
+detection: {sel: {eventName: CreateAccessKey}, condition: sel}
+"#);
+    let rec = |i: usize, time: &str, name: &str| {
+        json!({"eventTime": time, "eventSource": "iam.amazonaws.com", "eventName": name, "eventID": format!("k{i}"),
+            "userIdentity": {"arn": "arn:aws:iam::1:user/ci"}})
+    };
+    let cfg = crate::DetectConfig { ruleset: Rules::new(set.clone()), ..Default::default() };
+    let mut engine = crate::engine::Engine::default();
+    let mut feed = |r: serde_json::Value| {
+        engine.observe_from(&cfg, &event_of(&set, &r), 0);
+        engine.advance(&cfg);
+    };
+    for (i, m) in [0, 3, 9].into_iter().enumerate() {
+        feed(rec(i, &format!("2024-05-01T10:{m:02}:00Z"), "CreateAccessKey"));
+    }
+    // Other calls move the watermark; three hours later a new match is a new episode.
+    feed(rec(10, "2024-05-01T12:00:00Z", "ListUsers"));
+    feed(rec(11, "2024-05-01T13:00:00Z", "CreateAccessKey"));
+    let f = engine.take_findings(&cfg);
+    let seen: Vec<(Status, f64, usize)> = f.iter().map(|f| (f.status, f.observed, f.evidence.len())).collect();
+    assert_eq!(seen, vec![(Status::Open, 1.0, 1), (Status::Closed, 3.0, 3), (Status::Open, 1.0, 1)]);
+    assert_eq!(f[0].id, f[1].id);
+    assert_ne!(f[0].id, f[2].id);
+    assert_eq!(f[1].end, Some(trailwatch_core::time::parse_rfc3339_millis("2024-05-01T10:09:00Z").unwrap() + 1));
+    assert!(f.iter().all(|f| f.kind == trailwatch_core::finding::FindingKind::RuleMatch && f.rule.is_some()));
 }

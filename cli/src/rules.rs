@@ -29,8 +29,9 @@ pub fn load(dirs: &[PathBuf], cfg: &RulesConfig) -> Result<Rules> {
     }
     let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     eprintln!(
-        "rules: {} loaded from {}{}",
+        "rules: {} rules and {} correlations loaded from {}{}",
         set.rules.len(),
+        set.correlations.len(),
         names.join(", "),
         match set.errors.len() {
             0 => String::new(),
@@ -98,8 +99,9 @@ pub fn test(dirs: &[PathBuf], rules_cfg: &RulesConfig) -> Result<ExitCode> {
             let yml = sample.with_file_name(format!("{stem}.yml"));
             let base = dir.parent().unwrap_or(dir);
             let rel = yml.strip_prefix(base).unwrap_or(&yml).to_string_lossy().replace('\\', "/");
-            let ids: Vec<&str> =
-                cfg.ruleset.rules.iter().filter(|r| r.info.file == rel).map(|r| r.info.id.as_str()).collect();
+            let infos =
+                cfg.ruleset.rules.iter().map(|r| &r.info).chain(cfg.ruleset.correlations.iter().map(|c| &c.info));
+            let ids: Vec<&str> = infos.filter(|i| i.file == rel).map(|i| i.id.as_str()).collect();
             samples += 1;
             let shown = sample.display();
             if ids.is_empty() {
@@ -123,8 +125,9 @@ pub fn test(dirs: &[PathBuf], rules_cfg: &RulesConfig) -> Result<ExitCode> {
         }
     }
     println!(
-        "rules test: {} rules loaded, {} could not be; {samples} samples, {passed} passed",
+        "rules test: {} rules and {} correlations loaded, {} could not be; {samples} samples, {passed} passed",
         cfg.ruleset.rules.len(),
+        cfg.ruleset.correlations.len(),
         cfg.ruleset.errors.len()
     );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

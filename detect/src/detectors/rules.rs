@@ -11,7 +11,8 @@ use trailwatch_core::time::{format_rfc3339_millis, EpochMillis};
 
 use super::Ctx;
 use crate::event::ApiCall;
-use crate::sigma::correlation::Mark;
+use crate::sigma::correlation::{Correlation, Mark};
+use crate::sigma::CorrHit;
 use crate::window::{Contribs, MINUTE};
 
 /// Matching event ids kept per episode (the alert's query lists them).
@@ -66,6 +67,9 @@ pub struct RuleMatches {
     pub open: BTreeMap<String, RuleEpisode>,
     #[serde(default)]
     pub marks: BTreeMap<String, Vec<CorrMark>>,
+    /// The key of the last correlation hit, reused: most records match nothing new.
+    #[serde(skip)]
+    scratch: String,
 }
 
 impl RuleMatches {
@@ -86,29 +90,44 @@ impl RuleMatches {
         }
         for h in &a.correlated {
             let Some(c) = ctx.cfg.ruleset.correlations.get(h.corr as usize) else { continue };
-            let key = format!("{}\u{1f}{}", c.info.id, h.group);
-            let head = Head { key: &key, rule: &c.info, severity: c.severity, group: &h.group };
-            let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
-            // An episode of this group is open: the record adds to it.
-            if self.open.get(&key).is_some_and(|ep| a.time < ep.last + gap && a.time > ep.first - gap) {
-                self.hit(ctx, &head, a, &[]);
-                continue;
+            let mut key = std::mem::take(&mut self.scratch);
+            key.clear();
+            key.push_str(&c.info.id);
+            key.push('\u{1f}');
+            key.push_str(&h.group);
+            self.correlate(ctx, c, h, a, &key);
+            self.scratch = key;
+        }
+    }
+
+    /// One record's mark for correlation `c` in the group `key`: joins an open episode of the
+    /// group, or is kept and may complete a window.
+    fn correlate(&mut self, ctx: &mut Ctx, c: &Correlation, h: &CorrHit, a: &ApiCall, key: &str) {
+        let head = Head { key, rule: &c.info, severity: c.severity, group: &h.group };
+        let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
+        if self.open.get(key).is_some_and(|ep| a.time < ep.last + gap && a.time > ep.first - gap) {
+            self.hit(ctx, &head, a, &[]);
+            return;
+        }
+        if !self.marks.contains_key(key) {
+            if self.marks.len() >= ctx.cfg.baseline.max_keys {
+                return;
             }
-            if !self.marks.contains_key(&key) && self.marks.len() >= ctx.cfg.baseline.max_keys {
-                continue;
-            }
-            let marks = self.marks.entry(key.clone()).or_default();
-            let at = marks.partition_point(|m| m.t <= a.time);
-            marks.insert(at, CorrMark { t: a.time, rule: h.rule, value: h.value, event_id: a.event_id.to_string() });
-            if marks.len() > MAX_MARKS {
-                marks.remove(0);
-            }
-            let at = marks.iter().rposition(|m| m.t == a.time && m.event_id == a.event_id).unwrap_or(0);
-            if let Some(w) = c.fires(marks, at) {
-                let window = marks[w].to_vec();
-                self.marks.remove(&key);
-                self.hit(ctx, &head, a, &window);
-            }
+            self.marks.insert(key.to_string(), Vec::new());
+        }
+        let marks = self.marks.get_mut(key).expect("inserted above");
+        let at = marks.partition_point(|m| m.t <= a.time);
+        marks.insert(at, CorrMark { t: a.time, rule: h.rule, value: h.value, event_id: a.event_id.to_string() });
+        let at = if marks.len() > MAX_MARKS {
+            marks.remove(0);
+            at.saturating_sub(1)
+        } else {
+            at
+        };
+        if let Some(w) = c.fires(marks, at) {
+            let window = marks[w].to_vec();
+            self.marks.remove(key);
+            self.hit(ctx, &head, a, &window);
         }
     }
 
@@ -198,7 +217,7 @@ fn add(ep: &mut RuleEpisode, a: &ApiCall) {
         ep.evidence.push(a.event_id.to_string());
     }
     ep.top.add("principal", &a.principal, 1);
-    ep.top.add("event_name", &format!("{}:{}", a.source, a.name), 1);
+    ep.top.add("event_name", &a.name, 1);
     ep.top.add("source_ip", &a.source_ip, 1);
     ep.top.add("user_agent", &a.user_agent, 1);
 }

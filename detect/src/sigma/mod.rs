@@ -240,12 +240,18 @@ impl RuleSet {
                     },
                     _ => 0,
                 };
-                let group = c
-                    .group_by
-                    .iter()
-                    .map(|&g| format!("{}={}", self.fields[g].name, first(g).unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let mut group = String::new();
+                for (i, &g) in c.group_by.iter().enumerate() {
+                    if i > 0 {
+                        group.push_str(", ");
+                    }
+                    group.push_str(&self.fields[g].name);
+                    group.push('=');
+                    rec.visit(&self.fields[g], &mut |l| {
+                        group.push_str(l.text());
+                        true
+                    });
+                }
                 out.push(CorrHit { corr: ci as u32, rule: r as u32, group, value });
             }
         }

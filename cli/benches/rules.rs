@@ -62,7 +62,7 @@ fn record(i: usize) -> String {
         "awsRegion": "eu-west-1", "sourceIPAddress": format!("10.0.{}.{}", i % 200 / 100, i % 100),
         "userAgent": "aws-sdk-go-v2/1.21.0 os/linux lang/go#1.21", "eventID": format!("{i:08x}-0000-4000-8000-000000000000"),
         "eventType": "AwsApiCall", "readOnly": true, "recipientAccountId": "111122223333", "managementEvent": true,
-        "errorCode": if i % 50 == 0 { serde_json::Value::from("AccessDenied") } else { serde_json::Value::Null },
+        "errorCode": if i.is_multiple_of(50) { serde_json::Value::from("AccessDenied") } else { serde_json::Value::Null },
         "userIdentity": {"type": "AssumedRole", "principalId": format!("AROAEXAMPLE:{role}"),
             "arn": format!("arn:aws:sts::111122223333:assumed-role/{role}/session"), "accountId": "111122223333",
             "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE",

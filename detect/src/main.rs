@@ -4,7 +4,10 @@
 //!
 //! Environment: `LAKE_BUCKET` (required), `LAKE_PREFIX` (default empty), `STATE_TABLE` (the
 //! DynamoDB table, required), `STATE_BUCKET` (default `LAKE_BUCKET`), `STATE_PREFIX` (default
-//! `<LAKE_PREFIX>detect-state/`, a folder ingest never reads), `DETECT_CONFIG` (the TOML config itself, optional), `STAGING_DIR`
+//! `<LAKE_PREFIX>detect-state/`, a folder ingest never reads), `DETECT_CONFIG` (the TOML config itself, optional),
+//! `RULES` (Sigma rule sources read at start, comma-separated: `bundled` for trailwatch's pack,
+//! `lake` for `.yml` rules under `<LAKE_PREFIX>rules/` in the lake bucket, `s3://bucket/prefix`,
+//! or `none`; default `bundled,lake`), `STAGING_DIR`
 //! (default `/tmp/trailwatch`), `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_DYNAMODB` (tests).
 //! An empty variable counts as unset.
 //!
@@ -24,7 +27,9 @@ use trailwatch_core::lake::DETECT_STATE_DIR;
 use trailwatch_core::metrics::{emf_line, Metric};
 use trailwatch_core::s3::{S3Lake, S3Source};
 use trailwatch_detect::aws::DynamoS3Store;
+use trailwatch_detect::config::Rules;
 use trailwatch_detect::handler::{handle_event, Deliver};
+use trailwatch_detect::sigma::RuleSet;
 use trailwatch_detect::{DetectConfig, DetectError};
 
 /// Findings go to the lake's findings table, where the alert Lambda is notified of them.
@@ -56,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let bucket = env.required("LAKE_BUCKET", "the lake bucket")?;
     let prefix = env.lake_prefix();
     let table = env.required("STATE_TABLE", "the DynamoDB state table")?;
-    let cfg = match env.optional("DETECT_CONFIG") {
+    let mut cfg = match env.optional("DETECT_CONFIG") {
         Some(text) => DetectConfig::from_toml(text, "DETECT_CONFIG")?,
         None => DetectConfig::default(),
     };
@@ -64,6 +69,24 @@ async fn main() -> anyhow::Result<()> {
     let s3 = trailwatch_core::aws::s3(&shared, env.endpoint("S3"));
     let ddb = trailwatch_core::aws::dynamodb(&shared, env.endpoint("DYNAMODB"));
     let handle = tokio::runtime::Handle::current();
+    // Rules load once; one that cannot be loaded is logged with its file, the others run.
+    let lake_rules = format!("s3://{bucket}/{prefix}rules/");
+    let spec: Vec<String> = env
+        .or("RULES", "bundled,lake")
+        .split(',')
+        .map(|s| if s.trim() == "lake" { lake_rules.clone() } else { s.to_string() })
+        .collect();
+    let spec = spec.join(",");
+    let rules_src = S3Source::new(s3.clone(), handle.clone());
+    let rules_cfg = cfg.rules.clone();
+    let set = tokio::task::spawn_blocking(move || RuleSet::from_spec(&spec, &rules_src, &rules_cfg))
+        .await?
+        .map_err(|e| anyhow::anyhow!("RULES: {e}"))?;
+    for e in &set.errors {
+        tracing::warn!(rule = %e, "rule not loaded");
+    }
+    tracing::info!(rules = set.rules.len(), correlations = set.correlations.len(), "rules loaded");
+    cfg.ruleset = Rules::new(set);
     let deps = Arc::new(Deps {
         src: S3Source::new(s3.clone(), handle.clone()),
         store: DynamoS3Store {

@@ -7,6 +7,7 @@
 //! trailwatch closes windows on event time. Here a rule compiles to field tests over the lake's
 //! columns, and rules are indexed by the `eventName` they require, so most records meet one or two.
 
+pub mod bundled;
 pub mod condition;
 pub mod correlation;
 pub mod matcher;
@@ -156,6 +157,56 @@ impl RuleSet {
     pub fn load_dir(dir: &Path, cfg: &RulesConfig) -> std::io::Result<RuleSet> {
         let mut set = RuleSet::default();
         set.add_dir(dir, cfg)?;
+        set.finish();
+        Ok(set)
+    }
+
+    /// trailwatch's own pack, compiled in.
+    pub fn add_bundled(&mut self, cfg: &RulesConfig) {
+        for (file, text) in bundled::PACK {
+            self.add_yaml(text, file, cfg);
+        }
+    }
+
+    /// Rules from a comma-separated list of sources, as the detect Lambda's `RULES` names them:
+    /// `bundled` (trailwatch's pack), `s3://bucket/prefix` (every `.yml`/`.yaml` object below it,
+    /// read through `src`), or `none`. A source that cannot be read is an error (so a deployment
+    /// with a wrong location fails to start); a rule that cannot be loaded is in `errors`.
+    pub fn from_spec(
+        spec: &str,
+        src: &dyn trailwatch_core::store::ObjectSource,
+        cfg: &RulesConfig,
+    ) -> Result<RuleSet, String> {
+        let mut set = RuleSet::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "none" => {}
+                "bundled" => set.add_bundled(cfg),
+                loc => {
+                    let rest = loc
+                        .strip_prefix("s3://")
+                        .ok_or_else(|| format!("rules source {loc:?}: expected bundled, none or s3://bucket/prefix"))?;
+                    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                    let objs = src.list(bucket, prefix).map_err(|e| format!("rules source {loc}: {e}"))?;
+                    for o in objs.iter().filter(|o| o.key.ends_with(".yml") || o.key.ends_with(".yaml")) {
+                        let mut text = String::new();
+                        src.open(o)
+                            .and_then(|mut b| {
+                                std::io::Read::read_to_string(&mut b.reader, &mut text).map_err(|e| {
+                                    trailwatch_core::store::StoreError {
+                                        op: "read",
+                                        uri: o.uri(),
+                                        message: e.to_string(),
+                                        retryable: true,
+                                    }
+                                })
+                            })
+                            .map_err(|e| format!("rules source {loc}: {e}"))?;
+                        set.add_yaml(&text, &o.uri(), cfg);
+                    }
+                }
+            }
+        }
         set.finish();
         Ok(set)
     }

@@ -253,3 +253,48 @@ detection: {sel: {eventName: CreateAccessKey}, condition: sel}
     assert_eq!(f[1].end, Some(trailwatch_core::time::parse_rfc3339_millis("2024-05-01T10:09:00Z").unwrap() + 1));
     assert!(f.iter().all(|f| f.kind == trailwatch_core::finding::FindingKind::RuleMatch && f.rule.is_some()));
 }
+
+#[test]
+fn the_bundled_pack_is_the_rules_folder_and_loads_clean() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules/trailwatch");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".yml"))
+        .map(|n| format!("trailwatch/{n}"))
+        .collect();
+    on_disk.sort();
+    let bundled: Vec<String> = bundled::PACK.iter().map(|(f, _)| f.to_string()).collect();
+    assert_eq!(bundled, on_disk, "detect/src/sigma/bundled.rs lists every rule of rules/trailwatch");
+    let mut set = RuleSet::default();
+    set.add_bundled(&RulesConfig::default());
+    set.finish();
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    let from_disk = RuleSet::load_dir(&dir, &RulesConfig::default()).unwrap();
+    assert_eq!(set.rules.len(), from_disk.rules.len());
+    assert_eq!(set.correlations.len(), 2);
+}
+
+#[test]
+fn rule_sources_for_the_lambda() {
+    use trailwatch_core::store::LocalFiles;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.yml"),
+        "title: Mine\nlogsource: {product: aws, service: cloudtrail}\ndetection: {sel: {eventName: X}, condition: sel}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a rule").unwrap();
+    // A local folder stands in for the bucket: LocalFiles lists `s3:///<path>` as the path
+    // relative to the working directory, so climb to the root first.
+    let up = "../".repeat(std::env::current_dir().unwrap().components().count() - 1);
+    let loc = format!("bundled, s3:///{up}{}", dir.path().display().to_string().trim_start_matches('/'));
+    let set = RuleSet::from_spec(&loc, &LocalFiles, &RulesConfig::default()).unwrap();
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    assert_eq!(set.rules.iter().filter(|r| r.info.title == "Mine").count(), 1);
+    assert!(set.rules.len() > 20);
+    assert!(RuleSet::from_spec("none", &LocalFiles, &RulesConfig::default()).unwrap().is_empty());
+    let e = RuleSet::from_spec("/etc/rules", &LocalFiles, &RulesConfig::default()).unwrap_err();
+    assert!(e.contains("expected bundled, none or s3://"), "{e}");
+    assert!(RuleSet::from_spec("s3:///no/such/folder", &LocalFiles, &RulesConfig::default()).is_err());
+}

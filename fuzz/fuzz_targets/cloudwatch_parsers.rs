@@ -8,8 +8,11 @@ use trailwatch_ingest::platform::{function_from, invocations, LogEvent};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let events: Vec<LogEvent> =
-        text.split('\u{1}').enumerate().map(|(i, m)| LogEvent { id: "id", timestamp: i as i64 * 1000 - 5, message: m }).collect();
+    let events: Vec<LogEvent> = text
+        .split('\u{1}')
+        .enumerate()
+        .map(|(i, m)| LogEvent { id: "id", timestamp: i as i64 * 1000 - 5, message: m })
+        .collect();
     let (group, stream) = text.split_once('\u{2}').unwrap_or(("/aws/lambda/f", &text));
     let _ = function_from(group, stream);
     let _ = invocations(group, stream, &events);

@@ -8,7 +8,14 @@ use trailwatch_detect::event::Table;
 fuzz_target!(|data: &[u8]| {
     for table in [Table::CloudTrail, Table::Invocations, Table::Metrics] {
         let mut out = Vec::new();
-        let _ = trailwatch_detect::read::read_file(bytes::Bytes::copy_from_slice(data), table, "111122223333", "eu-west-1", &Default::default(), &mut out);
+        let _ = trailwatch_detect::read::read_file(
+            bytes::Bytes::copy_from_slice(data),
+            table,
+            "111122223333",
+            "eu-west-1",
+            &Default::default(),
+            &mut out,
+        );
     }
     let _ = trailwatch_detect::state::decode_shard(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -28,7 +28,7 @@ pub fn parse(text: &str, names: &[String]) -> Result<Expr, String> {
         return Err("aggregations (`| count() ...`) are not supported: write a Sigma correlation rule instead".into());
     }
     let tokens = tokenize(text);
-    let mut p = Parser { tokens: &tokens, pos: 0, names };
+    let mut p = Parser { tokens: &tokens, pos: 0, names, depth: 0 };
     let e = p.or()?;
     match p.tokens.get(p.pos) {
         None => Ok(e),
@@ -65,7 +65,12 @@ struct Parser<'a> {
     tokens: &'a [String],
     pos: usize,
     names: &'a [String],
+    /// Nesting of parentheses and `not`, bounded so a hostile rule cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deeper conditions are refused (the community's deepest is 3).
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&str> {
@@ -101,11 +106,18 @@ impl Parser<'_> {
     }
 
     fn not(&mut self) -> Result<Expr, String> {
-        if self.keyword("not") {
-            self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("the condition nests deeper than {MAX_DEPTH}"));
         }
-        self.atom()
+        let e = if self.keyword("not") {
+            self.pos += 1;
+            self.not().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.atom()
+        };
+        self.depth -= 1;
+        e
     }
 
     fn atom(&mut self) -> Result<Expr, String> {
@@ -139,15 +151,28 @@ impl Parser<'_> {
     }
 }
 
-/// `*` matches any run of characters; everything else literally.
+/// `*` matches any run of characters; everything else literally. Greedy with one backtrack
+/// point, so time is linear in practice and never exponential whatever the pattern.
 fn glob(pat: &str, name: &str) -> bool {
-    match pat.split_once('*') {
-        None => pat == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+    let (p, n) = (pat.as_bytes(), name.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
         }
     }
+    p[i..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -173,6 +198,9 @@ mod tests {
         assert!(parse("selection and nope", &n).unwrap_err().contains("\"nope\""));
         assert!(parse("1 of x*", &n).unwrap_err().contains("x*"));
         assert!(parse("(selection", &n).is_err());
-        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b", "ab c"));
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b", "ab c") && glob("filter_*", "filter_") && glob("*", ""));
+        assert!(!glob(&"*a".repeat(30), &"a".repeat(29)), "no exponential backtracking");
+        let deep = format!("{}selection{}", "(".repeat(100), ")".repeat(100));
+        assert!(parse(&deep, &n).unwrap_err().contains("deeper"));
     }
 }

@@ -103,7 +103,7 @@ pub fn parse_span(s: &str) -> Result<i64, String> {
     if n <= 0 {
         return Err(bad());
     }
-    Ok(n * ms)
+    n.checked_mul(ms).ok_or_else(bad)
 }
 
 /// The parts of a `correlation:` block, before its rules are resolved. `slot` interns fields.

@@ -90,7 +90,31 @@ fn community_rules_detect_stratus_techniques_through_the_lake_as_on_the_raw_reco
     for (t, titles) in &lake {
         eprintln!("{t}: {titles:?}");
     }
-    // pySigma's DuckDB backend, same rules and logs: 17 of 35 (18 with case-insensitive matching).
+    // pySigma 1.5.1 with pySigma-backend-duckdb 0.1.4, same rules and logs (run on 2026-12-04):
+    // these 17 techniques, and console-login-without-mfa with case-insensitive matching.
+    // trailwatch must detect a superset.
+    let pysigma = [
+        "aws.credential-access.ec2-get-password-data",
+        "aws.credential-access.ec2-steal-instance-credentials",
+        "aws.defense-evasion.cloudtrail-delete",
+        "aws.defense-evasion.cloudtrail-stop",
+        "aws.defense-evasion.organizations-leave",
+        "aws.defense-evasion.vpc-remove-flow-logs",
+        "aws.discovery.ec2-download-user-data",
+        "aws.execution.ec2-launch-unusual-instances",
+        "aws.execution.ssm-send-command",
+        "aws.exfiltration.ec2-security-group-open-port-22-ingress",
+        "aws.exfiltration.ec2-share-ebs-snapshot",
+        "aws.impact.bedrock-invoke-model",
+        "aws.lateral-movement.ec2-serial-console-send-ssh-public-key",
+        "aws.persistence.iam-backdoor-user",
+        "aws.persistence.iam-create-admin-user",
+        "aws.persistence.lambda-layer-extension",
+        "aws.privilege-escalation.iam-update-user-login-profile",
+        "aws.initial-access.console-login-without-mfa",
+    ];
+    let missed: Vec<&str> = pysigma.into_iter().filter(|t| !detected.iter().any(|d| d == t)).collect();
+    assert!(missed.is_empty(), "pySigma detects these and trailwatch does not: {missed:?}");
     assert!(detected.len() >= 18, "{} of 35: {detected:?}", detected.len());
     for t in [
         "aws.defense-evasion.cloudtrail-stop",

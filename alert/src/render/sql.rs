@@ -444,11 +444,12 @@ pub(super) fn api_calls(f: &Finding, sh: Shape) -> Query {
     Query { select: CLOUDTRAIL_COLUMNS, table: CLOUDTRAIL_TABLE, filters, tail: BY_TIME }
 }
 
-/// The records a rule matched: the evidence ids within the episode's days (all of them when the
-/// finding lists none).
+/// The records a rule matched: the evidence ids within the episode's days and the day before
+/// (the whole episode when the finding lists no ids).
 pub(super) fn rule_events(f: &Finding) -> Query {
     let (from, to) = (f.start, f.end);
-    let mut filters = partitions(f, from, to.map(|t| t.max(from + 1)));
+    // Late matches can join an episode before its start: the day before is searched too.
+    let mut filters = partitions(f, from - DAY, to.map(|t| t.max(from + 1)));
     let ids: Vec<String> =
         f.evidence.iter().take(super::json::JSON_LIST_MAX).map(|e| sql_prefix(e, SQL_SUBJECT_MAX).1).collect();
     if ids.is_empty() {

@@ -36,8 +36,17 @@ pub struct RuleEpisode {
     pub top: Contribs,
 }
 
+/// Open episodes one rule (or correlation group) keeps in a shard; the one whose last match is
+/// oldest closes when another opens.
+pub const MAX_OPEN: usize = 8;
+
+/// Whether a match at `t` belongs to `ep`: less than `gap` from its matches.
+fn near(ep: &RuleEpisode, t: EpochMillis, gap: i64) -> bool {
+    t < ep.last + gap && t > ep.first - gap
+}
+
 /// Marks a correlation group keeps (the newest); a group cannot grow without limit.
-pub const MAX_MARKS: usize = 1000;
+pub const MAX_MARKS: usize = crate::sigma::correlation::MAX_COUNT as usize;
 
 /// A record a correlation counted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,10 +70,11 @@ impl Mark for CorrMark {
 }
 
 /// Open episodes of one shard, by rule id (correlations: by id and group), and the recent marks
-/// of each correlation group.
+/// of each correlation group. A rule may have several open episodes: a late delivery's matches
+/// group in their own time, and a record claiming a far-future time does not hold the others up.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleMatches {
-    pub open: BTreeMap<String, RuleEpisode>,
+    pub open: BTreeMap<String, Vec<RuleEpisode>>,
     #[serde(default)]
     pub marks: BTreeMap<String, Vec<CorrMark>>,
     /// The key of the last correlation hit, reused: most records match nothing new.
@@ -105,7 +115,7 @@ impl RuleMatches {
     fn correlate(&mut self, ctx: &mut Ctx, c: &Correlation, h: &CorrHit, a: &ApiCall, key: &str) {
         let head = Head { key, rule: &c.info, severity: c.severity, group: &h.group };
         let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
-        if self.open.get(key).is_some_and(|ep| a.time < ep.last + gap && a.time > ep.first - gap) {
+        if self.open.get(key).is_some_and(|eps| eps.iter().any(|ep| near(ep, a.time, gap))) {
             self.hit(ctx, &head, a, &[]);
             return;
         }
@@ -136,41 +146,42 @@ impl RuleMatches {
     fn hit(&mut self, ctx: &mut Ctx, head: &Head, a: &ApiCall, window: &[CorrMark]) {
         let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
         let t = a.time;
-        match self.open.get_mut(head.key) {
-            Some(ep) if t < ep.last + gap && t > ep.first - gap => {
-                ep.count += 1;
-                ep.first = ep.first.min(t);
-                ep.last = ep.last.max(t);
-                add(ep, a);
-            }
-            // Far before the open episode (a late delivery): an episode of its own, over at once.
-            Some(ep) if t <= ep.first - gap => {
-                let mut own = open(ctx, head, a, window);
-                add(&mut own, a);
-                ctx.out.push(finding(ctx, &own, Status::Open));
-                ctx.out.push(finding(ctx, &own, Status::Closed));
-            }
-            found => {
-                if let Some(done) = found.map(|ep| std::mem::replace(ep, open(ctx, head, a, window))) {
-                    ctx.out.push(finding(ctx, &done, Status::Closed));
-                }
-                let ep = self.open.entry(head.key.to_string()).or_insert_with(|| open(ctx, head, a, window));
-                add(ep, a);
-                ctx.out.push(finding(ctx, ep, Status::Open));
-            }
+        if !self.open.contains_key(head.key) {
+            self.open.insert(head.key.to_string(), Vec::new());
         }
+        let eps = self.open.get_mut(head.key).expect("inserted above");
+        // The episode this match belongs to: late matches join the one of their time, not the newest.
+        if let Some(ep) = eps.iter_mut().find(|ep| near(ep, t, gap)) {
+            ep.count += 1;
+            ep.first = ep.first.min(t);
+            ep.last = ep.last.max(t);
+            add(ep, a);
+            return;
+        }
+        if eps.len() >= MAX_OPEN {
+            let oldest = (0..eps.len()).min_by_key(|&i| eps[i].last).expect("not empty");
+            let done = eps.remove(oldest);
+            ctx.out.push(finding(ctx, &done, Status::Closed));
+        }
+        let mut ep = open(ctx, head, a, window);
+        add(&mut ep, a);
+        ctx.out.push(finding(ctx, &ep, Status::Open));
+        eps.push(ep);
     }
 
     /// Closes episodes whose last match is a gap behind `final_before` (CloudTrail's), and drops
     /// correlation marks no new on-time record can share a window with.
     pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
         let gap = ctx.cfg.rules.group_minutes as i64 * MINUTE;
-        self.open.retain(|_, ep| {
-            if ep.last + gap > final_before {
-                return true;
-            }
-            ctx.out.push(finding(ctx, ep, Status::Closed));
-            false
+        self.open.retain(|_, eps| {
+            eps.retain(|ep| {
+                if ep.last + gap > final_before {
+                    return true;
+                }
+                ctx.out.push(finding(ctx, ep, Status::Closed));
+                false
+            });
+            !eps.is_empty()
         });
         let longest = ctx.cfg.ruleset.correlations.iter().map(|c| c.span).max().unwrap_or(0);
         self.marks.retain(|_, m| {

@@ -6,6 +6,9 @@
 use serde_norway::Value as Yaml;
 use trailwatch_core::finding::{RuleInfo, Severity};
 
+/// Records a correlation group keeps (the newest), so no group grows without limit.
+pub const MAX_COUNT: u64 = 1000;
+
 /// What a correlation counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorrKind {
@@ -27,7 +30,8 @@ pub struct Correlation {
     pub kind: CorrKind,
     /// The rules it refers to, by `name` or `id`, as written.
     pub refs: Vec<String>,
-    /// Those rules' indices in the rule set, in the order written (once resolved).
+    /// Those rules' indices in the rule set, in the order written (once resolved). Marks name a
+    /// rule by its place in this list.
     pub rules: Vec<usize>,
     /// Fields whose values split matches into groups (slots).
     pub group_by: Vec<usize>,
@@ -73,11 +77,11 @@ impl Correlation {
                 v.dedup();
                 v.len() as u64 >= self.min
             }
-            CorrKind::Temporal => self.rules.iter().all(|&r| w.iter().any(|m| m.rule() == r as u32)),
+            CorrKind::Temporal => (0..self.rules.len()).all(|r| w.iter().any(|m| m.rule() == r as u32)),
             CorrKind::TemporalOrdered => {
                 let mut next = 0;
                 for m in w {
-                    if next < self.rules.len() && m.rule() == self.rules[next] as u32 {
+                    if next < self.rules.len() && m.rule() == next as u32 {
                         next += 1;
                     }
                 }
@@ -87,23 +91,26 @@ impl Correlation {
     }
 }
 
-/// `30s`, `10m`, `1h`, `2d` in ms.
+/// The longest window a correlation may ask for: its marks are kept that long.
+pub const MAX_SPAN: i64 = 7 * 86_400_000;
+
+/// `30s`, `10m`, `1h`, `2d` in ms, at most [`MAX_SPAN`].
 pub fn parse_span(s: &str) -> Result<i64, String> {
     let s = s.trim();
-    let bad = || format!("timespan {s:?} is not a number followed by s, m, h or d");
-    let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
-    let n: i64 = n.parse().map_err(|_| bad())?;
+    let bad = || format!("timespan {s:?} is not a number followed by s, m, h or d, of at most 7 days");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
         _ => return Err(bad()),
     };
-    if n <= 0 {
-        return Err(bad());
+    match n.checked_mul(ms) {
+        Some(v) if n > 0 && v <= MAX_SPAN => Ok(v),
+        _ => Err(bad()),
     }
-    n.checked_mul(ms).ok_or_else(bad)
 }
 
 /// The parts of a `correlation:` block, before its rules are resolved. `slot` interns fields.
@@ -137,7 +144,7 @@ pub fn compile(
     let num = |k: &str| cond.and_then(|c| c.get(k)).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
     let min = match (num("gte"), num("gt")) {
         (Some(n), _) => n,
-        (None, Some(n)) => n + 1,
+        (None, Some(n)) => n.checked_add(1).ok_or("correlation: condition gt is too large")?,
         _ if matches!(ty.as_str(), "temporal" | "temporal_ordered") => 0,
         _ => {
             return Err("correlation: condition needs gte or gt (a stream can only say when a count is reached)".into())
@@ -156,6 +163,11 @@ pub fn compile(
         "temporal_ordered" => CorrKind::TemporalOrdered,
         other => return Err(format!("correlation: type {other:?} is not supported")),
     };
+    if min > MAX_COUNT {
+        return Err(format!(
+            "correlation: a condition above {MAX_COUNT} cannot be met (a group keeps its last {MAX_COUNT} records)"
+        ));
+    }
     Ok(Correlation { info, severity, kind, refs, rules: vec![], group_by, span, min, generate })
 }
 
@@ -202,12 +214,14 @@ mod tests {
         let v = corr(CorrKind::ValueCount(0), 2, vec![0]);
         assert_eq!(v.fires(&[M(0, 0, 7), M(1, 0, 7)], 1), None, "one distinct value");
         assert_eq!(v.fires(&[M(0, 0, 7), M(1, 0, 8)], 1), Some(0..2));
-        let t = corr(CorrKind::Temporal, 0, vec![1, 2]);
-        assert_eq!(t.fires(&[M(0, 2, 0), M(3, 1, 0)], 1), Some(0..2));
-        let o = corr(CorrKind::TemporalOrdered, 0, vec![1, 2]);
-        assert_eq!(o.fires(&[M(0, 2, 0), M(3, 1, 0)], 1), None, "wrong order");
-        assert_eq!(o.fires(&[M(0, 1, 0), M(3, 2, 0)], 1), Some(0..2));
-        assert_eq!(t.fires(&[M(0, 2, 0), M(30, 1, 0)], 1), None, "too far apart");
+        // Marks name rules by their place in the correlation's list.
+        let t = corr(CorrKind::Temporal, 0, vec![7, 9]);
+        assert_eq!(t.fires(&[M(0, 1, 0), M(3, 0, 0)], 1), Some(0..2));
+        assert_eq!(t.fires(&[M(0, 1, 0), M(3, 1, 0)], 1), None, "one rule twice");
+        let o = corr(CorrKind::TemporalOrdered, 0, vec![7, 9]);
+        assert_eq!(o.fires(&[M(0, 1, 0), M(3, 0, 0)], 1), None, "wrong order");
+        assert_eq!(o.fires(&[M(0, 0, 0), M(3, 1, 0)], 1), Some(0..2));
+        assert_eq!(t.fires(&[M(0, 1, 0), M(30, 0, 0)], 1), None, "too far apart");
     }
 
     #[test]
@@ -215,5 +229,7 @@ mod tests {
         assert_eq!(parse_span("10m"), Ok(600_000));
         assert_eq!(parse_span("2d"), Ok(172_800_000));
         assert!(parse_span("5").is_err() && parse_span("m").is_err() && parse_span("0h").is_err());
+        assert!(parse_span("10é").is_err() && parse_span("é").is_err() && parse_span("").is_err());
+        assert!(parse_span("9223372036854775s").is_err() && parse_span("8d").is_err());
     }
 }

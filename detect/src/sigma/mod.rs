@@ -141,7 +141,8 @@ pub struct RuleSet {
     by_rule: HashMap<usize, Vec<usize>>,
 }
 
-/// A record's match of a rule a correlation refers to: the correlation, the rule, the record's
+/// A record's match of a rule a correlation refers to: the correlation, the rule (its place in
+/// the correlation's `rules`), the record's
 /// group (its group-by values) and, for `value_count`, a hash of the counted value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorrHit {
@@ -303,7 +304,10 @@ impl RuleSet {
                         true
                     });
                 }
-                out.push(CorrHit { corr: ci as u32, rule: r as u32, group, value });
+                // The rule's place in the correlation's list, not in the rule set: saved marks stay
+                // right when the rule set changes between runs.
+                let at = c.rules.iter().position(|&x| x == r).unwrap_or(0);
+                out.push(CorrHit { corr: ci as u32, rule: at as u32, group, value });
             }
         }
     }
@@ -343,6 +347,17 @@ impl RuleSet {
             }
             let title = doc.get("title").and_then(Yaml::as_str).map(str::to_string);
             match self.compile(&doc, file, cfg) {
+                Ok(Some(rule)) if self.id_taken(&rule.info.id).is_some() => {
+                    let other = self.id_taken(&rule.info.id).unwrap_or_default();
+                    self.errors.push(LoadError {
+                        file: file.into(),
+                        rule: title,
+                        message: format!(
+                            "id {} is already the id of a rule in {other}: give a changed copy an id of its own",
+                            rule.info.id
+                        ),
+                    });
+                }
                 Ok(Some(rule)) => {
                     let i = self.rules.len();
                     match self.index_names(&rule) {
@@ -362,8 +377,18 @@ impl RuleSet {
     }
 
     /// The lake column paths the rules read (lake names, root first), to decode with the rest.
+    /// The file of the rule or correlation already loaded with `id`.
+    fn id_taken(&self, id: &str) -> Option<String> {
+        let infos = self.rules.iter().map(|r| &r.info).chain(self.correlations.iter().map(|c| &c.info));
+        infos.into_iter().find(|i| i.id == id).map(|i| i.file.clone())
+    }
+
     pub fn columns(&self) -> Vec<Vec<&'static str>> {
         let mut v: Vec<Vec<&'static str>> = self.fields.iter().flat_map(Field::columns).collect();
+        // Values of the wrong type, and members the schema does not know, are only there.
+        if !self.fields.is_empty() {
+            v.push(vec![trailwatch_core::schema::UNKNOWN_FIELDS]);
+        }
         v.sort();
         v.dedup();
         v
@@ -433,6 +458,12 @@ impl RuleSet {
         let (info, severity) = info_of(doc, file)?;
         if let Some(c) = doc.get("correlation") {
             let c = correlation::compile(c, info, severity, &mut |n| self.slot(n))?;
+            if let Some(other) = self.id_taken(&c.info.id) {
+                return Err(format!(
+                    "id {} is already the id of a rule in {other}: give a changed copy an id of its own",
+                    c.info.id
+                ));
+            }
             self.correlations.push(c);
             return Ok(None);
         }

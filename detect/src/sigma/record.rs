@@ -16,7 +16,7 @@ use arrow_array::types::TimestampMillisecondType;
 use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StructArray};
 use arrow_buffer::NullBuffer;
 use serde_json::Value;
-use trailwatch_core::schema::{Kind, CLOUDTRAIL, UNKNOWN_FIELDS};
+use trailwatch_core::schema::{Col, Kind, CLOUDTRAIL, UNKNOWN_FIELDS};
 use trailwatch_core::time::format_rfc3339_millis;
 
 /// One value of a field, as text: strings as they are, numbers and booleans as JSON writes them,
@@ -40,8 +40,11 @@ impl Leaf<'_> {
 pub enum LakePath {
     /// A text, boolean or time column, possibly inside structs: lake names from the root.
     Column(Vec<&'static str>, Kind),
-    /// A struct column as a whole (`userIdentity|contains`): any of its text leaves.
-    Struct(Vec<&'static str>),
+    /// A struct column as a whole (`userIdentity|contains`, `...attributes|exists`): its JSON text,
+    /// keys sorted as serde_json writes them. Its members, to render it.
+    Struct(Vec<&'static str>, &'static [Col]),
+    /// A list-of-struct column as a whole (`resources`): each element's JSON text.
+    List(Vec<&'static str>, &'static [Col]),
     /// A JSON-text column and the keys below it (`requestParameters.bucketName`).
     Json(Vec<&'static str>, Vec<String>),
     /// A member of the objects of a list column (`resources.ARN`).
@@ -71,7 +74,9 @@ impl Field {
     /// The lake column paths (lake names, root first) to decode for this field.
     pub fn columns(&self) -> Vec<Vec<&'static str>> {
         match &self.lake {
-            LakePath::Column(p, _) | LakePath::Struct(p) | LakePath::Json(p, _) => vec![p.clone()],
+            LakePath::Column(p, _) | LakePath::Struct(p, _) | LakePath::List(p, _) | LakePath::Json(p, _) => {
+                vec![p.clone()]
+            }
             LakePath::ListMember(p, m) => {
                 let mut p = p.clone();
                 p.push(m);
@@ -90,9 +95,10 @@ fn lake_path(segs: &[String]) -> LakePath {
         path.push(c.name);
         let last = i + 1 == segs.len();
         match c.kind {
-            Kind::Struct(_) if last => return LakePath::Struct(path),
+            Kind::Struct(sub) if last => return LakePath::Struct(path, sub),
             Kind::Struct(sub) => cols = sub,
             Kind::Json => return LakePath::Json(path, segs[i + 1..].to_vec()),
+            Kind::ListOfStruct(sub) if last => return LakePath::List(path, sub),
             Kind::ListOfStruct(sub) => {
                 return match &segs[i + 1..] {
                     [member] => match sub.iter().find(|m| m.json == member && m.kind == Kind::Str) {
@@ -166,7 +172,8 @@ enum Column<'a> {
     /// A JSON-text column: its index among the view's JSON columns (for the parse cache).
     Json(&'a StringArray, Option<NullBuffer>, usize),
     Members(&'a ListArray, &'a StringArray),
-    Leaves(Vec<(&'a StringArray, Option<NullBuffer>)>),
+    Struct(&'a StructArray, Option<NullBuffer>, &'static [Col]),
+    List(&'a ListArray, &'a StructArray, &'static [Col]),
     Missing,
 }
 
@@ -191,16 +198,6 @@ fn find<'a>(batch: &'a RecordBatch, path: &[&str]) -> Option<(&'a ArrayRef, Opti
         nulls = NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
     }
     Some((a, nulls))
-}
-
-fn text_leaves<'a>(a: &'a ArrayRef, nulls: Option<NullBuffer>, out: &mut Vec<(&'a StringArray, Option<NullBuffer>)>) {
-    if let Some(s) = a.as_string_opt::<i32>() {
-        out.push((s, nulls));
-    } else if let Some(st) = a.as_struct_opt() {
-        for c in st.columns() {
-            text_leaves(c, NullBuffer::union(nulls.as_ref(), c.logical_nulls().as_ref()), out);
-        }
-    }
 }
 
 impl<'a> BatchView<'a> {
@@ -229,14 +226,13 @@ impl<'a> BatchView<'a> {
                     .and_then(|(a, _)| a.as_list_opt::<i32>())
                     .and_then(|l| Some((l, l.values().as_struct_opt()?.column_by_name(m)?.as_string_opt::<i32>()?)))
                     .map_or(Column::Missing, |(l, s)| Column::Members(l, s)),
-                LakePath::Struct(p) => match find(batch, p) {
-                    Some((a, n)) => {
-                        let mut v = Vec::new();
-                        text_leaves(a, n, &mut v);
-                        Column::Leaves(v)
-                    }
-                    None => Column::Missing,
-                },
+                LakePath::Struct(p, cols) => find(batch, p)
+                    .and_then(|(a, n)| Some((a.as_struct_opt()?, n)))
+                    .map_or(Column::Missing, |(st, n)| Column::Struct(st, n, cols)),
+                LakePath::List(p, cols) => find(batch, p)
+                    .and_then(|(a, _)| a.as_list_opt::<i32>())
+                    .and_then(|l| Some((l, l.values().as_struct_opt()?)))
+                    .map_or(Column::Missing, |(l, st)| Column::List(l, st, cols)),
                 LakePath::Unknown => Column::Missing,
             })
             .collect();
@@ -285,8 +281,13 @@ impl Record for RowRecord<'_, '_> {
             Column::Bool(b, n) => {
                 valid(n, i).then(|| f(&Leaf::Str(Cow::Borrowed(if b.value(i) { "true" } else { "false" }))))
             }
-            Column::Time(t, n) => valid(n, i).then(|| f(&Leaf::Str(Cow::Owned(format_rfc3339_millis(t.value(i)))))),
+            Column::Time(t, n) => valid(n, i).then(|| f(&Leaf::Str(Cow::Owned(time_text(t.value(i)))))),
             Column::Json(s, n, slot) if valid(n, i) => match &field.lake {
+                // A whole column holding an array: its elements, as the record's own array.
+                LakePath::Json(_, keys) if keys.is_empty() && s.value(i).starts_with('[') => {
+                    let v = self.parsed[*slot].get_or_init(|| serde_json::from_str(s.value(i)).ok());
+                    v.as_ref().and_then(|v| visit_json(v, keys, f))
+                }
                 LakePath::Json(_, keys) if keys.is_empty() => Some(f(&json_text_leaf(s.value(i)))),
                 LakePath::Json(_, keys) => {
                     let v = self.parsed[*slot].get_or_init(|| serde_json::from_str(s.value(i)).ok());
@@ -305,14 +306,22 @@ impl Record for RowRecord<'_, '_> {
                 present.then_some(hit)
             }
             Column::Members(..) => None,
-            Column::Leaves(v) => {
-                let mut present = false;
-                let hit = v.iter().filter(|(_, n)| valid(n, i)).any(|(s, _)| {
-                    present = true;
-                    f(&Leaf::Str(Cow::Borrowed(s.value(i))))
-                });
-                present.then_some(hit)
+            Column::Struct(st, n, cols) if valid(n, i) => {
+                let mut text = String::new();
+                render_struct(st, cols, i, &mut text);
+                Some(f(&Leaf::Json(Cow::Owned(text))))
             }
+            Column::Struct(..) => None,
+            Column::List(l, st, cols) if l.is_valid(i) => {
+                let (a, b) = (l.value_offsets()[i] as usize, l.value_offsets()[i + 1] as usize);
+                let mut text = String::new();
+                Some((a..b).filter(|&j| st.is_valid(j)).any(|j| {
+                    text.clear();
+                    render_struct(st, cols, j, &mut text);
+                    f(&Leaf::Json(Cow::Borrowed(&text)))
+                }))
+            }
+            Column::List(..) => None,
             Column::Missing => None,
         };
         // A value of the wrong type was kept in `unknown_fields` and its column left null.
@@ -331,5 +340,77 @@ fn json_text_leaf(s: &str) -> Leaf<'_> {
         Leaf::Json(Cow::Borrowed(s))
     } else {
         Leaf::Str(Cow::Borrowed(s))
+    }
+}
+
+/// A time as CloudTrail writes it: whole seconds without a fraction.
+fn time_text(ms: i64) -> String {
+    let t = format_rfc3339_millis(ms);
+    match t.strip_suffix(".000Z") {
+        Some(whole) => format!("{whole}Z"),
+        None => t,
+    }
+}
+
+/// Row `i` of a struct column as compact JSON with CloudTrail's names, members in sorted order
+/// and nulls left out: what serde_json writes for the record's own object.
+fn render_struct(st: &StructArray, cols: &[Col], i: usize, out: &mut String) {
+    let mut members: Vec<&Col> = cols.iter().collect();
+    members.sort_by_key(|c| c.json);
+    out.push('{');
+    let mut first = true;
+    for c in members {
+        let Some(a) = st.column_by_name(c.name) else { continue };
+        if a.is_null(i) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&serde_json::to_string(c.json).expect("a string serializes"));
+        out.push(':');
+        render_value(a, c.kind, i, out);
+    }
+    out.push('}');
+}
+
+fn render_value(a: &ArrayRef, kind: Kind, i: usize, out: &mut String) {
+    match kind {
+        Kind::Str => match a.as_string_opt::<i32>() {
+            Some(s) => out.push_str(&serde_json::to_string(s.value(i)).expect("a string serializes")),
+            None => out.push_str("null"),
+        },
+        // Kept as written; compacted through serde_json so it reads like the record's own.
+        Kind::Json => match a.as_string_opt::<i32>().and_then(|s| serde_json::from_str::<Value>(s.value(i)).ok()) {
+            Some(v) => out.push_str(&v.to_string()),
+            None => out.push_str("null"),
+        },
+        Kind::Bool => match a.as_boolean_opt() {
+            Some(b) => out.push_str(if b.value(i) { "true" } else { "false" }),
+            None => out.push_str("null"),
+        },
+        Kind::Time => match a.as_primitive_opt::<TimestampMillisecondType>() {
+            Some(t) => out.push_str(&serde_json::to_string(&time_text(t.value(i))).expect("a string serializes")),
+            None => out.push_str("null"),
+        },
+        Kind::Struct(cols) => match a.as_struct_opt() {
+            Some(st) => render_struct(st, cols, i, out),
+            None => out.push_str("null"),
+        },
+        Kind::ListOfStruct(cols) => match a.as_list_opt::<i32>().and_then(|l| Some((l, l.values().as_struct_opt()?))) {
+            Some((l, st)) => {
+                out.push('[');
+                let (from, to) = (l.value_offsets()[i] as usize, l.value_offsets()[i + 1] as usize);
+                for (k, j) in (from..to).enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    render_struct(st, cols, j, out);
+                }
+                out.push(']');
+            }
+            None => out.push_str("null"),
+        },
     }
 }

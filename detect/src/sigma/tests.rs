@@ -83,6 +83,14 @@ detection: {sel: {EventID: 4624}, condition: sel}
         "{msgs:?}"
     );
     assert!(msgs[1].contains("\"other\", which is not a search identifier"), "{msgs:?}");
+    // A changed copy under the same id is refused, with the file that has it.
+    set.add_yaml(text.split("---").next().unwrap(), "pack/copy.yml", &RulesConfig::default());
+    assert_eq!(set.rules.len(), 1);
+    assert!(
+        set.errors.last().unwrap().to_string().contains("already the id of a rule in pack/x.yml"),
+        "{:?}",
+        set.errors
+    );
     set.add_yaml("title: [unclosed", "y.yml", &RulesConfig::default());
     assert!(set.errors.last().unwrap().to_string().starts_with("y.yml: YAML:"));
 }
@@ -216,7 +224,7 @@ correlation:
     assert_eq!(f[0].observed, 5.0);
     // The late read joined the open episode: the closing finding will count six.
     let shard = engine.shards.values().next().unwrap();
-    let ep = shard.rule_matches.open.values().next().unwrap();
+    let ep = &shard.rule_matches.open.values().next().unwrap()[0];
     assert_eq!((ep.count, ep.evidence.len()), (6, 6));
 }
 
@@ -245,9 +253,27 @@ detection: {sel: {eventName: CreateAccessKey}, condition: sel}
     // Other calls move the watermark; three hours later a new match is a new episode.
     feed(rec(10, "2024-05-01T12:00:00Z", "ListUsers"));
     feed(rec(11, "2024-05-01T13:00:00Z", "CreateAccessKey"));
+    // A late delivery: one file with three matches of 11:00-11:02 arrives after 13:00's. One
+    // episode of their own (it closes at once: the watermark is past it).
+    for (i, m) in [0, 1, 2].into_iter().enumerate() {
+        let r = rec(20 + i, &format!("2024-05-01T11:{m:02}:00Z"), "CreateAccessKey");
+        engine.observe_from(&cfg, &event_of(&set, &r), 0);
+    }
+    let late = &engine.shards.values().next().unwrap().rule_matches.open["key-created"];
+    assert_eq!(late.iter().map(|e| e.count).collect::<Vec<_>>(), vec![1, 3], "the late three are one episode");
+    engine.advance(&cfg);
     let f = engine.take_findings(&cfg);
     let seen: Vec<(Status, f64, usize)> = f.iter().map(|f| (f.status, f.observed, f.evidence.len())).collect();
-    assert_eq!(seen, vec![(Status::Open, 1.0, 1), (Status::Closed, 3.0, 3), (Status::Open, 1.0, 1)]);
+    assert_eq!(
+        seen,
+        vec![
+            (Status::Open, 1.0, 1),
+            (Status::Closed, 3.0, 3),
+            (Status::Open, 1.0, 1),
+            (Status::Open, 1.0, 1),
+            (Status::Closed, 3.0, 3)
+        ]
+    );
     assert_eq!(f[0].id, f[1].id);
     assert_ne!(f[0].id, f[2].id);
     assert_eq!(f[1].end, Some(trailwatch_core::time::parse_rfc3339_millis("2024-05-01T10:09:00Z").unwrap() + 1));

@@ -184,7 +184,6 @@ fn valid(n: &Option<NullBuffer>, i: usize) -> bool {
 /// A batch of the lake's CloudTrail table, with the columns of a rule set's fields looked up once.
 pub struct BatchView<'a> {
     cols: Vec<Column<'a>>,
-    json_cols: usize,
     unknown: Option<&'a StringArray>,
 }
 
@@ -203,7 +202,8 @@ fn find<'a>(batch: &'a RecordBatch, path: &[&str]) -> Option<(&'a ArrayRef, Opti
 impl<'a> BatchView<'a> {
     /// `fields`: the rule set's fields, in its order (rules refer to them by index).
     pub fn new(batch: &'a RecordBatch, fields: &[Field]) -> BatchView<'a> {
-        let mut json_cols = 0;
+        // One parse slot per JSON column, however many fields read it.
+        let mut json_paths: Vec<&[&str]> = Vec::new();
         let cols = fields
             .iter()
             .map(|f| match &f.lake {
@@ -217,8 +217,15 @@ impl<'a> BatchView<'a> {
                 },
                 LakePath::Json(p, _) => match find(batch, p).and_then(|(a, n)| Some((a.as_string_opt::<i32>()?, n))) {
                     Some((s, n)) => {
-                        json_cols += 1;
-                        Column::Json(s, n, json_cols - 1)
+                        let slot = json_paths.iter().position(|q| *q == p.as_slice()).unwrap_or_else(|| {
+                            json_paths.push(p);
+                            json_paths.len() - 1
+                        });
+                        if slot < JSON_SLOTS {
+                            Column::Json(s, n, slot)
+                        } else {
+                            Column::Missing
+                        }
                     }
                     None => Column::Missing,
                 },
@@ -237,17 +244,12 @@ impl<'a> BatchView<'a> {
             })
             .collect();
         let unknown = batch.column_by_name(UNKNOWN_FIELDS).and_then(|c| c.as_string_opt::<i32>());
-        BatchView { cols, json_cols, unknown }
+        BatchView { cols, unknown }
     }
 
     /// The record at `row`.
     pub fn row(&self, row: usize) -> RowRecord<'_, 'a> {
-        RowRecord {
-            view: self,
-            row,
-            parsed: (0..self.json_cols).map(|_| OnceCell::new()).collect(),
-            unknown: OnceCell::new(),
-        }
+        RowRecord { view: self, row, parsed: Default::default(), unknown: OnceCell::new() }
     }
 }
 
@@ -255,9 +257,13 @@ impl<'a> BatchView<'a> {
 pub struct RowRecord<'v, 'a> {
     view: &'v BatchView<'a>,
     row: usize,
-    parsed: Vec<OnceCell<Option<Value>>>,
+    /// Parsed JSON columns, by slot: an array, so a row costs no allocation until one is read.
+    parsed: [OnceCell<Option<Value>>; JSON_SLOTS],
     unknown: OnceCell<Option<Value>>,
 }
+
+/// JSON-text columns a rule set can read (the schema has eight).
+const JSON_SLOTS: usize = 8;
 
 impl RowRecord<'_, '_> {
     /// `field` in `unknown_fields`: under its whole path, or inside a member kept under a prefix

@@ -1,7 +1,8 @@
 """The Athena query in every alert email runs: sqlglot reads it as Athena SQL, DuckDB runs it on
-the lake `trailwatch run` writes from the bundled sample, with the Glue tables as views. The
-StopLogging alert's query finds the StopLogging call; the other kinds' queries, with hostile
-subjects, run without error (the subject cannot break out of its string literal)."""
+the lake `trailwatch run` writes from the bundled sample (with the community Sigma rules), with
+the Glue tables as views. The StopLogging alert's query finds the StopLogging call, a rule match's
+query finds the records it matched; the other kinds' queries, with hostile subjects and evidence
+ids, run without error (the text cannot break out of its string literal)."""
 
 import json
 import os
@@ -53,6 +54,7 @@ def test_alert_queries_run_on_the_lake(tmp_path):
     subprocess.run(
         [BIN, "run", "testdata/cloudtrail", "testdata/cloudwatch", "--lake", str(lake), "--state", str(tmp_path / "state"),
          "--findings", str(tmp_path / "f.jsonl"), "--region", "eu-west-1", "--quiet",
+         "--rules", "testdata/corpus/rules/sigma",
          "--export-log-group", "testdata/cloudwatch/export/exportedlogs=111122223333:/aws/lambda/orders"],
         cwd=ROOT, check=True, capture_output=True,
     )
@@ -62,6 +64,12 @@ def test_alert_queries_run_on_the_lake(tmp_path):
     (sql,) = queries([stop])
     rows = run_athena(con, sql)
     assert any(r[2] == "StopLogging" for r in rows), rows
+
+    rule = next(f for f in found if f["kind"] == "rule_match" and f["rule"]["title"] == "AWS CloudTrail Important Change")
+    (sql,) = queries([rule])
+    rows = run_athena(con, sql)
+    assert rows and sorted(r[-1] for r in rows) == sorted(rule["evidence"]), (rows, rule["evidence"])
+    assert all(r[2] in ("StopLogging", "DeleteTrail", "UpdateTrail") for r in rows), rows
 
     hostile = "it's\n'; DROP TABLE x; --"
     base = dict(stop, end=None, top_contributors=[], evidence=[], region="eu-west-1", account_id="111122223333")
@@ -73,8 +81,9 @@ def test_alert_queries_run_on_the_lake(tmp_path):
         ("api_error_rate", "arn:aws:iam::1:role/" + hostile),
         ("retry_storm", "orders"), ("event_loss", "orders"), ("noisy_neighbour", "orders"),
         ("retry_storm", hostile), ("event_loss", hostile), ("noisy_neighbour", hostile),
+        ("rule_match", "Rule (" + hostile + ")"),
     ]
-    sqls = queries([dict(base, kind=k, subject=s) for k, s in kinds])
+    sqls = queries([dict(base, kind=k, subject=s, evidence=[hostile] if k == "rule_match" else []) for k, s in kinds])
     assert len(sqls) == len(kinds)
     for (k, s), sql in zip(kinds, sqls):
         run_athena(con, sql)  # raises on a syntax error or a literal the subject broke out of

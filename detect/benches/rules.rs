@@ -133,6 +133,7 @@ fn main() {
     let b = batches(n);
     let community = rules(&["testdata/corpus/rules/sigma"]);
     let both = rules(&["testdata/corpus/rules/sigma", "rules/trailwatch"]);
+    let pack = rules(&["rules/trailwatch"]);
     for (label, r) in [("community rules", &community), ("community + trailwatch pack", &both)] {
         let (per_s, hits) =
             rate(n, || b.iter().map(|x| r.matches_batch(x).iter().filter(|m| !m.is_empty()).count()).sum());
@@ -142,7 +143,7 @@ fn main() {
             r.correlations.len()
         );
     }
-    for (label, r) in [("no rules", &Rules::default()), ("community + pack", &both)] {
+    for (label, r) in [("no rules", &Rules::default()), ("trailwatch pack", &pack), ("community + pack", &both)] {
         let cfg = DetectConfig { ruleset: r.clone(), ..DetectConfig::default() };
         let (per_s, findings) = rate(n, || {
             let d = Decoded::from_batches(Table::CloudTrail, b.clone(), r);

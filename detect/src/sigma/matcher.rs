@@ -93,6 +93,9 @@ fn apply(op: Op, hay: &str, t: &str) -> bool {
 pub enum Pattern {
     Text(Op, Needle),
     Regex(Regex),
+    /// A regex and text every match contains, tested first (a substring search is far cheaper
+    /// than the regex on the many values that do not contain it).
+    RegexWith(String, Regex),
     Cidr(IpAddr, u8),
     Num(Cmp, f64),
     /// The value of another field (its slot), compared as the operation says, case-sensitively.
@@ -105,6 +108,7 @@ impl Pattern {
         match self {
             Pattern::Text(op, n) => n.test(*op, hay),
             Pattern::Regex(r) => r.is_match(hay),
+            Pattern::RegexWith(lit, r) => hay.contains(lit.as_str()) && r.is_match(hay),
             Pattern::Cidr(net, bits) => hay.parse::<IpAddr>().is_ok_and(|ip| in_network(ip, *net, *bits)),
             Pattern::Num(cmp, x) => hay.trim().parse::<f64>().is_ok_and(|v| match cmp {
                 Cmp::Gt => v > *x,
@@ -280,7 +284,12 @@ pub fn compile(
             Pattern::FieldRef(field_slot(t), op)
         } else if mods.re {
             let flags = if mods.re_flags.is_empty() { String::new() } else { format!("(?{})", mods.re_flags) };
-            Pattern::Regex(Regex::new(&format!("{flags}{t}")).map_err(|e| format!("regex {t:?}: {e}"))?)
+            Regex::new(&format!("{flags}{t}")).map_err(|e| format!("regex {t:?}: {e}"))?;
+            let r = Regex::new(&format!("{flags}{}", search_form(t))).map_err(|e| format!("regex {t:?}: {e}"))?;
+            match required_literal(t).filter(|_| !mods.re_flags.contains('i')) {
+                Some(lit) => Pattern::RegexWith(lit, r),
+                None => Pattern::Regex(r),
+            }
         } else if mods.cidr {
             let (net, bits) = parse_cidr(t)?;
             Pattern::Cidr(net, bits)
@@ -335,6 +344,67 @@ fn text_pattern(t: &str, op: Op, cased: bool) -> Result<Pattern, String> {
     };
     let flags = if cased { "(?s)" } else { "(?si)" };
     Regex::new(&format!("{flags}{pre}{re}{post}")).map(Pattern::Regex).map_err(|e| format!("value {t:?}: {e}"))
+}
+
+/// The same search without a leading or trailing `.*`/`.+`: for "does it match anywhere" `.+x`
+/// is `.x` and `.*x` is `x`, and without them the regex engine finds the literal inside with a
+/// fast substring search instead of running its automaton over every character (the community
+/// rule `.+:assumed-role/aws:.+` runs on every record).
+fn search_form(re: &str) -> String {
+    let mut r = re;
+    let mut head = "";
+    for (lead, keep) in [(".*?", ""), (".+?", "."), (".*", ""), (".+", ".")] {
+        if let Some(rest) = r.strip_prefix(lead) {
+            r = rest;
+            head = keep;
+            break;
+        }
+    }
+    let mut tail = "";
+    for (trail, keep) in [(".*", ""), (".+", ".")] {
+        if let Some(rest) = r.strip_suffix(trail) {
+            // Not an escaped dot: an even number of backslashes before it.
+            let slashes = rest.len() - rest.trim_end_matches('\\').len();
+            if slashes % 2 == 0 && !rest.is_empty() {
+                r = rest;
+                tail = keep;
+            }
+            break;
+        }
+    }
+    // A `|` at the top level would bind the kept ends to one alternative only: leave such
+    // patterns (and anything with a lone end) as written.
+    if r.contains('|') || r.is_empty() {
+        return re.to_string();
+    }
+    format!("{head}{r}{tail}")
+}
+
+/// The longest run of plain characters every match of `re` must contain, for patterns simple
+/// enough to be sure of it: no alternation, groups, classes, counted or optional repetition, and
+/// no escapes. A `*` or `+` takes the character before it out of the run.
+fn required_literal(re: &str) -> Option<String> {
+    if re.contains(['|', '(', ')', '[', ']', '{', '}', '?', '\\']) {
+        return None;
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '-' | '_' | '@' | '=' | ',' | ' ' | '%');
+    let chars: Vec<char> = re.chars().collect();
+    let (mut best, mut run) = (String::new(), String::new());
+    for (i, &c) in chars.iter().enumerate() {
+        let quantified = matches!(chars.get(i + 1), Some('*' | '+'));
+        if plain(c) && !quantified {
+            run.push(c);
+            continue;
+        }
+        if run.len() > best.len() {
+            best = std::mem::take(&mut run);
+        }
+        run.clear();
+    }
+    if run.len() > best.len() {
+        best = run;
+    }
+    (best.len() >= 3).then_some(best)
 }
 
 fn parse_cidr(t: &str) -> Result<(IpAddr, u8), String> {
@@ -434,6 +504,36 @@ mod tests {
         assert!(test_of("requestParameters.nope", &["exists"], &["false"], r.clone()));
         assert!(test_of("requestParameters.bucketName", &["fieldref"], &["requestParameters.bucketName"], r.clone()));
         assert!(!test_of("eventName", &["fieldref"], &["userAgent"], r.clone()));
+    }
+
+    #[test]
+    fn regexes_lose_only_ends_that_change_nothing() {
+        assert_eq!(search_form(".+:assumed-role/aws:.+"), ".:assumed-role/aws:.");
+        assert_eq!(search_form(".*admin.*"), "admin");
+        assert_eq!(search_form("^arn:.*"), "^arn:");
+        assert_eq!(search_form("x\\.+"), "x\\.+", "an escaped dot is kept");
+        assert_eq!(search_form("a\\\\.+"), "a\\\\.", "an escaped backslash then any character");
+        assert_eq!(search_form(".*a|b"), ".*a|b");
+        assert_eq!(search_form(".*"), ".*");
+        for (re, hay, want) in [
+            (".+:assumed-role/aws:.+", "arn:aws:sts::1:assumed-role/aws:ec2-instance/i-1", true),
+            (".+:assumed-role/aws:.+", ":assumed-role/aws:x", false),
+            (".+:assumed-role/aws:.+", "a:assumed-role/aws:", false),
+        ] {
+            let full = Regex::new(re).unwrap().is_match(hay);
+            assert_eq!(full, want, "{re} on {hay}");
+            assert_eq!(Regex::new(&search_form(re)).unwrap().is_match(hay), want, "{re} on {hay}");
+        }
+    }
+
+    #[test]
+    fn a_regex_is_tested_for_its_required_text_first() {
+        assert_eq!(required_literal(".+:assumed-role/aws:.+").as_deref(), Some(":assumed-role/aws:"));
+        assert_eq!(required_literal("^arn:aws:iam::\\d+"), None, "escapes: no prefilter");
+        assert_eq!(required_literal("admins*x"), Some("admin".into()), "a starred character is optional");
+        assert_eq!(required_literal("(admin)?x"), None);
+        assert_eq!(required_literal("a|bcdef"), None);
+        assert_eq!(required_literal("ab.c"), None, "too short to be worth it");
     }
 
     #[test]

@@ -237,6 +237,9 @@ fn finding(ctx: &Ctx, ep: &RuleEpisode, status: Status) -> Finding {
     let n = if ep.count == 1 { "1 record".to_string() } else { format!("{} records", ep.count) };
     let summary = match status {
         Status::Open => format!("rule {:?} matched {n} from {}", ep.rule.title, format_rfc3339_millis(ep.start)),
+        Status::Closed if ep.first == ep.last => {
+            format!("rule {:?} matched {n} at {}", ep.rule.title, format_rfc3339_millis(ep.first))
+        }
         Status::Closed => format!(
             "rule {:?} matched {n} from {} to {}",
             ep.rule.title,

@@ -170,7 +170,8 @@ impl ObjectSource for LocalFiles {
         let mut out: Vec<String> = fs::read_dir(dir)
             .map_err(|e| local_err("list", dir, e))?
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            // Through symlinks, as the full walk goes (`metadata` follows them).
+            .filter(|e| e.path().is_dir())
             .map(|e| format!("{}/", e.path().display()))
             .collect();
         out.sort();
@@ -315,6 +316,15 @@ mod tests {
         let filtered: Vec<_> = all.iter().filter(|o| o.key.as_str() > after.as_str()).map(|o| &o.key).collect();
         assert_eq!(filtered.len(), 4, "keys after it include other regions and accounts");
         assert!(filtered.contains(&&recent[0].key));
+        // A linked account folder is listed like the others, as the full walk reads it.
+        #[cfg(unix)]
+        {
+            let elsewhere = dir.path().join("elsewhere/account_id=3/region=eu-west-1/date=2026-01-05");
+            fs::create_dir_all(&elsewhere).unwrap();
+            std::os::unix::fs::symlink(dir.path().join("elsewhere/account_id=3"), root.join("account_id=3")).unwrap();
+            let accounts = LocalFiles.list_folders("", &prefix).unwrap();
+            assert_eq!(accounts.last().unwrap(), &format!("{prefix}account_id=3/"));
+        }
     }
 
     #[test]

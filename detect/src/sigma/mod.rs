@@ -347,17 +347,6 @@ impl RuleSet {
             }
             let title = doc.get("title").and_then(Yaml::as_str).map(str::to_string);
             match self.compile(&doc, file, cfg) {
-                Ok(Some(rule)) if self.id_taken(&rule.info.id).is_some() => {
-                    let other = self.id_taken(&rule.info.id).unwrap_or_default();
-                    self.errors.push(LoadError {
-                        file: file.into(),
-                        rule: title,
-                        message: format!(
-                            "id {} is already the id of a rule in {other}: give a changed copy an id of its own",
-                            rule.info.id
-                        ),
-                    });
-                }
                 Ok(Some(rule)) => {
                     let i = self.rules.len();
                     match self.index_names(&rule) {
@@ -376,13 +365,20 @@ impl RuleSet {
         }
     }
 
-    /// The lake column paths the rules read (lake names, root first), to decode with the rest.
-    /// The file of the rule or correlation already loaded with `id`.
-    fn id_taken(&self, id: &str) -> Option<String> {
+    /// Refuses an id already loaded (a changed copy of a rule needs an id of its own), naming the
+    /// file that has it.
+    fn unique(&self, id: &str) -> Result<(), String> {
         let infos = self.rules.iter().map(|r| &r.info).chain(self.correlations.iter().map(|c| &c.info));
-        infos.into_iter().find(|i| i.id == id).map(|i| i.file.clone())
+        match infos.into_iter().find(|i| i.id == id) {
+            Some(other) => Err(format!(
+                "id {id} is already the id of a rule in {}: give a changed copy an id of its own",
+                other.file
+            )),
+            None => Ok(()),
+        }
     }
 
+    /// The lake column paths the rules read (lake names, root first), to decode with the rest.
     pub fn columns(&self) -> Vec<Vec<&'static str>> {
         let mut v: Vec<Vec<&'static str>> = self.fields.iter().flat_map(Field::columns).collect();
         // Values of the wrong type, and members the schema does not know, are only there.
@@ -458,12 +454,7 @@ impl RuleSet {
         let (info, severity) = info_of(doc, file)?;
         if let Some(c) = doc.get("correlation") {
             let c = correlation::compile(c, info, severity, &mut |n| self.slot(n))?;
-            if let Some(other) = self.id_taken(&c.info.id) {
-                return Err(format!(
-                    "id {} is already the id of a rule in {other}: give a changed copy an id of its own",
-                    c.info.id
-                ));
-            }
+            self.unique(&c.info.id)?;
             self.correlations.push(c);
             return Ok(None);
         }
@@ -473,6 +464,7 @@ impl RuleSet {
             self.other_logsource += 1;
             return Ok(None);
         }
+        self.unique(&info.id)?;
         let det = doc.get("detection").and_then(Yaml::as_mapping).ok_or("no detection")?;
         let mut names = Vec::new();
         let mut selections = Vec::new();

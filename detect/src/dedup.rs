@@ -1,7 +1,7 @@
 //! Duplicate event ids, remembered in buckets of event time so memory stays bounded, and their
 //! compact serialised form.
 
-use std::collections::HashSet;
+use crate::stats::KeyedSet;
 
 use serde::{Deserialize, Serialize};
 use trailwatch_core::time::EpochMillis;
@@ -14,7 +14,7 @@ use crate::window::{window_start, MINUTE};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Dedup {
     #[serde(with = "u64_buckets")]
-    pub buckets: Vec<(EpochMillis, HashSet<u64>)>,
+    pub buckets: Vec<(EpochMillis, KeyedSet)>,
 }
 
 const DEDUP_BUCKET: i64 = 10 * MINUTE;
@@ -26,7 +26,7 @@ impl Dedup {
         let i = match self.buckets.binary_search_by_key(&b, |(s, _)| *s) {
             Ok(i) => i,
             Err(i) => {
-                self.buckets.insert(i, (b, HashSet::new()));
+                self.buckets.insert(i, (b, KeyedSet::default()));
                 i
             }
         };
@@ -55,7 +55,7 @@ pub mod u64_buckets {
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
-    pub fn serialize<S: serde::Serializer>(v: &[(EpochMillis, HashSet<u64>)], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(v: &[(EpochMillis, KeyedSet)], s: S) -> Result<S::Ok, S::Error> {
         let out: Vec<(EpochMillis, String)> = v
             .iter()
             .map(|(t, set)| {
@@ -68,7 +68,7 @@ pub mod u64_buckets {
         out.serialize(s)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(EpochMillis, HashSet<u64>)>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(EpochMillis, KeyedSet)>, D::Error> {
         let raw: Vec<(EpochMillis, String)> = Vec::deserialize(d)?;
         raw.into_iter()
             .map(|(t, s)| {

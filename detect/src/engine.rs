@@ -1,7 +1,7 @@
 //! The detect engine: routes each event to its account-region shard, drops duplicates, moves
 //! the shard's per-table watermarks, and closes windows when they are final.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use trailwatch_core::finding::Finding;
@@ -17,7 +17,7 @@ use crate::detectors::silence::{SourceWarning, TrailSilence};
 use crate::detectors::skew::FutureTime;
 use crate::detectors::{is_throttle, Ctx};
 use crate::event::{ApiCall, Event, InvocationStatus, Table};
-use crate::stats::HashKey;
+use crate::stats::{HashKey, KeyedMap};
 use crate::window::{window_start, DAY, HOUR, MINUTE};
 
 /// Bumped when the serialized state changes shape or meaning; older state is refused with a
@@ -27,14 +27,14 @@ pub const STATE_VERSION: u32 = 2;
 /// Keys of one detector in one shard, capped: beyond `max_keys` new keys are only counted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Keyed<K> {
-    pub keys: HashMap<u64, K>,
+    pub keys: KeyedMap<K>,
     /// Events of keys that could not be tracked because the cap was reached.
     pub untracked: u64,
 }
 
 impl<K> Default for Keyed<K> {
     fn default() -> Self {
-        Keyed { keys: HashMap::new(), untracked: 0 }
+        Keyed { keys: KeyedMap::default(), untracked: 0 }
     }
 }
 

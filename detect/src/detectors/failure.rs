@@ -3,7 +3,7 @@
 //! on a record it cannot process), lost events (dropped, undeliverable, or about to expire) and
 //! noisy neighbours (one function exhausting the account's concurrency, throttling the others).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use trailwatch_core::finding::{FindingKind, Severity};
@@ -60,7 +60,7 @@ const STREAM_QUIET_MINUTES: u32 = 3;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Attempts {
     /// Hash of the request id -> (its earliest attempt's end, attempts seen).
-    pub ids: HashMap<u64, (EpochMillis, u32)>,
+    pub ids: crate::stats::KeyedMap<(EpochMillis, u32)>,
     pub newest: EpochMillis,
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
 mod handoff;
 mod rules;
 
@@ -26,6 +27,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make nine days of a small organisation's CloudTrail and Lambda logs (with one incident of
+    /// each kind the baselines catch, and benign look-alikes) and run the whole pipeline on them.
+    Demo {
+        /// Where to write the demo's input, lake, state and findings (made anew each run).
+        #[arg(long, default_value = "trailwatch-demo")]
+        out: PathBuf,
+    },
     /// Read CloudTrail deliveries and write them to the Parquet lake.
     Ingest {
         /// Files, folders (read recursively) or s3://bucket/prefix.
@@ -241,6 +249,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Demo { out } => demo_run(&out),
         Command::Ingest { inputs, lake, endpoint_url, region, export_log_groups } => {
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
             Ok(ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg, false)?.0)
@@ -279,6 +288,118 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rules::test(&dirs, &cfg.rules)
         }
     }
+}
+
+/// `trailwatch demo`: generates the data, runs ingest and detect on it as `trailwatch run`
+/// would, and says which findings answer which planted incident.
+fn demo_run(out: &std::path::Path) -> Result<ExitCode> {
+    let marker = out.join(".trailwatch-demo");
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() && !marker.exists() {
+        bail!("{} exists and is not a demo folder: choose another with --out", out.display());
+    }
+    for sub in ["input", "lake", "state", "findings.jsonl"] {
+        let p = out.join(sub);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        } else if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(&marker, "made by `trailwatch demo`; it empties this folder's input, lake and state each run\n")?;
+    let started = std::time::Instant::now();
+    let w = demo::generate(out)?;
+    println!(
+        "demo: {} days of 2 accounts in {}: {} CloudTrail records in {} files, {} Lambda invocations in {} Firehose objects ({:.1} s)",
+        demo::DAYS,
+        out.join("input").display(),
+        w.trail_records,
+        w.trail_files,
+        w.invocations,
+        w.log_objects,
+        started.elapsed().as_secs_f64()
+    );
+    let path = |p: &str| out.join(p).to_string_lossy().into_owned();
+    let args = DetectArgs {
+        lake: path("lake"),
+        state: out.join("state"),
+        findings: out.join("findings.jsonl"),
+        config: None,
+        rules: Vec::new(),
+        endpoint_url: None,
+        quiet: true,
+        sns_topic_arn: None,
+        fold_window_minutes: 360,
+        digest_threshold: 5,
+        min_severity: Severity::Info,
+    };
+    let _lock = lock_state(&args.state)?;
+    let (ingested, written) = ingest(&[path("input")], &args.lake, None, &Config::default(), true)?;
+    let detected = detect(&args, written)?;
+    let findings = read_findings(&args.findings)?;
+    // One line an episode: its opening, and when it ended.
+    let mut episodes: Vec<(&Finding, Option<&Finding>)> = Vec::new();
+    for f in findings.iter().filter(|f| !f.suppressed) {
+        match episodes.iter_mut().find(|(o, _)| o.id == f.id) {
+            Some(e) => e.1 = Some(f),
+            None => episodes.push((f, None)),
+        }
+    }
+    episodes.sort_by_key(|(o, _)| o.start);
+    println!("\nFindings ({}), one line an episode:", episodes.len());
+    for (o, closed) in &episodes {
+        // The closing finding says the whole episode ("...; from X to Y.").
+        let summary = closed.map_or(o.summary.as_str(), |c| c.summary.strip_prefix("Ended: ").unwrap_or(&c.summary));
+        println!(
+            "  [{}] {} {}/{} {}: {}",
+            o.severity.as_str().to_uppercase(),
+            o.kind,
+            o.account_id,
+            o.region,
+            clean(&o.subject, 80),
+            clean(summary, 300),
+        );
+    }
+    println!("\nWhat the demo planted, and what found it:");
+    let mut found = 0;
+    for p in demo::planted() {
+        let hit = findings.iter().find(|f| p.matches(f));
+        found += usize::from(hit.is_some());
+        let when = trailwatch_core::time::format_rfc3339_millis(p.start * 1000);
+        match hit {
+            Some(f) => println!("  found   {} {} ({}): {}", p.kind, f.subject, &when[..16], p.what),
+            None => println!("  MISSED  {} {} ({}): {}", p.kind, p.subject, &when[..16], p.what),
+        }
+    }
+    let planted = demo::planted();
+    let open = |f: &&Finding| f.status == Status::Open && !f.suppressed;
+    let side = findings.iter().filter(open).filter(|f| planted.iter().any(|p| p.explains(f))).count();
+    let other: Vec<&Finding> =
+        findings.iter().filter(open).filter(|f| !planted.iter().any(|p| p.matches(f) || p.explains(f))).collect();
+    println!(
+        "{found} of {} incidents found; {side} side finding(s) of the same incidents; {} false alarm(s).",
+        planted.len(),
+        other.len()
+    );
+    for f in &other {
+        println!("  false alarm? {} {} {}", f.kind, f.subject, trailwatch_core::time::format_rfc3339_millis(f.start));
+    }
+    println!("Benign look-alikes in the data: {}.", demo::BENIGN.join("; "));
+    println!(
+        "\nThe lake is {}, the findings {}. Query the lake with DuckDB, for example:\n  duckdb -c \"SELECT function_name, count(*) FROM read_parquet('{}/lambda_invocations/*/*/*/*.parquet', hive_partitioning = true) GROUP BY ALL\"",
+        args.lake,
+        args.findings.display(),
+        args.lake
+    );
+    Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
+}
+
+fn read_findings(path: &std::path::Path) -> Result<Vec<Finding>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("a finding in {}", path.display())))
+        .collect()
 }
 
 /// Prints the Athena DDL or the Glue columns of every lake table.

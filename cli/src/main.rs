@@ -2,6 +2,7 @@
 //! no AWS account needed for local paths.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +24,16 @@ use trailwatch_ingest::{ingest_object_at, record_failure, Config, Outcome};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line) for
+    /// machines. A progress bar is drawn only for text on a terminal.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +44,9 @@ enum Command {
         /// Where to write the demo's input, lake, state and findings (made anew each run).
         #[arg(long, default_value = "trailwatch-demo")]
         out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Read CloudTrail deliveries and write them to the Parquet lake.
     Ingest {
@@ -53,6 +67,9 @@ enum Command {
         /// (repeatable). Export files name neither.
         #[arg(long = "export-log-group", value_name = "PREFIX=[ACCOUNT:]GROUP", value_parser = parse_pair)]
         export_log_groups: Vec<(String, String)>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Run the detectors over the lake objects not read before and report findings.
     Detect {
@@ -184,7 +201,8 @@ struct DetectArgs {
     /// An S3-compatible endpoint to use instead of AWS.
     #[arg(long)]
     endpoint_url: Option<String>,
-    /// Do not print findings to the terminal (the findings file is still written).
+    /// Do not print findings to the terminal (the findings file is still written), and draw no
+    /// progress bar.
     #[arg(long)]
     quiet: bool,
     /// Also publish alerts to this SNS topic (email and JSON; deduplicated through the state
@@ -228,18 +246,30 @@ fn parse_s3(s: &str) -> Option<(String, String)> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = || tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG").unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .with_env_filter(filter())
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_env_filter(filter())
+            .init(),
+    }
+    let json = cli.log_format == LogFormat::Json;
     match run(cli) {
         Ok(code) => code,
+        Err(e) if json => {
+            tracing::error!(error = %format!("{e:#}"), "trailwatch failed");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -248,11 +278,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // A bar on a terminal, for people; nothing in a pipe, a log file or JSON logs.
+    let bar = |quiet: bool| !quiet && cli.log_format == LogFormat::Text && std::io::stderr().is_terminal();
     match cli.command {
-        Command::Demo { out } => demo_run(&out),
-        Command::Ingest { inputs, lake, endpoint_url, region, export_log_groups } => {
+        Command::Demo { out, quiet } => demo_run(&out, bar(quiet)),
+        Command::Ingest { inputs, lake, endpoint_url, region, export_log_groups, quiet } => {
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
-            Ok(ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg, false)?.0)
+            Ok(ingest(&inputs, &lake, endpoint_url.as_deref(), &cfg, false, bar(quiet))?.0)
         }
         Command::Detect { detect: args } => {
             let _lock = lock_state(&args.state)?;
@@ -263,7 +295,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let _lock = lock_state(&args.state)?;
             let cfg = Config { default_region: region, export_log_groups, ..Config::default() };
             // What ingest wrote goes to detect in memory; the lake is still the record.
-            let (ingested, written) = ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg, true)?;
+            let (ingested, written) =
+                ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg, true, bar(args.quiet))?;
             let detected = detect(&args, written)?;
             Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
         }
@@ -292,7 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `trailwatch demo`: generates the data, runs ingest and detect on it as `trailwatch run`
 /// would, and says which findings answer which planted incident.
-fn demo_run(out: &std::path::Path) -> Result<ExitCode> {
+fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
     let marker = out.join(".trailwatch-demo");
     if out.exists() && std::fs::read_dir(out)?.next().is_some() && !marker.exists() {
         bail!("{} exists and is not a demo folder: choose another with --out", out.display());
@@ -334,7 +367,7 @@ fn demo_run(out: &std::path::Path) -> Result<ExitCode> {
         min_severity: Severity::Info,
     };
     let _lock = lock_state(&args.state)?;
-    let (ingested, written) = ingest(&[path("input")], &args.lake, None, &Config::default(), true)?;
+    let (ingested, written) = ingest(&[path("input")], &args.lake, None, &Config::default(), true, progress)?;
     let detected = detect(&args, written)?;
     let findings = read_findings(&args.findings)?;
     // One line an episode: its opening, and when it ended.
@@ -712,6 +745,7 @@ fn ingest(
     endpoint: Option<&str>,
     cfg: &Config,
     keep: bool,
+    progress: bool,
 ) -> Result<(ExitCode, HashMap<String, bytes::Bytes>)> {
     let needs_s3 = parse_s3(lake_arg).is_some() || inputs.iter().any(|i| parse_s3(i).is_some());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -739,8 +773,10 @@ fn ingest(
     let s3_src = s3.map(|c| trailwatch_core::s3::S3Source::new(c, handle));
     let mut totals = Totals::default();
 
+    // Everything is listed first, so the bar knows how many objects there are.
+    let mut listed: Vec<(&dyn ObjectSource, Vec<ObjectRef>)> = Vec::new();
     for input in inputs {
-        let (src, objects): (&dyn ObjectSource, Vec<ObjectRef>) = match parse_s3(input) {
+        listed.push(match parse_s3(input) {
             Some((bucket, prefix)) => {
                 let src = s3_src.as_ref().expect("client built");
                 (src, src.list(&bucket, &prefix).with_context(|| format!("listing {input}"))?)
@@ -751,8 +787,24 @@ fn ingest(
                 }
                 (&LocalFiles, LocalFiles.list("", input).with_context(|| format!("listing {input}"))?)
             }
-        };
+        });
+    }
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new(listed.iter().map(|(_, o)| o.len() as u64).sum());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("ingest {bar:20} {pos}/{len} objects, {msg}, ETA {eta}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    for (src, objects) in listed {
         for obj in objects {
+            if let Some(bar) = &bar {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{} records ({:.0}/s)", totals.records, totals.records as f64 / secs));
+                bar.inc(1);
+            }
             match ingest_object_at(src, &obj, lake, cfg, trailwatch_core::time::wall_clock_millis()) {
                 Ok(r) => {
                     match r.outcome {
@@ -778,16 +830,25 @@ fn ingest(
                     totals.rejected += r.rejected;
                 }
                 Err(e) => {
-                    tracing::error!("failed {e}");
                     totals.failed += 1;
-                    if !e.is_retryable() {
-                        if let Err(e2) = record_failure(lake, &obj, &e) {
-                            tracing::error!("could not record the failure: {e2}");
+                    // Say what to do: a passing fault needs another run, a bad object a look.
+                    if e.is_retryable() {
+                        tracing::error!("failed {e}; this may pass: run the same command again");
+                    } else {
+                        match record_failure(lake, &obj, &e) {
+                            Ok(key) => tracing::error!(
+                                "failed {e}; the object cannot be read as it is, and is recorded with the reason in {}/{key} (the other objects are written)",
+                                lake.root_uri().trim_end_matches('/')
+                            ),
+                            Err(e2) => tracing::error!("failed {e}; and could not record the failure: {e2}"),
                         }
                     }
                 }
             }
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     println!(
         "files: {} read, {} skipped, {} failed; records: {} written, {} rejected; lake: {}",

@@ -67,3 +67,41 @@ fn a_negative_fold_window_is_refused() {
     let out = trailwatch(work.path(), &["detect", "--fold-window-minutes", "0"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A bad object's error names it and says what to do; with `--log-format json` the same line is
+/// one JSON object on stderr, and no progress bar is drawn outside a terminal.
+#[test]
+fn errors_name_the_object_and_say_what_to_do_as_text_or_json() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("broken.json.gz"), "not gzip, not JSON {").unwrap();
+    let lake = work.path().join("lake");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trailwatch"))
+            .args(extra)
+            .arg("ingest")
+            .arg(&input)
+            .arg("--lake")
+            .arg(&lake)
+            .output()
+            .unwrap()
+    };
+    let text = run(&[]);
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert_eq!(text.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.json.gz") && stderr.contains("recorded with the reason in"), "{stderr}");
+    assert!(!stderr.contains("objects,") && !stderr.contains("ETA"), "no progress bar in a pipe: {stderr}");
+
+    let json = run(&["--log-format", "json"]);
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR"
+                && l["fields"]["message"].as_str().is_some_and(|m| m.contains("broken.json.gz"))),
+        "{stderr}"
+    );
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod demo;
 mod handoff;
+mod report;
 mod rules;
 
 use anyhow::{bail, Context, Result};
@@ -148,6 +149,26 @@ enum Command {
         /// A merged file is closed when its inputs reach this many MB.
         #[arg(long, default_value_t = 128)]
         target_mb: u64,
+        /// An S3-compatible endpoint to use instead of AWS.
+        #[arg(long)]
+        endpoint_url: Option<String>,
+    },
+    /// Write one self-contained HTML page: each finding's metric over time against its baseline
+    /// band with the episode marked, its top contributors and Athena query, and an overview of
+    /// every function and trail in the lake.
+    Report {
+        /// The lake: a folder or s3://bucket/prefix.
+        #[arg(long)]
+        lake: String,
+        /// The findings file `trailwatch detect` or `run` appended to.
+        #[arg(long)]
+        findings: PathBuf,
+        /// The page to write.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+        /// A TOML file of prices (for the cost column) and thresholds.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// An S3-compatible endpoint to use instead of AWS.
         #[arg(long)]
         endpoint_url: Option<String>,
@@ -312,6 +333,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 trailwatch_ingest::compact::CompactOptions::at(now, closed_after_days, min_age_minutes, target_mb);
             compact(&lake, endpoint_url.as_deref(), &opts)
         }
+        Command::Report { lake, findings, out, config, endpoint_url } => {
+            report_run(&lake, &findings, &out, config.as_deref(), endpoint_url.as_deref())?;
+            println!("report: {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { config } => {
             print!("{}", load_config(config.as_deref())?.to_toml());
             Ok(ExitCode::SUCCESS)
@@ -330,7 +356,7 @@ fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
     if out.exists() && std::fs::read_dir(out)?.next().is_some() && !marker.exists() {
         bail!("{} exists and is not a demo folder: choose another with --out", out.display());
     }
-    for sub in ["input", "lake", "state", "findings.jsonl"] {
+    for sub in ["input", "lake", "state", "findings.jsonl", "report.html"] {
         let p = out.join(sub);
         if p.is_dir() {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -418,13 +444,48 @@ fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
         println!("  false alarm? {} {} {}", f.kind, f.subject, trailwatch_core::time::format_rfc3339_millis(f.start));
     }
     println!("Benign look-alikes in the data: {}.", demo::BENIGN.join("; "));
+    let page = out.join("report.html");
+    report_run(&args.lake, &args.findings, &page, None, None)?;
     println!(
-        "\nThe lake is {}, the findings {}. Query the lake with DuckDB, for example:\n  duckdb -c \"SELECT function_name, count(*) FROM read_parquet('{}/lambda_invocations/*/*/*/*.parquet', hive_partitioning = true) GROUP BY ALL\"",
+        "\nThe report is {} (open it in a browser). The lake is {}, the findings {}. Query the lake with DuckDB, for example:\n  duckdb -c \"SELECT function_name, count(*) FROM read_parquet('{}/lambda_invocations/*/*/*/*.parquet', hive_partitioning = true) GROUP BY ALL\"",
+        page.display(),
         args.lake,
         args.findings.display(),
         args.lake
     );
     Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
+}
+
+/// Writes the HTML report of `findings` over the lake.
+fn report_run(
+    lake: &str,
+    findings: &std::path::Path,
+    out: &std::path::Path,
+    config: Option<&std::path::Path>,
+    endpoint: Option<&str>,
+) -> Result<()> {
+    let cfg = load_config(config)?;
+    let findings = read_findings(findings)?;
+    let html = match parse_s3(lake) {
+        Some((bucket, prefix)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let client = rt.block_on(trailwatch_core::s3::client(endpoint));
+            let src = trailwatch_core::s3::S3Source::new(client, rt.handle().clone());
+            report::build(&src, &LakeLocation { bucket, prefix }, &findings, &cfg.prices)?
+        }
+        None => {
+            if !std::path::Path::new(lake).is_dir() {
+                bail!("--lake {lake}: no such folder (ingest writes it)");
+            }
+            report::build(
+                &LocalFiles,
+                &LakeLocation { bucket: String::new(), prefix: lake.to_string() },
+                &findings,
+                &cfg.prices,
+            )?
+        }
+    };
+    std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))
 }
 
 fn read_findings(path: &std::path::Path) -> Result<Vec<Finding>> {

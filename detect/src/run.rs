@@ -40,7 +40,7 @@ pub struct LakeLocation {
 }
 
 impl LakeLocation {
-    fn table_prefix(&self, table: &str) -> String {
+    pub fn table_prefix(&self, table: &str) -> String {
         let p = self.prefix.trim_end_matches('/');
         if p.is_empty() {
             format!("{table}/")

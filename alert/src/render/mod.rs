@@ -123,6 +123,12 @@ impl Message {
     }
 }
 
+/// The Athena query for a finding's evidence, as its email gives it (one string, lines joined):
+/// for pages other than the email, such as `trailwatch report`.
+pub fn athena_query(f: &Finding, cfg: &RenderConfig) -> String {
+    sql::evidence_query(f, cfg).join("\n")
+}
+
 /// The alert for an episode that opens. `folded`: how many repeated findings of the same kind and
 /// subject were folded into it.
 pub fn opened(f: &Finding, folded: usize, cfg: &RenderConfig) -> Message {

@@ -5,9 +5,10 @@
 //! stays small. `testdata/scenario` is the larger, labelled replay the detectors are scored on.
 //!
 //! What is written, under `<out>/input/`:
-//! - `AWSLogs/<org>/<account>/CloudTrail/eu-west-1/YYYY/MM/DD/<account>_CloudTrail_eu-west-1_<stamp>_<16>.json.gz`:
-//!   one gzipped `{"Records":[...]}` file per account and 5 minutes, records in the file of their
-//!   delivery (2-10 minutes after the call, some later), as CloudTrail writes them;
+//! - `AWSLogs/<account>/CloudTrail/eu-west-1/YYYY/MM/DD/<account>_CloudTrail_eu-west-1_<stamp>_<16>.json.gz`:
+//!   one gzipped `{"Records":[...]}` file per account trail and 5 minutes, records in the file
+//!   of their delivery (2-10 minutes after the call, some later), as CloudTrail writes them (keys
+//!   in serde_json's order, not AWS's; readers do not care);
 //! - `cwlogs/eu-west-1/YYYY/MM/DD/HH/trailwatch-logs-1-<stamp>-<8 hex>`: one Firehose object per
 //!   5-minute buffer, gzip members back to back, each a CloudWatch Logs subscription payload of
 //!   a function's START / END / REPORT lines (and `Task timed out` lines).
@@ -30,12 +31,12 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 /// CloudTrail files and Firehose buffers: 5 minutes.
 const WIN: i64 = 300;
-const ORG: &str = "o-demo1234ab";
 const REGION: &str = "eu-west-1";
 pub const PROD: &str = "111122223333";
 pub const STAGING: &str = "444455556666";
-/// Invoke data events are sampled, one in this many invocations (as the scenario does: a trail
-/// logging every Invoke of a busy function costs more than the function).
+/// Invoke data events are kept for one in this many invocations, as `testdata/scenario` does: a
+/// modelling shortcut to keep the demo small (a real trail logs every Invoke its selectors name,
+/// or none).
 const SAMPLE: u64 = 5;
 /// Relative activity by UTC hour (eu-west-1 keeps UTC in winter): office hours.
 const OFFICE: [f64; 24] = [
@@ -90,7 +91,7 @@ pub fn planted() -> Vec<Planted> {
             subject: "thumbnailer",
             start: at(d8, 11, 20),
             end: at(d8, 11, 40),
-            what: "a retry storm from an S3 batch upload against thumbnailer's reserved concurrency",
+            what: "a retry storm from the app backend against thumbnailer's reserved concurrency",
             also: &[],
         },
         Planted {
@@ -109,7 +110,7 @@ pub fn planted() -> Vec<Planted> {
             subject: "user/svc-legacy-backup",
             start: at(d8, 21, 40),
             end: at(d8, 21, 53),
-            what: "enumeration: a leaked access key tries 30 APIs across 12 services, most denied",
+            what: "enumeration: a leaked access key tries 30 APIs across 19 services, most denied",
             also: &[],
         },
         Planted {
@@ -425,10 +426,14 @@ fn denial(source: &str, name: &str, p: &Principal) -> (&'static str, String) {
     match service_of(source) {
         "ec2" => ("Client.UnauthorizedOperation", "You are not authorized to perform this operation.".into()),
         "s3" => ("AccessDenied", "Access Denied".into()),
-        svc => (
-            "AccessDeniedException",
-            format!("User: {arn} is not authorized to perform: {svc}:{name} because no identity-based policy allows the {svc}:{name} action"),
-        ),
+        svc => {
+            // The IAM action drops the API version some event names carry (ListFunctions20150331).
+            let action = &name[..name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len())];
+            (
+                "AccessDeniedException",
+                format!("User: {arn} is not authorized to perform: {svc}:{action} on resource: * because no identity-based policy allows the {svc}:{action} action"),
+            )
+        }
     }
 }
 
@@ -832,16 +837,15 @@ impl Gen {
         error: Option<(&str, &str)>,
     ) -> Value {
         let arn = format!("arn:aws:lambda:{REGION}:{}:function:{}", f.account, f.name);
-        let mut rec = record(
-            &mut self.rng,
-            f.account,
-            p,
-            "lambda.amazonaws.com",
-            "Invoke",
-            ts_ms / 1000,
-            json!({"functionName": arn}),
-            error,
-        );
+        // S3 and EventBridge invoke asynchronously.
+        let params = match p.who {
+            Who::Service("s3.amazonaws.com" | "events.amazonaws.com") => {
+                json!({"functionName": arn, "invocationType": "Event"})
+            }
+            _ => json!({"functionName": arn}),
+        };
+        let mut rec =
+            record(&mut self.rng, f.account, p, "lambda.amazonaws.com", "Invoke", ts_ms / 1000, params, error);
         rec["requestID"] = json!(rid);
         rec["resources"] = json!([{"accountId": f.account, "type": "AWS::Lambda::Function", "ARN": arn}]);
         if error.is_none() {
@@ -868,8 +872,9 @@ impl Gen {
     fn incidents(&mut self, d: i64, day0: i64) {
         match d {
             7 => {
-                // 11:20-11:40: an S3 batch upload storms thumbnailer past its reserved
-                // concurrency; Lambda answers TooManyRequestsException (sampled like any Invoke).
+                // 11:20-11:40: the app backend, retrying at once, storms thumbnailer past its
+                // reserved concurrency with synchronous calls; Lambda answers
+                // TooManyRequestsException (sampled like any Invoke).
                 let f = functions().into_iter().find(|f| f.name == "thumbnailer").expect("defined");
                 let from = day0 + 11 * HOUR + 20 * 60;
                 for _ in 0..700 {
@@ -878,7 +883,7 @@ impl Gen {
                         let rid = self.rng.uuid();
                         let rec = self.invoke_event(
                             &f,
-                            &S3SVC,
+                            &BACKEND,
                             ts_ms,
                             &rid,
                             Some(("TooManyRequestsException", "Rate Exceeded.")),
@@ -950,7 +955,7 @@ impl Gen {
                     "cloudtrail.amazonaws.com",
                     "StopLogging",
                     a - 1,
-                    json!({"name": format!("arn:aws:cloudtrail:{REGION}:{STAGING}:trail/org-trail")}),
+                    json!({"name": format!("arn:aws:cloudtrail:{REGION}:{STAGING}:trail/account-trail")}),
                     None,
                 );
                 self.trail(STAGING, (a - 1) * 1000, stop);
@@ -961,7 +966,7 @@ impl Gen {
                     "cloudtrail.amazonaws.com",
                     "StartLogging",
                     b,
-                    json!({"name": format!("arn:aws:cloudtrail:{REGION}:{STAGING}:trail/org-trail")}),
+                    json!({"name": format!("arn:aws:cloudtrail:{REGION}:{STAGING}:trail/account-trail")}),
                     None,
                 );
                 self.trail(STAGING, b * 1000, start);
@@ -981,7 +986,7 @@ impl Gen {
             let t = iso(fts);
             let stamp = format!("{}{}{}T{}{}Z", &t[..4], &t[5..7], &t[8..10], &t[11..13], &t[14..16]);
             let rel = format!(
-                "AWSLogs/{ORG}/{account}/CloudTrail/{REGION}/{}/{}/{}/{account}_CloudTrail_{REGION}_{stamp}_{}.json.gz",
+                "AWSLogs/{account}/CloudTrail/{REGION}/{}/{}/{}/{account}_CloudTrail_{REGION}_{stamp}_{}.json.gz",
                 &t[..4],
                 &t[5..7],
                 &t[8..10],

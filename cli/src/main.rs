@@ -222,8 +222,8 @@ struct DetectArgs {
     /// An S3-compatible endpoint to use instead of AWS.
     #[arg(long)]
     endpoint_url: Option<String>,
-    /// Do not print findings to the terminal (the findings file is still written), and draw no
-    /// progress bar.
+    /// Do not print findings to the terminal (the findings file is still written); with `run`,
+    /// draw no progress bar either.
     #[arg(long)]
     quiet: bool,
     /// Also publish alerts to this SNS topic (email and JSON; deduplicated through the state
@@ -266,12 +266,33 @@ fn parse_s3(s: &str) -> Option<(String, String)> {
     Some((bucket.to_string(), prefix.to_string()))
 }
 
+/// The progress bar on the terminal, if one is drawn: log lines are written around it (the bar
+/// is lifted, the line written, the bar drawn again), not across it.
+static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Stderr for log lines, around the progress bar.
+struct LogOut;
+
+impl std::io::Write for LogOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = || tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG").unwrap_or_else(|_| "info".into());
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
+            .with_writer(|| LogOut)
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
@@ -351,12 +372,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `trailwatch demo`: generates the data, runs ingest and detect on it as `trailwatch run`
 /// would, and says which findings answer which planted incident.
+/// What a demo folder holds; anything else in it is someone else's, and the demo will not run there.
+const DEMO_ENTRIES: [&str; 7] =
+    [".trailwatch-demo", STATE_LOCK, "input", "lake", "state", "findings.jsonl", "report.html"];
+
 fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
     let marker = out.join(".trailwatch-demo");
-    if out.exists() && std::fs::read_dir(out)?.next().is_some() && !marker.exists() {
-        bail!("{} exists and is not a demo folder: choose another with --out", out.display());
+    if out.exists() {
+        let names: Vec<String> = std::fs::read_dir(out)
+            .with_context(|| format!("--out {}: not a folder", out.display()))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        if !names.is_empty() && !marker.exists() {
+            bail!("{} exists and is not a demo folder: choose another with --out", out.display());
+        }
+        if let Some(other) = names.iter().find(|n| !DEMO_ENTRIES.contains(&n.as_str())) {
+            bail!("{} holds {other}, which the demo did not make: move it, or choose another --out", out.display());
+        }
     }
-    for sub in ["input", "lake", "state", "findings.jsonl", "report.html"] {
+    // One demo at a time in a folder: locked before anything in it is removed.
+    let _lock = lock_state(out)?;
+    for sub in &DEMO_ENTRIES[2..] {
         let p = out.join(sub);
         if p.is_dir() {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -364,8 +400,7 @@ fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(&marker, "made by `trailwatch demo`; it empties this folder's input, lake and state each run\n")?;
+    std::fs::write(&marker, "made by `trailwatch demo`, which makes this folder's contents anew each run\n")?;
     let started = std::time::Instant::now();
     let w = demo::generate(out)?;
     println!(
@@ -379,20 +414,24 @@ fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     let path = |p: &str| out.join(p).to_string_lossy().into_owned();
-    let args = DetectArgs {
-        lake: path("lake"),
-        state: out.join("state"),
-        findings: out.join("findings.jsonl"),
-        config: None,
-        rules: Vec::new(),
-        endpoint_url: None,
-        quiet: true,
-        sns_topic_arn: None,
-        fold_window_minutes: 360,
-        digest_threshold: 5,
-        min_severity: Severity::Info,
-    };
-    let _lock = lock_state(&args.state)?;
+    // The same settings `trailwatch run` has by default.
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        detect: DetectArgs,
+    }
+    let args = Defaults::try_parse_from([
+        "trailwatch",
+        "--lake",
+        &path("lake"),
+        "--state",
+        &path("state"),
+        "--findings",
+        &path("findings.jsonl"),
+        "--quiet",
+    ])?
+    .detect;
+    let _state_lock = lock_state(&args.state)?;
     let (ingested, written) = ingest(&[path("input")], &args.lake, None, &Config::default(), true, progress)?;
     let detected = detect(&args, written)?;
     let findings = read_findings(&args.findings)?;
@@ -856,16 +895,12 @@ fn ingest(
             indicatif::ProgressStyle::with_template("ingest {bar:20} {pos}/{len} objects, {msg}, ETA {eta}")
                 .expect("a valid template"),
         );
+        *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
         bar
     });
     let started = std::time::Instant::now();
     for (src, objects) in listed {
         for obj in objects {
-            if let Some(bar) = &bar {
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!("{} records ({:.0}/s)", totals.records, totals.records as f64 / secs));
-                bar.inc(1);
-            }
             match ingest_object_at(src, &obj, lake, cfg, trailwatch_core::time::wall_clock_millis()) {
                 Ok(r) => {
                     match r.outcome {
@@ -906,9 +941,15 @@ fn ingest(
                     }
                 }
             }
+            if let Some(bar) = &bar {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{} records ({:.0}/s)", totals.records, totals.records as f64 / secs));
+                bar.inc(1);
+            }
         }
     }
     if let Some(bar) = bar {
+        *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
         bar.finish_and_clear();
     }
     println!(

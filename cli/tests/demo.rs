@@ -12,8 +12,9 @@ fn demo(out: &Path) -> String {
     stdout
 }
 
-/// Every input file's path and size.
+/// Every input file's path and a hash of its bytes.
 fn listing(dir: &Path) -> BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -22,7 +23,11 @@ fn listing(dir: &Path) -> BTreeMap<String, u64> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                out.insert(e.path().strip_prefix(dir).unwrap().display().to_string(), e.metadata().unwrap().len());
+                // Fixed keys: the same bytes hash the same in both runs.
+                #[allow(deprecated)]
+                let mut h = std::hash::SipHasher::new();
+                std::fs::read(e.path()).unwrap().hash(&mut h);
+                out.insert(e.path().strip_prefix(dir).unwrap().display().to_string(), h.finish());
             }
         }
     }
@@ -74,6 +79,13 @@ fn the_demo_finds_what_it_planted_and_nothing_else_and_runs_the_same_twice() {
     assert_eq!(listing(&out.join("input")), files);
     assert_eq!(finding_ids(&out), findings);
     assert!(second.contains("7 of 7 incidents found"), "{second}");
+
+    // Something of the user's in a demo folder stops the demo, untouched.
+    std::fs::write(out.join("mine.txt"), "keep me").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_trailwatch")).args(["demo", "--out"]).arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds mine.txt"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("lake").is_dir());
 
     // A folder that is not the demo's is left alone.
     let other = work.path().join("mine");

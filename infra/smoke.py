@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Runs the functions `sam build` built, as the stack wires them, on 127.0.0.1.
+"""Runs the functions `sam build` built, as the stack wires them, on 127.0.0.1, end to end.
 
 The three `bootstrap` binaries of a SAM build directory run under cargo-lambda's Lambda runtime
 emulator (`cargo lambda watch --only-lambda-apis`), with the environment the built template gives
-them, against a moto server for S3, DynamoDB, SNS and SQS. A CloudTrail file lands in a trail
-bucket; then each function gets the event the stack would deliver:
+them, against a moto server for S3, SQS, EventBridge, DynamoDB and SNS, wired as the template
+wires them:
 
-  ingest  an SQS batch holding the trail bucket's EventBridge "Object Created" event
-  detect  an SQS batch holding the lake's S3 notification for the new Parquet object
-  alert   an SQS batch holding the lake's S3 notification for the findings object
+  trail bucket  --EventBridge "Object Created", the template's rule-->  ingest queue --> ingest
+  lake bucket   --S3 notifications, the template's filters-->          detect queue --> detect
+                                                                        alert queue  --> alert
+  alert --> SNS topic --> a subscriber's SQS queue
 
-and the alert must arrive at an SNS subscriber. This is what a unit test cannot show: that the
-binaries SAM builds are the Lambda binaries (the `lambda` feature came through), that they start
-with the variables the template sets, and that the events the template wires reach them.
+Real objects are put into the trail bucket: a CloudTrail file (Stratus Red Team's
+cloudtrail-stop) and a Firehose object of CloudWatch Logs. What Lambda's event source mappings
+do, a poller here does: it receives each queue's messages in batches, invokes the function with
+them and deletes the ones the function did not report as failed. The run fails unless exactly one
+StopLogging alert reaches the subscriber, also after the alert's notice is delivered a second time
+(SQS delivers at least once); it prints the time from the put to the alert.
+
+This is what a unit test cannot show: that the binaries SAM builds are the Lambda binaries (the
+`lambda` feature came through), that they start with the variables the template sets, and that
+the events the template wires reach them and carry the data through.
 
 Usage: smoke.py BUILD_DIR ARCHITECTURE  (with CARGO_LAMBDA and MOTO_SERVER naming the two programs)
 """
@@ -33,6 +41,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIL_FILE = ROOT / "testdata/cloudtrail/stratus-aws.defense-evasion.cloudtrail-stop.json"
+LOGS_FILE = next((ROOT / "testdata/cloudwatch/firehose").rglob("trailwatch-logs-*"))
 REGION = "us-east-1"
 ELF_MACHINE = {"x86_64": 0x3E, "arm64": 0xB7}
 FUNCTIONS = {"ingest": "IngestFunction", "detect": "DetectFunction", "alert": "AlertFunction",
@@ -165,7 +174,7 @@ def main():
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn,
                       Attributes={"RawMessageDelivery": "false"})
         undelivered = sqs.create_queue(QueueName="alert-undelivered")["QueueUrl"]
-        refs = {"LakeBucket": LAKE, "StateTable": TABLE, "AlertTopic": topic, "AlertUndeliveredQueue": undelivered,
+        refs = {"LogsPrefix": "cwlogs/", "LakeBucket": LAKE, "StateTable": TABLE, "AlertTopic": topic, "AlertUndeliveredQueue": undelivered,
                 "Workgroup": "trailwatch"}
 
         lam = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{rt_port}", region_name=REGION)
@@ -184,41 +193,107 @@ def main():
             assert not out.get("FunctionError"), f"{name} failed: {reply}"
             return reply
 
+        # The stack's wiring: the trail bucket's EventBridge notifications and the template's
+        # rule to the ingest queue; the lake bucket's notifications to the detect and alert queues.
+        queue = lambda n: sqs.create_queue(QueueName=n)["QueueUrl"]  # noqa: E731
+        arn = lambda u: sqs.get_queue_attributes(QueueUrl=u, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]  # noqa: E731
+        queues = {"ingest": queue("ingest"), "detect": queue("detect"), "alert": queue("alert")}
+        s3.put_bucket_notification_configuration(Bucket=TRAIL, NotificationConfiguration={"EventBridgeConfiguration": {}})
+        rule = template["Resources"]["TrailObjectCreatedRule"]["Properties"]["EventPattern"]
+        pattern = {"source": rule["source"], "detail-type": rule["detail-type"],
+                   "detail": {"bucket": {"name": [TRAIL]}, "object": {"key": [{"prefix": "AWSLogs/"}, {"prefix": "cwlogs/"}]}}}
+        events = aws("events")
+        events.put_rule(Name="trail-object-created", EventPattern=json.dumps(pattern), State="ENABLED")
+        events.put_targets(Rule="trail-object-created", Targets=[{"Id": "ingest-queue", "Arn": arn(queues["ingest"])}])
+        wired = template["Resources"]["LakeBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+        target = {"DetectQueue": queues["detect"], "AlertQueue": queues["alert"]}
+        # `!GetAtt DetectQueue.Arn`, or its long form [DetectQueue, Arn] in the built template.
+        logical = lambda g: (g.split(".") if isinstance(g, str) else g)[0]  # noqa: E731
+        s3.put_bucket_notification_configuration(Bucket=LAKE, NotificationConfiguration={"QueueConfigurations": [
+            {"QueueArn": arn(target[logical(q["Queue"]["Fn::GetAtt"])]), "Events": q["Event"] if isinstance(q["Event"], list) else [q["Event"]],
+             "Filter": {"Key": {"FilterRules": q["Filter"]["S3Key"]["Rules"]}}} for q in wired]})
+
+        def poll(rounds=3):
+            """As Lambda's event source mappings do: batches of each queue to its function, the
+            messages it did not report failed deleted. Returns how many messages were handled."""
+            handled = 0
+            for _ in range(rounds):
+                for name in ("ingest", "detect", "alert"):
+                    got = sqs.receive_message(QueueUrl=queues[name], MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+                    if not got:
+                        continue
+                    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+                                          "eventSource": "aws:sqs", "eventSourceARN": arn(queues[name]), "awsRegion": REGION,
+                                          "body": m["Body"], "attributes": {}, "messageAttributes": {}} for m in got]}
+                    reply = invoke(name, event)
+                    failed = {f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])}
+                    assert not failed, f"{name} failed {failed}"
+                    for m in got:
+                        sqs.delete_message(QueueUrl=queues[name], ReceiptHandle=m["ReceiptHandle"])
+                    handled += len(got)
+            return handled
+
+        def alerts(wait=1):
+            got = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=wait).get("Messages", [])
+            for m in got:
+                sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
+            return [json.loads(m["Body"]).get("Subject", "") for m in got]
+
         key = "AWSLogs/143434273843/CloudTrail/us-east-1/2024/07/31/143434273843_CloudTrail_us-east-1_20240731T1310Z_smoke.json.gz"
         body = gzip.compress(TRAIL_FILE.read_bytes())
+        logs_key = "cwlogs/" + str(LOGS_FILE.relative_to(ROOT / "testdata/cloudwatch/firehose"))
+        put_at = time.monotonic()
         s3.put_object(Bucket=TRAIL, Key=key, Body=body)
+        s3.put_object(Bucket=TRAIL, Key=logs_key, Body=LOGS_FILE.read_bytes())
 
-        reply = invoke("ingest", sqs_batch(object_created(TRAIL, key, len(body))))
-        assert reply == {"batchItemFailures": []}, reply
-        lake = [o for o in s3.list_objects_v2(Bucket=LAKE).get("Contents", [])]
-        tables = [o for o in lake if o["Key"].startswith("cloudtrail/") and o["Key"].endswith(".parquet")]
-        assert tables, f"ingest wrote no CloudTrail Parquet: {[o['Key'] for o in lake]}"
+        subjects, deadline = [], time.monotonic() + 120
+        while not subjects and time.monotonic() < deadline:
+            poll(rounds=1)
+            subjects = alerts(wait=0)
+        took = time.monotonic() - put_at
+        lake = [o["Key"] for o in s3.list_objects_v2(Bucket=LAKE).get("Contents", [])]
+        assert any(k.startswith("cloudtrail/") and k.endswith(".parquet") for k in lake), f"no CloudTrail Parquet: {lake}"
+        assert any(k.startswith("lambda_invocations/") and k.endswith(".parquet") for k in lake), f"no invocations Parquet: {lake}"
+        assert any(k.startswith("findings/") for k in lake), f"no findings object: {lake}"
+        # The Parquet itself, read back: every record of the trail file, the StopLogging among them.
+        import io
 
-        reply = invoke("detect", sqs_batch(*(s3_notice(LAKE, o["Key"], o["Size"]) for o in tables)))
-        assert reply == {"batchItemFailures": []}, reply
+        import pyarrow.parquet as pq
+        ct = [k for k in lake if k.startswith("cloudtrail/") and k.endswith(".parquet")]
+        rows = pq.read_table(io.BytesIO(s3.get_object(Bucket=LAKE, Key=ct[0])["Body"].read())).to_pylist()
+        assert len(rows) == len(json.loads(TRAIL_FILE.read_text())), len(rows)  # a bare array of records
+        assert "StopLogging" in {r["event_name"] for r in rows}, rows
+        assert s3.list_objects_v2(Bucket=LAKE, Prefix="detect-state/").get("KeyCount", 0), "detect saved no state"
+        print(f"smoke: from the put to the alert at the subscriber: {took:.2f} s (through three queues and functions)")
+        # The queues drain, and nothing more arrives: one alert, not two.
+        poll(rounds=3)
+        subjects += alerts(wait=2)
+        print(f"smoke: SNS delivered {subjects}")
+        stops = [s for s in subjects if " log_silence " in s]
+        assert len(stops) == 1, f"the StopLogging alert must arrive once: {subjects}"
+
+        # SQS delivers at least once: the findings notice again must not mail again.
         findings = [o for o in s3.list_objects_v2(Bucket=LAKE, Prefix="findings/").get("Contents", [])]
-        assert findings, "detect wrote no findings object"
-        state = s3.list_objects_v2(Bucket=LAKE, Prefix="detect-state/").get("KeyCount", 0)
-        assert state, "detect saved no state under detect-state/"
-        invoke("detect", {"sweep": True})
-
         reply = invoke("alert", sqs_batch(*(s3_notice(LAKE, o["Key"], o["Size"]) for o in findings)))
         assert reply == {"batchItemFailures": []}, reply
-        messages = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
-        subjects = [json.loads(m["Body"]).get("Subject", "") for m in messages]
-        print(f"smoke: SNS delivered {subjects}")
-        # The trail file is Stratus Red Team's cloudtrail-stop: StopLogging is a log_silence finding.
-        assert any(" log_silence " in s for s in subjects), subjects
+        again = alerts(wait=2)
+        assert again == [], f"a redelivered notice sent the alert again: {again}"
+        invoke("detect", {"sweep": True})
+        for name, url in queues.items():
+            left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+            assert left["ApproximateNumberOfMessages"] == "0", f"{name} queue not drained: {left}"
 
-        # The schedule's event: the 2024 partition is closed, so its file is merged, and the
-        # detect function ignores the merged file's notice (its rows were read).
+        # The schedule's event: the 2024 partitions are closed, so their files are merged, and the
+        # detect function ignores the merged files' notices (their rows were read).
         reply = invoke("compact", {"compact": True})  # the schedule's Input
         assert reply["partitions"] >= 1 and reply["rows"] > 0, reply
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=LAKE, Prefix="cloudtrail/").get("Contents", [])]
+        keys = [o["Key"] for t in ("cloudtrail/", "lambda_invocations/")
+                for o in s3.list_objects_v2(Bucket=LAKE, Prefix=t).get("Contents", [])]
         merged = [k for k in keys if k.rsplit("/", 1)[1].startswith("compacted-")]
         assert len(merged) == reply["partitions"] == len(keys), keys
-        reply = invoke("detect", sqs_batch(*(s3_notice(LAKE, k, 1) for k in merged)))
-        assert reply == {"batchItemFailures": []}, reply
+        # The merged files' notices reach the detect queue like any other; nothing is alerted again.
+        assert poll(rounds=2) >= len(merged), "the merged files' notices did not reach detect"
+        assert alerts(wait=1) == [], "the merged rows were alerted again"
         print("smoke: the built functions ran as the stack wires them")
     except Exception as e:  # noqa: BLE001 -- any failure: show what the processes said
         for f in sorted(logs.glob("*.log")):

@@ -17,7 +17,7 @@ use trailwatch_alert::{AlertConfig, FileDeadLetter, FileSent};
 use trailwatch_core::finding::{Finding, Severity, Status};
 use trailwatch_core::store::{LakeStore, LocalFiles, LocalLake, ObjectRef, ObjectSource};
 use trailwatch_detect::state::DirState;
-use trailwatch_detect::{detect_lake, DetectConfig, LakeLocation};
+use trailwatch_detect::{DetectConfig, LakeLocation};
 use trailwatch_ingest::{ingest_object_at, record_failure, Config, Outcome};
 
 #[derive(Parser)]
@@ -222,8 +222,8 @@ struct DetectArgs {
     /// An S3-compatible endpoint to use instead of AWS.
     #[arg(long)]
     endpoint_url: Option<String>,
-    /// Do not print findings to the terminal (the findings file is still written); with `run`,
-    /// draw no progress bar either.
+    /// Do not print findings to the terminal (the findings file is still written), and draw no
+    /// progress bar.
     #[arg(long)]
     quiet: bool,
     /// Also publish alerts to this SNS topic (email and JSON; deduplicated through the state
@@ -330,7 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Detect { detect: args } => {
             let _lock = lock_state(&args.state)?;
-            detect(&args, HashMap::new())
+            detect(&args, HashMap::new(), bar(args.quiet))
         }
         Command::Run { inputs, detect: args, region, export_log_groups } => {
             // Held from before ingest to after the state is committed.
@@ -339,7 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // What ingest wrote goes to detect in memory; the lake is still the record.
             let (ingested, written) =
                 ingest(&inputs, &args.lake, args.endpoint_url.as_deref(), &cfg, true, bar(args.quiet))?;
-            let detected = detect(&args, written)?;
+            let detected = detect(&args, written, bar(args.quiet))?;
             Ok(if ingested != ExitCode::SUCCESS { ingested } else { detected })
         }
         Command::Baseline { lake, state, config, findings } => {
@@ -433,7 +433,7 @@ fn demo_run(out: &std::path::Path, progress: bool) -> Result<ExitCode> {
     .detect;
     let _state_lock = lock_state(&args.state)?;
     let (ingested, written) = ingest(&[path("input")], &args.lake, None, &Config::default(), true, progress)?;
-    let detected = detect(&args, written)?;
+    let detected = detect(&args, written, progress)?;
     let findings = read_findings(&args.findings)?;
     // One line an episode: its opening, and when it ended.
     let mut episodes: Vec<(&Finding, Option<&Finding>)> = Vec::new();
@@ -647,20 +647,75 @@ fn load_config(path: Option<&std::path::Path>) -> Result<DetectConfig> {
 
 /// Runs detect over the lake; `handed` are files `trailwatch run` just wrote, by key relative to
 /// the lake root, read from memory instead of the lake.
-fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>) -> Result<ExitCode> {
+/// A progress bar for detect's reading of the lake (files, events, rate, ETA), when wanted.
+struct DetectBar {
+    bar: Option<indicatif::ProgressBar>,
+    events: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+impl DetectBar {
+    fn new(show: bool) -> Self {
+        let bar = show.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("detect {bar:20} {pos}/{len} lake files, {msg}, ETA {eta}")
+                    .expect("a valid template"),
+            );
+            *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            bar
+        });
+        DetectBar { bar, events: 0.into(), started: std::time::Instant::now() }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+impl trailwatch_detect::run::Progress for DetectBar {
+    fn listed(&self, files: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(files);
+        }
+    }
+
+    fn read(&self, files: u64, events: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.events.fetch_add(events, Relaxed) + events;
+        if let Some(bar) = &self.bar {
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{total} events ({:.0}/s)", total as f64 / secs));
+            bar.inc(files);
+        }
+    }
+}
+
+fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>, progress: bool) -> Result<ExitCode> {
     let mut cfg = load_config(args.config.as_deref())?;
     if !args.rules.is_empty() {
         cfg.ruleset = rules::load(&args.rules, &cfg.rules)?;
     }
     let store = DirState::new(&args.state);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let bar = DetectBar::new(progress);
     let (run, lake): (_, Box<dyn LakeStore>) = match parse_s3(&args.lake) {
         Some((bucket, prefix)) => {
             let client = rt.block_on(trailwatch_core::s3::client(args.endpoint_url.as_deref()));
             let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
             let loc = LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() };
             let src = handoff::Handed { inner: &src, lake: loc.clone(), files: handed };
-            let run = detect_lake(&src, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?;
+            let run = trailwatch_detect::run::detect_lake_reporting(
+                &src,
+                &loc,
+                &store,
+                &cfg,
+                trailwatch_core::time::wall_clock_millis(),
+                &bar,
+            )?;
             let staging = std::env::temp_dir().join("trailwatch-staging");
             (run, Box::new(trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging)))
         }
@@ -668,11 +723,19 @@ fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>) -> Result<Ex
             let loc = LakeLocation { bucket: String::new(), prefix: args.lake.clone() };
             let src = handoff::Handed { inner: &LocalFiles, lake: loc.clone(), files: handed };
             (
-                detect_lake(&src, &loc, &store, &cfg, trailwatch_core::time::wall_clock_millis())?,
+                trailwatch_detect::run::detect_lake_reporting(
+                    &src,
+                    &loc,
+                    &store,
+                    &cfg,
+                    trailwatch_core::time::wall_clock_millis(),
+                    &bar,
+                )?,
                 Box::new(LocalLake::new(PathBuf::from(&args.lake))),
             )
         }
     };
+    bar.finish();
     // Deliver first, commit state last: a crash in between re-emits the same ids, never loses.
     trailwatch_detect::output::write_findings(lake.as_ref(), &run.findings)?;
     append_findings(&args.findings, &run.findings)?;

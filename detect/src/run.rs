@@ -134,6 +134,31 @@ pub fn detect_lake(
     cfg: &DetectConfig,
     now: EpochMillis,
 ) -> Result<DetectRun, DetectError> {
+    detect_lake_reporting(src, lake, store, cfg, now, &NoProgress)
+}
+
+/// Told how a run over the lake goes, for a progress bar: the library draws nothing itself.
+pub trait Progress {
+    /// The files to read, once listed.
+    fn listed(&self, _files: u64) {}
+    /// A day's files were read and their events fed to the detectors.
+    fn read(&self, _files: u64, _events: u64) {}
+}
+
+/// No progress shown.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// [`detect_lake`], telling `progress` how it goes.
+pub fn detect_lake_reporting(
+    src: &dyn ObjectSource,
+    lake: &LakeLocation,
+    store: &dyn StateStore,
+    cfg: &DetectConfig,
+    now: EpochMillis,
+    progress: &dyn Progress,
+) -> Result<DetectRun, DetectError> {
     let mut meta = store.load_meta()?;
     meta.version = STATE_VERSION;
     let shards = store.load_shards()?;
@@ -221,6 +246,7 @@ pub fn detect_lake(
     }
 
     let before: Counters = total(&engine);
+    progress.listed(by_date.values().map(|f| f.len() as u64).sum());
     for (_, files) in by_date {
         // Decode the day's files, then make events that borrow their text from the batches.
         let mut decoded: Vec<(&LakeFile, String, Decoded)> = Vec::new();
@@ -252,7 +278,9 @@ pub fn detect_lake(
                 }
             }
         }
+        let n = events.len() as u64;
         feed_day(&mut engine, cfg, events);
+        progress.read(files.len() as u64, n);
     }
     let after = total(&engine);
     run.counters = Counters {

@@ -702,37 +702,23 @@ fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>, progress: bo
     let store = DirState::new(&args.state);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let bar = DetectBar::new(progress);
+    // The files ingest handed over are read from memory, the rest from the lake.
+    let over = |inner: &dyn ObjectSource, loc: LakeLocation| {
+        let src = handoff::Handed { inner, lake: loc.clone(), files: handed };
+        let now = trailwatch_core::time::wall_clock_millis();
+        trailwatch_detect::run::detect_lake_reporting(&src, &loc, &store, &cfg, now, &bar)
+    };
     let (run, lake): (_, Box<dyn LakeStore>) = match parse_s3(&args.lake) {
         Some((bucket, prefix)) => {
             let client = rt.block_on(trailwatch_core::s3::client(args.endpoint_url.as_deref()));
             let src = trailwatch_core::s3::S3Source::new(client.clone(), rt.handle().clone());
-            let loc = LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() };
-            let src = handoff::Handed { inner: &src, lake: loc.clone(), files: handed };
-            let run = trailwatch_detect::run::detect_lake_reporting(
-                &src,
-                &loc,
-                &store,
-                &cfg,
-                trailwatch_core::time::wall_clock_millis(),
-                &bar,
-            )?;
+            let run = over(&src, LakeLocation { bucket: bucket.clone(), prefix: prefix.clone() })?;
             let staging = std::env::temp_dir().join("trailwatch-staging");
             (run, Box::new(trailwatch_core::s3::S3Lake::new(client, rt.handle().clone(), &bucket, &prefix, staging)))
         }
         None => {
-            let loc = LakeLocation { bucket: String::new(), prefix: args.lake.clone() };
-            let src = handoff::Handed { inner: &LocalFiles, lake: loc.clone(), files: handed };
-            (
-                trailwatch_detect::run::detect_lake_reporting(
-                    &src,
-                    &loc,
-                    &store,
-                    &cfg,
-                    trailwatch_core::time::wall_clock_millis(),
-                    &bar,
-                )?,
-                Box::new(LocalLake::new(PathBuf::from(&args.lake))),
-            )
+            let run = over(&LocalFiles, LakeLocation { bucket: String::new(), prefix: args.lake.clone() })?;
+            (run, Box::new(LocalLake::new(PathBuf::from(&args.lake))))
         }
     };
     bar.finish();

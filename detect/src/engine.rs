@@ -463,10 +463,32 @@ fn observe_api(
     ),
     trail: &mut TrailSilence,
 ) -> bool {
+    // One buffer for the `source:name` label, not a `String` per call.
+    thread_local!(static API: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    API.with_borrow_mut(|api| {
+        api.clear();
+        api.push_str(&a.source);
+        api.push(':');
+        api.push_str(&a.name);
+        observe_api_labelled(ctx, a, api, (apis, principals, throttles, functions), trail)
+    })
+}
+
+fn observe_api_labelled(
+    ctx: &mut Ctx,
+    a: &ApiCall,
+    api: &str,
+    (apis, principals, throttles, functions): (
+        &mut Keyed<ApiKey>,
+        &mut Keyed<PrincipalKey>,
+        &mut Keyed<ThrottleKey>,
+        &mut Keyed<FunctionKey>,
+    ),
+    trail: &mut TrailSilence,
+) -> bool {
     let max = ctx.cfg.baseline.max_keys;
     let throttled = is_throttle(a.error_code.as_deref(), a.error_message.as_deref());
     let failed = a.error_code.is_some() && !throttled;
-    let api = format!("{}:{}", a.source, a.name);
     let mut counted = true;
     // Per API, throttled calls are left out: AWS refused them, and `throttling` reports them.
     // Lambda Invoke data events are left out too: `concurrency_spike` watches each function's
@@ -474,7 +496,7 @@ fn observe_api(
     let invoke = a.source == "lambda.amazonaws.com" && a.name.starts_with("Invoke");
     if !throttled && !invoke {
         if let Some(k) = apis.get_or_insert(ctx.key.parts(&[&a.source, &a.name]), max, || ApiKey {
-            label: api.clone(),
+            label: api.to_string(),
             ..Default::default()
         }) {
             counted &= k.observe(a, failed);
@@ -484,12 +506,12 @@ fn observe_api(
         label: a.principal.to_string(),
         ..Default::default()
     }) {
-        counted &= k.observe(a, &api, ctx.key);
+        counted &= k.observe(a, api, ctx.key);
     }
     if throttled {
         let (h, label) = match (&a.function, a.name.starts_with("Invoke")) {
             (Some(f), true) => (ctx.key.parts(&["fn", f]), f.to_string()),
-            _ => (ctx.key.parts(&["api", &api]), api.clone()),
+            _ => (ctx.key.parts(&["api", api]), api.to_string()),
         };
         if let Some(k) = throttles.get_or_insert(h, max, || ThrottleKey { label, ..Default::default() }) {
             counted &= k.observe_call(a);

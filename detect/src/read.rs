@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::event::{function_name, ApiCall, Event, Invocation, InvocationStatus, MetricPoint, Table};
 use crate::sigma::record::BatchView;
 use crate::sigma::Rules;
+use trailwatch_core::time::EpochMillis;
 
 /// The account and region of a lake file, from its Hive path (`.../account_id=X/region=Y/...`).
 pub fn partition_of(key: &str) -> Option<(String, String, String)> {
@@ -139,15 +140,25 @@ impl Decoded {
         source: u64,
         out: &mut Vec<(u64, Event<'a>)>,
     ) -> Result<(), String> {
-        for (src, b, rows) in &self.parts {
-            let s = src.unwrap_or(source);
-            match self.table {
-                Table::CloudTrail => cloudtrail(b, rows.clone(), account, region, s, &self.rules, out)?,
-                Table::Invocations => invocations(b, rows.clone(), account, region, s, out)?,
-                Table::Metrics => metrics(b, rows.clone(), account, region, s, out)?,
-            }
+        for p in self.parts(account, region, source)? {
+            out.extend(p.range.filter_map(|i| p.rows.event(i)).map(|e| (p.source, e)));
         }
         Ok(())
+    }
+
+    /// The file's parts with their columns resolved, for the shard `(account, region)`; each
+    /// part's source as [`Decoded::events`] gives it. Fails, before any row, on a missing column.
+    pub fn parts<'a>(&'a self, account: &'a str, region: &'a str, source: u64) -> Result<Vec<Part<'a>>, String> {
+        let mut out = Vec::with_capacity(self.parts.len());
+        for (src, b, rows) in &self.parts {
+            let r = match self.table {
+                Table::CloudTrail => Rows::CloudTrail(CloudTrailRows::new(b, account, region, &self.rules)?),
+                Table::Invocations => Rows::Invocations(InvocationRows::new(b, account, region)?),
+                Table::Metrics => Rows::Metrics(MetricRows::new(b, account, region)?),
+            };
+            out.push(Part { source: src.unwrap_or(source), rows: r, range: rows.clone() });
+        }
+        Ok(out)
     }
 }
 
@@ -327,177 +338,271 @@ pub fn lambda_params<'a>(event_source: &str, request_parameters: Option<&'a str>
     }
 }
 
-fn cloudtrail<'a>(
-    b: &'a RecordBatch,
-    rows: Range<usize>,
+/// A CloudTrail batch's columns, resolved once, to turn any of its rows into an event.
+pub struct CloudTrailRows<'a> {
     account: &'a str,
     region: &'a str,
-    src: u64,
-    rules: &Rules,
-    out: &mut Vec<(u64, Event<'a>)>,
-) -> Result<(), String> {
-    let view = (!rules.is_empty()).then(|| BatchView::new(b, &rules.fields));
-    let (mut matched, mut hits) = (Vec::new(), Vec::new());
-    let time = col(b, "event_time")?
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or("event_time is not a millisecond timestamp")?;
-    let source = strings(b, "event_source")?;
-    let name = strings(b, "event_name")?;
-    let err = strings(b, "error_code")?;
-    let msg = strings(b, "error_message")?;
-    let ip = strings(b, "source_ip_address")?;
-    let ua = strings(b, "user_agent")?;
-    let id = strings(b, "event_id")?;
-    let params = strings(b, "request_parameters")?;
-    let ui = col(b, "user_identity")?.as_struct_opt().ok_or("user_identity is not a struct")?;
-    let (ui_type, ui_arn, ui_acct, ui_by, ui_pid) = (
-        child(ui, "type"),
-        child(ui, "arn"),
-        child(ui, "account_id"),
-        child(ui, "invoked_by"),
-        child(ui, "principal_id"),
-    );
-    let issuer = ui
-        .column_by_name("session_context")
-        .and_then(|c| c.as_struct_opt())
-        .and_then(|sc| sc.column_by_name("session_issuer"))
-        .and_then(|c| c.as_struct_opt())
-        .and_then(|si| child(si, "arn"));
-    for i in rows {
-        if time.is_null(i) {
-            continue;
-        }
-        let principal = principal(get(ui_type, i), get(issuer, i), get(ui_arn, i), get(ui_by, i), get(ui_pid, i));
-        let event_source = get(Some(source), i).unwrap_or("");
-        let lambda = lambda_params(event_source, get(Some(params), i));
-        let event_name = get(Some(name), i).unwrap_or("");
-        if let Some(v) = &view {
+    rules: &'a Rules,
+    view: Option<BatchView<'a>>,
+    time: &'a arrow_array::TimestampMillisecondArray,
+    source: &'a StringArray,
+    name: &'a StringArray,
+    err: &'a StringArray,
+    msg: &'a StringArray,
+    ip: &'a StringArray,
+    ua: &'a StringArray,
+    id: &'a StringArray,
+    params: &'a StringArray,
+    ui_type: Option<&'a StringArray>,
+    ui_arn: Option<&'a StringArray>,
+    ui_acct: Option<&'a StringArray>,
+    ui_by: Option<&'a StringArray>,
+    ui_pid: Option<&'a StringArray>,
+    issuer: Option<&'a StringArray>,
+}
+
+impl<'a> CloudTrailRows<'a> {
+    fn new(b: &'a RecordBatch, account: &'a str, region: &'a str, rules: &'a Rules) -> Result<Self, String> {
+        let ui = col(b, "user_identity")?.as_struct_opt().ok_or("user_identity is not a struct")?;
+        let issuer = ui
+            .column_by_name("session_context")
+            .and_then(|c| c.as_struct_opt())
+            .and_then(|sc| sc.column_by_name("session_issuer"))
+            .and_then(|c| c.as_struct_opt())
+            .and_then(|si| child(si, "arn"));
+        Ok(CloudTrailRows {
+            account,
+            region,
+            rules,
+            view: (!rules.is_empty()).then(|| BatchView::new(b, &rules.fields)),
+            time: col(b, "event_time")?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or("event_time is not a millisecond timestamp")?,
+            source: strings(b, "event_source")?,
+            name: strings(b, "event_name")?,
+            err: strings(b, "error_code")?,
+            msg: strings(b, "error_message")?,
+            ip: strings(b, "source_ip_address")?,
+            ua: strings(b, "user_agent")?,
+            id: strings(b, "event_id")?,
+            params: strings(b, "request_parameters")?,
+            ui_type: child(ui, "type"),
+            ui_arn: child(ui, "arn"),
+            ui_acct: child(ui, "account_id"),
+            ui_by: child(ui, "invoked_by"),
+            ui_pid: child(ui, "principal_id"),
+            issuer,
+        })
+    }
+
+    fn time(&self, i: usize) -> Option<EpochMillis> {
+        self.time.is_valid(i).then(|| self.time.value(i))
+    }
+
+    fn event(&self, i: usize) -> Option<Event<'a>> {
+        let time = self.time(i)?;
+        let (rules, ui) = (self.rules, (self.ui_type, self.issuer, self.ui_arn, self.ui_by, self.ui_pid));
+        let principal = principal(get(ui.0, i), get(ui.1, i), get(ui.2, i), get(ui.3, i), get(ui.4, i));
+        let event_source = get(Some(self.source), i).unwrap_or("");
+        let lambda = lambda_params(event_source, get(Some(self.params), i));
+        let event_name = get(Some(self.name), i).unwrap_or("");
+        let (mut matched, mut hits) = (Vec::new(), Vec::new());
+        if let Some(v) = &self.view {
             let row = v.row(i);
             rules.matches(&row, event_name, &mut matched);
             if !matched.is_empty() {
                 rules.correlation_hits(&row, &matched, &mut hits);
             }
         }
-        out.push((
-            src,
-            Event::Api(ApiCall {
-                time: time.value(i),
-                account: Cow::Borrowed(account),
-                region: Cow::Borrowed(region),
-                source: Cow::Borrowed(event_source),
-                name: Cow::Borrowed(event_name),
-                error_code: get(Some(err), i).map(Cow::Borrowed),
-                error_message: get(Some(msg), i).map(Cow::Borrowed),
-                principal,
-                principal_account: get(ui_acct, i).map(Cow::Borrowed),
-                source_ip: Cow::Borrowed(get(Some(ip), i).unwrap_or("")),
-                user_agent: Cow::Borrowed(get(Some(ua), i).unwrap_or("")),
-                event_id: Cow::Borrowed(get(Some(id), i).unwrap_or("")),
-                function: lambda.function,
-                function_timeout_s: lambda.timeout_s,
-                reserved_concurrency: lambda.reserved_concurrency,
-                rules: matched.iter().filter(|&&r| rules.rules[r].generate).map(|&r| r as u32).collect(),
-                correlated: if matched.is_empty() { vec![] } else { std::mem::take(&mut hits) },
-            }),
-        ));
+        Some(Event::Api(ApiCall {
+            time,
+            account: Cow::Borrowed(self.account),
+            region: Cow::Borrowed(self.region),
+            source: Cow::Borrowed(event_source),
+            name: Cow::Borrowed(event_name),
+            error_code: get(Some(self.err), i).map(Cow::Borrowed),
+            error_message: get(Some(self.msg), i).map(Cow::Borrowed),
+            principal,
+            principal_account: get(self.ui_acct, i).map(Cow::Borrowed),
+            source_ip: Cow::Borrowed(get(Some(self.ip), i).unwrap_or("")),
+            user_agent: Cow::Borrowed(get(Some(self.ua), i).unwrap_or("")),
+            event_id: Cow::Borrowed(get(Some(self.id), i).unwrap_or("")),
+            function: lambda.function,
+            function_timeout_s: lambda.timeout_s,
+            reserved_concurrency: lambda.reserved_concurrency,
+            rules: matched.iter().filter(|&&r| rules.rules[r].generate).map(|&r| r as u32).collect(),
+            correlated: hits,
+        }))
     }
-    Ok(())
 }
 
-fn invocations<'a>(
-    b: &'a RecordBatch,
-    rows: Range<usize>,
+/// An invocations batch's columns, resolved once.
+pub struct InvocationRows<'a> {
     account: &'a str,
     region: &'a str,
-    src: u64,
-    out: &mut Vec<(u64, Event<'a>)>,
-) -> Result<(), String> {
-    let ts = |n: &str| {
-        col(b, n)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| format!("{n} is not a timestamp"))
-    };
-    let f64s = |n: &str| col(b, n)?.as_primitive_opt::<Float64Type>().ok_or_else(|| format!("{n} is not a double"));
-    let i64s = |n: &str| col(b, n)?.as_primitive_opt::<Int64Type>().ok_or_else(|| format!("{n} is not a bigint"));
-    let (start, end) = (ts("start_time")?, ts("end_time")?);
-    let (dur, timeout) = (f64s("duration_ms")?, f64s("timeout_seconds")?);
-    let (billed, mem) = (i64s("billed_duration_ms")?, i64s("memory_size_mb")?);
-    let (func, status, leid, rid) =
-        (strings(b, "function_name")?, strings(b, "status")?, strings(b, "log_event_id")?, strings(b, "request_id")?);
-    let error_type = strings(b, "error_type")?;
-    for i in rows {
-        let Some(function) = get(Some(func), i) else { continue };
-        if end.is_null(i) {
-            continue;
-        }
-        let duration_ms = if dur.is_valid(i) { dur.value(i) } else { 0.0 };
-        out.push((
-            src,
-            Event::Invocation(Invocation {
-                start: if start.is_valid(i) { start.value(i) } else { end.value(i) },
-                end: end.value(i),
-                account: Cow::Borrowed(account),
-                region: Cow::Borrowed(region),
-                function: Cow::Borrowed(function),
-                duration_ms,
-                billed_ms: if billed.is_valid(i) { billed.value(i) as f64 } else { duration_ms.ceil() },
-                memory_mb: if mem.is_valid(i) { mem.value(i) as f64 } else { 128.0 },
-                status: InvocationStatus::parse(get(Some(status), i).unwrap_or("unknown")),
-                timeout_s: timeout.is_valid(i).then(|| timeout.value(i)),
-                log_event_id: Cow::Borrowed(get(Some(leid), i).unwrap_or("")),
-                request_id: get(Some(rid), i).map(Cow::Borrowed),
-                error_type: get(Some(error_type), i).map(Cow::Borrowed),
-            }),
-        ));
-    }
-    Ok(())
+    start: &'a arrow_array::TimestampMillisecondArray,
+    end: &'a arrow_array::TimestampMillisecondArray,
+    dur: &'a arrow_array::Float64Array,
+    timeout: &'a arrow_array::Float64Array,
+    billed: &'a arrow_array::Int64Array,
+    mem: &'a arrow_array::Int64Array,
+    func: &'a StringArray,
+    status: &'a StringArray,
+    leid: &'a StringArray,
+    rid: &'a StringArray,
+    error_type: &'a StringArray,
 }
 
-fn metrics<'a>(
-    b: &'a RecordBatch,
-    rows: Range<usize>,
+impl<'a> InvocationRows<'a> {
+    fn new(b: &'a RecordBatch, account: &'a str, region: &'a str) -> Result<Self, String> {
+        let ts = |n: &str| {
+            col(b, n)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| format!("{n} is not a timestamp"))
+        };
+        let f64s = |n: &str| col(b, n)?.as_primitive_opt::<Float64Type>().ok_or_else(|| format!("{n} is not a double"));
+        let i64s = |n: &str| col(b, n)?.as_primitive_opt::<Int64Type>().ok_or_else(|| format!("{n} is not a bigint"));
+        Ok(InvocationRows {
+            account,
+            region,
+            start: ts("start_time")?,
+            end: ts("end_time")?,
+            dur: f64s("duration_ms")?,
+            timeout: f64s("timeout_seconds")?,
+            billed: i64s("billed_duration_ms")?,
+            mem: i64s("memory_size_mb")?,
+            func: strings(b, "function_name")?,
+            status: strings(b, "status")?,
+            leid: strings(b, "log_event_id")?,
+            rid: strings(b, "request_id")?,
+            error_type: strings(b, "error_type")?,
+        })
+    }
+
+    fn time(&self, i: usize) -> Option<EpochMillis> {
+        (self.end.is_valid(i) && self.func.is_valid(i)).then(|| self.end.value(i))
+    }
+
+    fn event(&self, i: usize) -> Option<Event<'a>> {
+        let function = get(Some(self.func), i)?;
+        let end = self.time(i)?;
+        let duration_ms = if self.dur.is_valid(i) { self.dur.value(i) } else { 0.0 };
+        Some(Event::Invocation(Invocation {
+            start: if self.start.is_valid(i) { self.start.value(i) } else { end },
+            end,
+            account: Cow::Borrowed(self.account),
+            region: Cow::Borrowed(self.region),
+            function: Cow::Borrowed(function),
+            duration_ms,
+            billed_ms: if self.billed.is_valid(i) { self.billed.value(i) as f64 } else { duration_ms.ceil() },
+            memory_mb: if self.mem.is_valid(i) { self.mem.value(i) as f64 } else { 128.0 },
+            status: InvocationStatus::parse(get(Some(self.status), i).unwrap_or("unknown")),
+            timeout_s: self.timeout.is_valid(i).then(|| self.timeout.value(i)),
+            log_event_id: Cow::Borrowed(get(Some(self.leid), i).unwrap_or("")),
+            request_id: get(Some(self.rid), i).map(Cow::Borrowed),
+            error_type: get(Some(self.error_type), i).map(Cow::Borrowed),
+        }))
+    }
+}
+
+/// A metrics batch's columns, resolved once.
+pub struct MetricRows<'a> {
     account: &'a str,
     region: &'a str,
-    src: u64,
-    out: &mut Vec<(u64, Event<'a>)>,
-) -> Result<(), String> {
-    let name = strings(b, "metric_name")?;
-    let ts =
-        col(b, "timestamp")?.as_primitive_opt::<TimestampMillisecondType>().ok_or("timestamp is not a timestamp")?;
-    let sum = col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?;
-    let max = col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?;
-    let dims = col(b, "dimensions")?.as_map_opt().ok_or("dimensions is not a map")?;
-    let keys = dims.keys().as_string_opt::<i32>().ok_or("dimension names are not strings")?;
-    let values = dims.values().as_string_opt::<i32>().ok_or("dimension values are not strings")?;
-    for i in rows {
-        let Some(metric) = get(Some(name), i) else { continue };
-        if !METRICS_USED.contains(&metric) || ts.is_null(i) {
-            continue;
+    name: &'a StringArray,
+    ts: &'a arrow_array::TimestampMillisecondArray,
+    sum: &'a arrow_array::Float64Array,
+    max: &'a arrow_array::Float64Array,
+    dims: &'a arrow_array::MapArray,
+    keys: &'a StringArray,
+    values: &'a StringArray,
+}
+
+impl<'a> MetricRows<'a> {
+    fn new(b: &'a RecordBatch, account: &'a str, region: &'a str) -> Result<Self, String> {
+        let dims = col(b, "dimensions")?.as_map_opt().ok_or("dimensions is not a map")?;
+        Ok(MetricRows {
+            account,
+            region,
+            name: strings(b, "metric_name")?,
+            ts: col(b, "timestamp")?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or("timestamp is not a timestamp")?,
+            sum: col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?,
+            max: col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?,
+            keys: dims.keys().as_string_opt::<i32>().ok_or("dimension names are not strings")?,
+            values: dims.values().as_string_opt::<i32>().ok_or("dimension values are not strings")?,
+            dims,
+        })
+    }
+
+    fn time(&self, i: usize) -> Option<EpochMillis> {
+        self.ts.is_valid(i).then(|| self.ts.value(i))
+    }
+
+    fn event(&self, i: usize) -> Option<Event<'a>> {
+        let metric = get(Some(self.name), i)?;
+        if !METRICS_USED.contains(&metric) {
+            return None;
         }
+        let time = self.time(i)?;
+        let (keys, values) = (self.keys, self.values);
         // The map's whole key and value arrays, not `dims.value(i)`: names borrow from the batch.
-        let entries = dims.value_offsets()[i] as usize..dims.value_offsets()[i + 1] as usize;
+        let entries = self.dims.value_offsets()[i] as usize..self.dims.value_offsets()[i + 1] as usize;
         let function =
             entries.clone().find(|&j| keys.value(j) == "FunctionName" && values.is_valid(j)).map(|j| values.value(j));
         // Account-level datapoints (no dimensions) are the shard's, for the metrics that have them.
         let function = match function {
             Some(f) => f,
             None if entries.is_empty() && ACCOUNT_METRICS.contains(&metric) => "",
-            None => continue,
+            None => return None,
         };
         // A version or alias dimension would count the function twice.
         if entries.clone().any(|j| matches!(keys.value(j), "Resource" | "ExecutedVersion")) {
-            continue;
+            return None;
         }
-        out.push((
-            src,
-            Event::Metric(MetricPoint {
-                time: ts.value(i),
-                account: Cow::Borrowed(account),
-                region: Cow::Borrowed(region),
-                metric: Cow::Borrowed(metric),
-                function: Cow::Borrowed(function),
-                sum: if sum.is_valid(i) { sum.value(i) } else { 0.0 },
-                max: if max.is_valid(i) { max.value(i) } else { 0.0 },
-            }),
-        ));
+        Some(Event::Metric(MetricPoint {
+            time,
+            account: Cow::Borrowed(self.account),
+            region: Cow::Borrowed(self.region),
+            metric: Cow::Borrowed(metric),
+            function: Cow::Borrowed(function),
+            sum: if self.sum.is_valid(i) { self.sum.value(i) } else { 0.0 },
+            max: if self.max.is_valid(i) { self.max.value(i) } else { 0.0 },
+        }))
     }
-    Ok(())
+}
+
+/// A decoded batch's rows of one table, as events on demand: a day's rows are ordered by time
+/// first and each becomes an event only when fed, so no vector of events (a few hundred bytes
+/// each) is built, moved and dropped.
+pub enum Rows<'a> {
+    CloudTrail(CloudTrailRows<'a>),
+    Invocations(InvocationRows<'a>),
+    Metrics(MetricRows<'a>),
+}
+
+impl<'a> Rows<'a> {
+    /// The event time of row `i`, or `None` when the row makes no event for want of it.
+    pub fn time(&self, i: usize) -> Option<EpochMillis> {
+        match self {
+            Rows::CloudTrail(r) => r.time(i),
+            Rows::Invocations(r) => r.time(i),
+            Rows::Metrics(r) => r.time(i),
+        }
+    }
+
+    /// Row `i` as an event, or `None` when it makes none (no time, a metric detectors ignore).
+    pub fn event(&self, i: usize) -> Option<Event<'a>> {
+        match self {
+            Rows::CloudTrail(r) => r.event(i),
+            Rows::Invocations(r) => r.event(i),
+            Rows::Metrics(r) => r.event(i),
+        }
+    }
+}
+
+/// The rows of one part of a decoded file: its source, the resolved columns and the row range.
+pub struct Part<'a> {
+    pub source: u64,
+    pub rows: Rows<'a>,
+    pub range: Range<usize>,
 }

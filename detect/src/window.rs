@@ -2,6 +2,8 @@
 //! series that judge a window against its baseline, and episodes that turn a run of anomalous
 //! windows into one `open` and one `closed` finding with the same id.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use trailwatch_core::finding::{finding_id, Contributor, Finding, FindingKind, Severity, Status};
 use trailwatch_core::time::{format_rfc3339_millis, EpochMillis};
@@ -46,6 +48,10 @@ impl<A: Default> Windows<A> {
             Some(n) if w < n => return None,
             None => self.next = Some(w),
             _ => {}
+        }
+        // Most events fall in the newest open window.
+        if self.open.last().is_some_and(|(s, _)| *s == w) {
+            return self.open.last_mut().map(|(_, a)| a);
         }
         let i = match self.open.binary_search_by_key(&w, |(s, _)| *s) {
             Ok(i) => i,
@@ -148,14 +154,15 @@ impl Series {
 /// Top values per dimension (principal, source IP, user agent, error code ...).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Contribs {
-    pub dims: Vec<(String, TopK)>,
+    /// Dimension names are literals: a `String` each was an allocation per dimension per window.
+    pub dims: Vec<(Cow<'static, str>, TopK)>,
 }
 
 /// Values kept per dimension.
 pub const TOP_K: usize = 5;
 
 impl Contribs {
-    pub fn add(&mut self, dim: &str, value: &str, by: u64) {
+    pub fn add(&mut self, dim: &'static str, value: &str, by: u64) {
         if value.is_empty() {
             return;
         }
@@ -164,7 +171,7 @@ impl Contribs {
             None => {
                 let mut t = TopK::default();
                 t.add(value, TOP_K, by);
-                self.dims.push((dim.to_string(), t));
+                self.dims.push((Cow::Borrowed(dim), t));
             }
         }
     }
@@ -183,7 +190,7 @@ impl Contribs {
         let mut out = Vec::new();
         for (d, t) in &self.dims {
             for (v, c) in t.sorted().into_iter().take(per_dim) {
-                out.push(Contributor { dimension: d.clone(), value: v, count: c });
+                out.push(Contributor { dimension: d.to_string(), value: v, count: c });
             }
         }
         out

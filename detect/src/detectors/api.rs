@@ -506,7 +506,7 @@ impl ThrottleKey {
         let rule = ctx.cfg.throttling.clone();
         let alpha = alpha_for(b.alpha, WIDTH);
         let mut win = std::mem::take(&mut self.win);
-        let label = self.label.clone();
+        let label = &self.label;
         let judge = |series: &Series, w: EpochMillis, agg: &ThrottleAgg, factor: f64| {
             let x = (agg.calls as f64).max(agg.metric);
             let mut v = series.judge(w, x, &rule, &b, factor);
@@ -522,7 +522,7 @@ impl ThrottleKey {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::Throttling,
-            subject: &label,
+            subject: label,
             describe: describe_throttling,
         };
         win.finalize(final_before, WIDTH, |w, agg| {

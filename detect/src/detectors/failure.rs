@@ -306,12 +306,12 @@ impl FailureKey {
                 && v.z >= rule.z * factor;
             v
         };
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::RetryStorm,
-            subject: &name,
+            subject: name,
             describe: describe_retries,
         };
         let mut win = std::mem::take(&mut self.retry_win);
@@ -344,12 +344,12 @@ impl FailureKey {
     }
 
     fn advance_stream(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::RetryStorm,
-            subject: &name,
+            subject: name,
             describe: describe_stream,
         };
         let close = ctx.cfg.baseline.close_after_windows;
@@ -394,12 +394,12 @@ impl FailureKey {
     }
 
     fn advance_loss(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::EventLoss,
-            subject: &name,
+            subject: name,
             describe: describe_loss,
         };
         let max_age = ctx

@@ -357,7 +357,7 @@ impl FunctionKey {
             Severity::Low
         };
         ep.severity = ep.severity.max(sev);
-        let dims: Vec<&str> = ep.top.dims.iter().map(|(d, _)| d.as_str()).collect();
+        let dims: Vec<&str> = ep.top.dims.iter().map(|(d, _)| d.as_ref()).collect();
         ep.detail = dims.join(", ");
         ep.score = ep.score.max(if foreign { 10.0 } else { what.len() as f64 * 2.0 });
         if !ep.reported && (n.count >= r.min_events || foreign) {
@@ -498,12 +498,12 @@ impl FunctionKey {
         if !self.conc_ep.is_open() && (self.cost_ep.is_open() || near(self.cost_span, w, w + MINUTE_WIDTH)) {
             return (vc, vr);
         }
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::ConcurrencySpike,
-            subject: &name,
+            subject: name,
             describe: describe_concurrency,
         };
         let fresh = !self.conc_ep.is_open();
@@ -587,12 +587,12 @@ impl FunctionKey {
         // What the window would have cost at the baseline's GB-seconds.
         let expected = self.gbs.expected(w, &b).mean.max(0.0);
         let extra = if agg.gb_seconds > 0.0 { agg.cost * (1.0 - expected / agg.gb_seconds).max(0.0) } else { 0.0 };
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::ConcurrencySpike,
-            subject: &name,
+            subject: name,
             describe: describe_cost,
         };
         let fresh = !self.cost_ep.is_open();
@@ -678,12 +678,12 @@ impl FunctionKey {
         if early && (!v.anomalous || self.to_ep.is_open()) {
             return (v, rate, p95);
         }
-        let name = self.name.clone();
+        let name = &self.name;
         let s = Subject {
             account: ctx.account,
             region: ctx.region,
             kind: FindingKind::Timeouts,
-            subject: &name,
+            subject: name,
             describe: describe_timeouts,
         };
         let fresh = !self.to_ep.is_open();

@@ -122,6 +122,14 @@ impl ObjectSource for Handed<'_> {
     fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.list_folders(bucket, prefix)
     }
+
+    fn list_folders_each(&self, bucket: &str, prefixes: &[String]) -> Result<Vec<Vec<String>>, StoreError> {
+        self.inner.list_folders_each(bucket, prefixes)
+    }
+
+    fn list_after_each(&self, bucket: &str, requests: &[(String, String)]) -> Result<Vec<Vec<ObjectRef>>, StoreError> {
+        self.inner.list_after_each(bucket, requests)
+    }
 }
 
 #[cfg(test)]

@@ -94,7 +94,26 @@ impl ObjectSource for S3Source {
     fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.list_pages(bucket, prefix, None, true)?.1)
     }
+
+    fn list_folders_each(&self, bucket: &str, prefixes: &[String]) -> Result<Vec<Vec<String>>, StoreError> {
+        let listings = prefixes.iter().map(|p| (p.clone(), None, true)).collect();
+        Ok(self.list_concurrently(bucket, listings)?.into_iter().map(|(_, f)| f).collect())
+    }
+
+    fn list_after_each(&self, bucket: &str, requests: &[(String, String)]) -> Result<Vec<Vec<ObjectRef>>, StoreError> {
+        let listings = requests.iter().map(|(p, after)| (p.clone(), Some(after.clone()), false)).collect();
+        Ok(self.list_concurrently(bucket, listings)?.into_iter().map(|(o, _)| o).collect())
+    }
 }
+
+/// Listings in flight at once: S3 serves thousands of requests a second per prefix, and a
+/// Lambda's few network connections are the real bound.
+const LIST_CONCURRENCY: usize = 16;
+
+/// One listing: a prefix, where to start after, and whether to list folders (delimiter `/`).
+type Listing = (String, Option<String>, bool);
+/// What a listing found: objects, and folders (common prefixes).
+type Listed = (Vec<ObjectRef>, Vec<String>);
 
 impl S3Source {
     /// Every page of a ListObjectsV2: the objects, and with `folders` (delimiter `/`) the common
@@ -105,36 +124,78 @@ impl S3Source {
         prefix: &str,
         start_after: Option<&str>,
         folders: bool,
-    ) -> Result<(Vec<ObjectRef>, Vec<String>), StoreError> {
-        let (mut out, mut prefixes) = (Vec::new(), Vec::new());
-        let mut token = None;
-        loop {
-            let req = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_start_after(start_after.map(str::to_string))
-                .set_delimiter(folders.then(|| "/".to_string()))
-                .set_continuation_token(token);
-            let page =
-                self.handle.block_on(req.send()).map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
-            for o in page.contents() {
-                if let Some(key) = o.key() {
-                    out.push(ObjectRef {
-                        bucket: bucket.to_string(),
-                        key: key.to_string(),
-                        etag: o.e_tag().map(str::to_string),
-                        size: o.size().map(|s| s as u64),
-                        modified: o.last_modified().and_then(|t| t.to_millis().ok()),
-                    });
+    ) -> Result<Listed, StoreError> {
+        self.handle.block_on(list_pages(&self.client, bucket, prefix, start_after, folders))
+    }
+
+    /// Several listings, `LIST_CONCURRENCY` at a time, results in request order; the first
+    /// error fails them all (the run is retried whole).
+    fn list_concurrently(&self, bucket: &str, listings: Vec<Listing>) -> Result<Vec<Listed>, StoreError> {
+        self.handle.block_on(async {
+            let n = listings.len();
+            let mut out: Vec<Option<Listed>> = (0..n).map(|_| None).collect();
+            let mut todo = listings.into_iter().enumerate();
+            let mut set = tokio::task::JoinSet::new();
+            loop {
+                while set.len() < LIST_CONCURRENCY {
+                    let Some((i, (prefix, after, folders))) = todo.next() else { break };
+                    let (client, bucket) = (self.client.clone(), bucket.to_string());
+                    set.spawn(
+                        async move { (i, list_pages(&client, &bucket, &prefix, after.as_deref(), folders).await) },
+                    );
+                }
+                match set.join_next().await {
+                    None => break,
+                    Some(Ok((i, r))) => out[i] = Some(r?),
+                    Some(Err(e)) => {
+                        return Err(StoreError {
+                            op: "list",
+                            uri: format!("s3://{bucket}/"),
+                            message: format!("listing task failed: {e}"),
+                            retryable: true,
+                        })
+                    }
                 }
             }
-            prefixes.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok((out, prefixes)),
+            Ok(out.into_iter().flatten().collect())
+        })
+    }
+}
+
+/// Every page of a ListObjectsV2 (see [`S3Source::list_pages`]).
+async fn list_pages(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    folders: bool,
+) -> Result<Listed, StoreError> {
+    let (mut out, mut prefixes) = (Vec::new(), Vec::new());
+    let mut token = None;
+    loop {
+        let req = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .set_delimiter(folders.then(|| "/".to_string()))
+            .set_continuation_token(token);
+        let page = req.send().await.map_err(|e| classify("list", format!("s3://{bucket}/{prefix}"), e))?;
+        for o in page.contents() {
+            if let Some(key) = o.key() {
+                out.push(ObjectRef {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    etag: o.e_tag().map(str::to_string),
+                    size: o.size().map(|s| s as u64),
+                    modified: o.last_modified().and_then(|t| t.to_millis().ok()),
+                });
             }
+        }
+        prefixes.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => return Ok((out, prefixes)),
         }
     }
 }

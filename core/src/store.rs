@@ -103,6 +103,18 @@ pub trait ObjectSource: Sync {
         out.dedup();
         Ok(out)
     }
+
+    /// [`ObjectSource::list_folders`] of each prefix, in order. A lake's recent partitions are
+    /// found per account and region folder: S3 sends these listings concurrently, since a hundred
+    /// accounts in a dozen regions would otherwise wait on a thousand round trips in a row.
+    fn list_folders_each(&self, bucket: &str, prefixes: &[String]) -> Result<Vec<Vec<String>>, StoreError> {
+        prefixes.iter().map(|p| self.list_folders(bucket, p)).collect()
+    }
+
+    /// [`ObjectSource::list_after`] of each `(prefix, start_after)`, in order; concurrent on S3.
+    fn list_after_each(&self, bucket: &str, requests: &[(String, String)]) -> Result<Vec<Vec<ObjectRef>>, StoreError> {
+        requests.iter().map(|(p, after)| self.list_after(bucket, p, after)).collect()
+    }
 }
 
 /// Where the lake lives.

@@ -407,13 +407,16 @@ fn list_table(
 ) -> Result<Vec<ObjectRef>, trailwatch_core::store::StoreError> {
     let prefix = lake.table_prefix(table);
     let Some(since) = since else { return src.list(&lake.bucket, &prefix) };
-    let mut out = Vec::new();
-    for account in src.list_folders(&lake.bucket, &prefix)? {
-        for region in src.list_folders(&lake.bucket, &account)? {
-            out.extend(src.list_after(&lake.bucket, &region, &format!("{region}date={since}"))?);
-        }
-    }
-    Ok(out)
+    let accounts = src.list_folders(&lake.bucket, &prefix)?;
+    let regions: Vec<String> = src.list_folders_each(&lake.bucket, &accounts)?.into_iter().flatten().collect();
+    let after: Vec<(String, String)> = regions
+        .into_iter()
+        .map(|r| {
+            let start = format!("{r}date={since}");
+            (r, start)
+        })
+        .collect();
+    Ok(src.list_after_each(&lake.bucket, &after)?.into_iter().flatten().collect())
 }
 
 fn total(e: &Engine) -> Counters {

@@ -210,3 +210,44 @@ fn concurrent_writers_never_lose_an_update() {
     assert_eq!(store.shards().unwrap().len(), 2);
     drop(moto);
 }
+
+/// The recent-partition listing sends one listing per account and region folder, many at once:
+/// over more folders than are listed at a time, the results equal the one-by-one listings, in
+/// request order, and `StartAfter` still leaves out the older dates.
+#[test]
+fn concurrent_folder_listings_equal_sequential_ones() {
+    use trailwatch_core::store::ObjectSource;
+    let moto = Moto::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+    let s3 = trailwatch_core::aws::s3(&shared, None);
+    rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
+    let regions = ["eu-west-1", "us-east-1", "us-west-2", "ap-south-1"];
+    for account in 0..6 {
+        for region in regions {
+            for day in 1..=4 {
+                let key = format!(
+                    "tw/cloudtrail/account_id={:012}/region={region}/date=2026-01-0{day}/f.parquet",
+                    111_111_111_111u64 * (account + 1)
+                );
+                rt.block_on(s3.put_object().bucket("lake").key(key).body(vec![1u8].into()).send()).unwrap();
+            }
+        }
+    }
+    let src = S3Source::new(s3.clone(), rt.handle().clone());
+    let accounts = src.list_folders("lake", "tw/cloudtrail/").unwrap();
+    assert_eq!(accounts.len(), 6);
+    let each = src.list_folders_each("lake", &accounts).unwrap();
+    let one_by_one: Vec<Vec<String>> = accounts.iter().map(|a| src.list_folders("lake", a).unwrap()).collect();
+    assert_eq!(each, one_by_one);
+    let folders: Vec<String> = each.into_iter().flatten().collect();
+    assert_eq!(folders.len(), 24, "more folders than are listed at a time");
+    let requests: Vec<(String, String)> = folders.iter().map(|f| (f.clone(), format!("{f}date=2026-01-03"))).collect();
+    let after = src.list_after_each("lake", &requests).unwrap();
+    let one_by_one: Vec<Vec<ObjectRef>> = requests.iter().map(|(p, a)| src.list_after("lake", p, a).unwrap()).collect();
+    assert_eq!(after, one_by_one);
+    for (files, (folder, _)) in after.iter().zip(&requests) {
+        let keys: Vec<&str> = files.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, [format!("{folder}date=2026-01-03/f.parquet"), format!("{folder}date=2026-01-04/f.parquet")]);
+    }
+}

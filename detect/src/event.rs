@@ -206,10 +206,10 @@ impl Event<'_> {
 /// The bare function name from what Lambda's API accepts: a name, `account:function:name`, or
 /// an ARN, each optionally with `:qualifier`.
 pub fn function_name(s: &str) -> &str {
-    let parts: Vec<&str> = s.split(':').collect();
-    match parts.iter().position(|p| *p == "function") {
-        Some(i) if i + 1 < parts.len() => parts[i + 1],
-        _ => parts[0],
+    let mut parts = s.split(':');
+    match parts.position(|p| p == "function").and_then(|_| parts.next()) {
+        Some(name) => name,
+        None => s.split(':').next().unwrap_or(s),
     }
 }
 

@@ -89,8 +89,10 @@ const ACCOUNT_METRICS: &[&str] = &["ConcurrentExecutions", "ClaimedAccountConcur
 #[derive(Debug, Clone)]
 pub struct Decoded {
     table: Table,
-    /// Row ranges of batches, each with the source its rows came from (`None`: the file's own).
-    parts: Vec<(Option<u64>, RecordBatch, Range<usize>)>,
+    batches: Vec<RecordBatch>,
+    /// Row ranges of the batches (by index), each with the source its rows came from (`None`:
+    /// the file's own). A compacted file has a range per delivered object: thousands a batch.
+    parts: Vec<(Option<u64>, usize, Range<usize>)>,
     /// Rules evaluated on each CloudTrail row as it becomes an event.
     rules: Rules,
 }
@@ -104,25 +106,22 @@ impl Decoded {
     /// Decodes the columns detectors and `rules` read; each CloudTrail event carries the rules
     /// its record matches.
     pub fn with_rules(data: Bytes, table: Table, rules: &Rules) -> Result<Decoded, String> {
-        let mut parts = Vec::new();
+        let (mut batches, mut parts) = (Vec::new(), Vec::new());
         let extra = if table == Table::CloudTrail && !rules.is_empty() { rules.columns() } else { vec![] };
-        read_batches(data, table, &extra, |src, b, rows| {
-            parts.push((src, b.clone(), rows));
+        read_batches(data, table, &extra, |bi, src, b, rows| {
+            if bi == batches.len() {
+                batches.push(b.clone());
+            }
+            parts.push((src, bi, rows));
             Ok(())
         })?;
-        Ok(Decoded { table, parts, rules: rules.clone() })
+        Ok(Decoded { table, batches, parts, rules: rules.clone() })
     }
 
     /// Batches of the lake schema already in memory (rule samples, tests), with `rules`.
     pub fn from_batches(table: Table, batches: Vec<RecordBatch>, rules: &Rules) -> Decoded {
-        let parts = batches
-            .into_iter()
-            .map(|b| {
-                let n = b.num_rows();
-                (None, b, 0..n)
-            })
-            .collect();
-        Decoded { table, parts, rules: rules.clone() }
+        let parts = batches.iter().enumerate().map(|(i, b)| (None, i, 0..b.num_rows())).collect();
+        Decoded { table, batches, parts, rules: rules.clone() }
     }
 
     pub fn rows(&self) -> usize {
@@ -140,25 +139,37 @@ impl Decoded {
         source: u64,
         out: &mut Vec<(u64, Event<'a>)>,
     ) -> Result<(), String> {
-        for p in self.parts(account, region, source)? {
-            out.extend(p.range.filter_map(|i| p.rows.event(i)).map(|e| (p.source, e)));
+        let (views, parts) = self.views(account, region, source)?;
+        for p in parts {
+            let rows = &views[p.batch];
+            out.extend(p.range.filter_map(|i| rows.event(i)).map(|e| (p.source, e)));
         }
         Ok(())
     }
 
-    /// The file's parts with their columns resolved, for the shard `(account, region)`; each
-    /// part's source as [`Decoded::events`] gives it. Fails, before any row, on a missing column.
-    pub fn parts<'a>(&'a self, account: &'a str, region: &'a str, source: u64) -> Result<Vec<Part<'a>>, String> {
-        let mut out = Vec::with_capacity(self.parts.len());
-        for (src, b, rows) in &self.parts {
-            let r = match self.table {
+    /// The file's batches with their columns resolved (once a batch), and its parts: row ranges
+    /// of those batches, each with its source as [`Decoded::events`] gives it, for the shard
+    /// `(account, region)`. Fails, before any row, on a missing column.
+    pub fn views<'a>(
+        &'a self,
+        account: &'a str,
+        region: &'a str,
+        source: u64,
+    ) -> Result<(Vec<Rows<'a>>, Vec<Part>), String> {
+        let mut views = Vec::with_capacity(self.batches.len());
+        for b in &self.batches {
+            views.push(match self.table {
                 Table::CloudTrail => Rows::CloudTrail(CloudTrailRows::new(b, account, region, &self.rules)?),
                 Table::Invocations => Rows::Invocations(InvocationRows::new(b, account, region)?),
                 Table::Metrics => Rows::Metrics(MetricRows::new(b, account, region)?),
-            };
-            out.push(Part { source: src.unwrap_or(source), rows: r, range: rows.clone() });
+            });
         }
-        Ok(out)
+        let parts = self
+            .parts
+            .iter()
+            .map(|(src, bi, rows)| Part { source: src.unwrap_or(source), batch: *bi, range: rows.clone() })
+            .collect();
+        Ok((views, parts))
     }
 }
 
@@ -198,7 +209,7 @@ fn read_batches(
     data: Bytes,
     table: Table,
     extra: &[Vec<&'static str>],
-    mut each: impl FnMut(Option<u64>, &RecordBatch, Range<usize>) -> Result<(), String>,
+    mut each: impl FnMut(usize, Option<u64>, &RecordBatch, Range<usize>) -> Result<(), String>,
 ) -> Result<(), String> {
     // The Arrow schema ingest embeds (base64 flatbuffers) is not decoded: the Parquet types say
     // all the reader needs, and decoding it for every small file cost ~4% of a run.
@@ -238,10 +249,10 @@ fn read_batches(
     let ranges = compacted_ranges(builder.metadata().file_metadata().key_value_metadata())?;
     let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
     let (mut range, mut left) = (0usize, ranges.as_ref().and_then(|r| r.first()).map_or(0, |r| r.1));
-    for batch in reader {
+    for (bi, batch) in reader.enumerate() {
         let batch = batch.map_err(|e| e.to_string())?;
         let Some(ranges) = &ranges else {
-            each(None, &batch, 0..batch.num_rows())?;
+            each(bi, None, &batch, 0..batch.num_rows())?;
             continue;
         };
         let mut off = 0;
@@ -251,7 +262,7 @@ fn read_batches(
                 left = ranges.get(range).ok_or("compacted sources: more rows than listed")?.1;
             }
             let n = left.min(batch.num_rows() - off);
-            each(Some(ranges[range].0), &batch, off..off + n)?;
+            each(bi, Some(ranges[range].0), &batch, off..off + n)?;
             off += n;
             left -= n;
         }
@@ -600,9 +611,11 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// The rows of one part of a decoded file: its source, the resolved columns and the row range.
-pub struct Part<'a> {
+/// Rows of one source in a decoded batch: the source, the batch (an index into the views the
+/// part came with) and the row range.
+#[derive(Debug, Clone)]
+pub struct Part {
     pub source: u64,
-    pub rows: Rows<'a>,
+    pub batch: usize,
     pub range: Range<usize>,
 }

@@ -261,13 +261,15 @@ pub fn detect_lake_reporting(
                 }
             }
         }
-        let mut parts = Vec::with_capacity(decoded.len());
+        let (mut views, mut parts) = (Vec::with_capacity(decoded.len()), Vec::new());
         for (f, version, d) in &decoded {
-            match d.parts(&f.account, &f.region, f.source) {
-                Ok(p) => {
+            match d.views(&f.account, &f.region, f.source) {
+                Ok((v, p)) => {
                     run.files_read += 1;
                     engine.shard_mut(&f.account, &f.region).manifest.insert(f.rel.clone(), version.clone());
-                    parts.extend(p);
+                    let offset = views.len();
+                    views.extend(v);
+                    parts.extend(p.into_iter().map(|p| crate::read::Part { batch: p.batch + offset, ..p }));
                 }
                 // Not recorded as read (none of its events kept): the next run tries it again.
                 Err(message) => {
@@ -277,7 +279,7 @@ pub fn detect_lake_reporting(
                 }
             }
         }
-        let n = feed_parts(&mut engine, cfg, &parts);
+        let n = feed_parts(&mut engine, cfg, &views, &parts);
         progress.read(files.len() as u64, n);
     }
     let after = total(&engine);
@@ -354,19 +356,25 @@ pub fn feed_day(engine: &mut Engine, cfg: &DetectConfig, events: Vec<(u64, Event
 
 /// Feeds a day's decoded rows to the engine in event-time order, as [`feed_day`] does, making
 /// each row an event only when its turn comes; returns the events fed.
-pub fn feed_parts(engine: &mut Engine, cfg: &DetectConfig, parts: &[crate::read::Part<'_>]) -> u64 {
+pub fn feed_parts(
+    engine: &mut Engine,
+    cfg: &DetectConfig,
+    views: &[crate::read::Rows<'_>],
+    parts: &[crate::read::Part],
+) -> u64 {
     thread_local!(static ORDER: std::cell::RefCell<Vec<(i64, u32, u32)>> = const { std::cell::RefCell::new(Vec::new()) });
     let mut order = ORDER.take();
     order.clear();
     for (p, part) in parts.iter().enumerate() {
-        order.extend(part.range.clone().filter_map(|i| part.rows.time(i).map(|t| (t, p as u32, i as u32))));
+        let rows = &views[part.batch];
+        order.extend(part.range.clone().filter_map(|i| rows.time(i).map(|t| (t, p as u32, i as u32))));
     }
     // (time, part, row): ties keep the order read, as in `feed_day`.
     order.sort_unstable();
     let mut fed = 0u64;
     for &(_, p, i) in &order {
         let part = &parts[p as usize];
-        let Some(ev) = part.rows.event(i as usize) else { continue };
+        let Some(ev) = views[part.batch].event(i as usize) else { continue };
         engine.observe_from(cfg, &ev, part.source);
         fed += 1;
         if fed.is_multiple_of(50_000) {

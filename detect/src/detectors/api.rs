@@ -9,7 +9,7 @@ use super::{alpha_for, is_denial, Ctx};
 use crate::config::RateRule;
 use crate::event::ApiCall;
 use crate::stats::{BoundedSet, HashKey};
-use crate::window::{num, push_evidence, Contribs, Episode, Series, Subject, Tracker, Verdict, Windows, MINUTE};
+use crate::window::{num, Contribs, Episode, Ids, Series, Subject, Tracker, Verdict, Windows, MINUTE};
 use trailwatch_core::finding::FindingKind;
 
 /// CloudTrail delivers about every 5 minutes: rates are counted per 5-minute window.
@@ -22,8 +22,8 @@ pub struct ApiAgg {
     pub errors: u64,
     pub top: Contribs,
     pub err_top: Contribs,
-    pub evidence: Vec<String>,
-    pub err_evidence: Vec<String>,
+    pub evidence: Ids,
+    pub err_evidence: Ids,
 }
 
 /// Windows closer together than this are one burst (a sweep that straddles a window boundary;
@@ -140,12 +140,12 @@ impl ApiKey {
         agg.top.add("principal", &a.principal, 1);
         agg.top.add("source_ip", &a.source_ip, 1);
         agg.top.add("user_agent", &a.user_agent, 1);
-        push_evidence(&mut agg.evidence, &a.event_id);
+        agg.evidence.push(&a.event_id);
         if failed {
             agg.errors += 1;
             agg.err_top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
             agg.err_top.add("principal", &a.principal, 1);
-            push_evidence(&mut agg.err_evidence, &a.event_id);
+            agg.err_evidence.push(&a.event_id);
         }
         true
     }
@@ -264,9 +264,9 @@ pub struct PrincipalAgg {
     pub denials: u64,
     pub denied_apis: BoundedSet,
     pub top: Contribs,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
     pub deny_top: Contribs,
-    pub deny_evidence: Vec<String>,
+    pub deny_evidence: Ids,
 }
 
 /// One principal in one account and region.
@@ -291,7 +291,7 @@ impl PrincipalKey {
         agg.calls += 1;
         agg.top.add("api", api, 1);
         agg.top.add("source_ip", &a.source_ip, 1);
-        push_evidence(&mut agg.evidence, &a.event_id);
+        agg.evidence.push(&a.event_id);
         if is_denial(a.error_code.as_deref()) {
             agg.denials += 1;
             agg.denied_apis.insert(key.str(api), API_SET_CAP);
@@ -299,13 +299,13 @@ impl PrincipalKey {
             agg.deny_top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
             agg.deny_top.add("source_ip", &a.source_ip, 1);
             agg.deny_top.add("user_agent", &a.user_agent, 1);
-            push_evidence(&mut agg.deny_evidence, &a.event_id);
+            agg.deny_evidence.push(&a.event_id);
         }
         true
     }
 
     /// Enumeration over `windows`: distinct denied APIs, denials, calls.
-    fn enumeration(windows: &[&PrincipalAgg]) -> (f64, f64, f64) {
+    fn enumeration<'a>(windows: impl Iterator<Item = &'a PrincipalAgg>) -> (f64, f64, f64) {
         let mut union = BoundedSet::default();
         let (mut denials, mut calls) = (0u64, 0u64);
         for a in windows {
@@ -318,7 +318,13 @@ impl PrincipalKey {
         (union.len() as f64, denials as f64, calls as f64)
     }
 
-    fn enum_verdict(&self, ctx: &Ctx, t: EpochMillis, windows: &[&PrincipalAgg], factor: f64) -> Verdict {
+    fn enum_verdict<'a>(
+        &self,
+        ctx: &Ctx,
+        t: EpochMillis,
+        windows: impl Iterator<Item = &'a PrincipalAgg>,
+        factor: f64,
+    ) -> Verdict {
         let r = &ctx.cfg.enumeration;
         let (distinct, denials, calls) = Self::enumeration(windows);
         let e = self.denied.expected(t, &ctx.cfg.baseline);
@@ -331,17 +337,19 @@ impl PrincipalKey {
         Verdict { observed: distinct, expected: e.mean, z, anomalous }
     }
 
-    fn report(
+    /// Steps `tracker` with the windows `aggs` (an iterator, not a collected `Vec`: this runs
+    /// for every principal's every window).
+    fn report<'a>(
         ctx: &mut Ctx,
         tracker: &mut Tracker,
         s: &Subject,
         (span, v, close): ((i64, i64), &Verdict, u32),
-        aggs: &[&PrincipalAgg],
+        aggs: impl Iterator<Item = &'a PrincipalAgg> + Clone,
         deny: bool,
     ) {
         let fresh = !tracker.is_open();
         let f = tracker.step(s, span, v, close, |ep| {
-            for a in aggs {
+            for a in aggs.clone() {
                 if deny {
                     ep.absorb(&a.deny_top, &a.deny_evidence);
                 } else {
@@ -369,7 +377,8 @@ impl PrincipalKey {
         let span_windows = (ctx.cfg.enumeration.window_minutes as i64 * MINUTE / WIDTH).max(1) as usize;
         let alpha = alpha_for(b.alpha, WIDTH);
         let mut win = std::mem::take(&mut self.win);
-        let label = self.label.clone();
+        // Taken and put back, not cloned: this runs for every principal on every advance.
+        let label = std::mem::take(&mut self.label);
         win.finalize(final_before, WIDTH, |w, agg| {
             let s = Subject {
                 account: ctx.account,
@@ -379,30 +388,35 @@ impl PrincipalKey {
                 describe: describe_rate,
             };
             let vc = self.calls.judge(w, agg.calls as f64, &rule, &b, 1.0);
-            Self::report(ctx, &mut self.call_ep, &s, ((w, w + WIDTH), &vc, b.close_after_windows), &[&agg], false);
+            Self::report(
+                ctx,
+                &mut self.call_ep,
+                &s,
+                ((w, w + WIDTH), &vc, b.close_after_windows),
+                std::iter::once(&agg),
+                false,
+            );
             if !vc.anomalous {
                 self.calls.learn(w, vc.observed, alpha, WIDTH);
             }
             self.recent.push((w, agg));
             let drop = self.recent.len().saturating_sub(span_windows);
             self.recent.drain(..drop);
-            let aggs: Vec<&PrincipalAgg> = self.recent.iter().map(|(_, a)| a).collect();
-            let ve = self.enum_verdict(ctx, w, &aggs, 1.0);
+            let aggs = self.recent.iter().map(|(_, a)| a);
+            let ve = self.enum_verdict(ctx, w, aggs.clone(), 1.0);
             // The episode starts with the first window of the span that saw denials.
             let start = self.recent.iter().find(|(_, a)| a.denials > 0).map(|(s, _)| *s).unwrap_or(w);
             let s = Subject { kind: FindingKind::ApiErrorRate, describe: describe_enumeration, ..s };
-            Self::report(ctx, &mut self.enum_ep, &s, ((start, w + WIDTH), &ve, b.close_after_windows), &aggs, true);
+            Self::report(ctx, &mut self.enum_ep, &s, ((start, w + WIDTH), &ve, b.close_after_windows), aggs, true);
             if !ve.anomalous {
                 self.denied.learn(w, ve.observed, alpha, WIDTH);
             }
         });
         // Early: the final windows of the span plus the open ones.
         if !self.enum_ep.is_open() && !win.open.is_empty() {
-            let mut aggs: Vec<&PrincipalAgg> = self.recent.iter().map(|(_, a)| a).collect();
-            aggs.extend(win.open.iter().map(|(_, a)| a));
-            let keep = aggs.len().saturating_sub(span_windows);
-            let aggs = &aggs[keep..];
-            let v = self.enum_verdict(ctx, win.open[0].0, aggs, b.early_factor);
+            let keep = (self.recent.len() + win.open.len()).saturating_sub(span_windows);
+            let aggs = self.recent.iter().chain(win.open.iter()).map(|(_, a)| a).skip(keep);
+            let v = self.enum_verdict(ctx, win.open[0].0, aggs.clone(), b.early_factor);
             if v.anomalous {
                 let start = self
                     .recent
@@ -423,6 +437,7 @@ impl PrincipalKey {
             }
         }
         self.win = win;
+        self.label = label;
     }
 
     pub fn busy(&self) -> bool {
@@ -468,7 +483,7 @@ pub struct ThrottleAgg {
     /// `Throttles` from the metric stream (a sum over the window's datapoints).
     pub metric: f64,
     pub top: Contribs,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 /// Throttles of one function (subject: its name) or one API (subject: `source:name`).
@@ -488,7 +503,7 @@ impl ThrottleKey {
         agg.calls += 1;
         agg.top.add("error_code", a.error_code.as_deref().unwrap_or(""), 1);
         agg.top.add("principal", &a.principal, 1);
-        push_evidence(&mut agg.evidence, &a.event_id);
+        agg.evidence.push(&a.event_id);
         true
     }
 

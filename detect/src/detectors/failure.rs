@@ -12,7 +12,7 @@ use trailwatch_core::time::EpochMillis;
 use super::{alpha_for, Ctx};
 use crate::config::RateRule;
 use crate::event::{Invocation, InvocationStatus};
-use crate::window::{num, push_evidence, Contribs, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
+use crate::window::{num, Contribs, Episode, Ids, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE};
 
 /// Steps an episode with the closed window `w`: a new episode is filled by `fill`; an open one is
 /// filled again when `w` was judged early (what it held then was partial), or extended by `add`
@@ -107,7 +107,7 @@ pub struct RetryAgg {
     pub max_attempt: u32,
     pub top: Contribs,
     /// Request ids retried.
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 /// One minute of a stream-triggered function.
@@ -119,7 +119,7 @@ pub struct StreamMinute {
     pub errors_metric: f64,
     pub errors_logs: u64,
     pub top: Contribs,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 /// A stream function failing while its iterator falls behind, minute after minute.
@@ -238,7 +238,7 @@ impl FailureKey {
                         agg.max_attempt = agg.max_attempt.max(n);
                         agg.top.add("status", status_word(inv.status), 1);
                         agg.top.add("error_type", inv.error_type.as_deref().unwrap_or(""), 1);
-                        push_evidence(&mut agg.evidence, rid);
+                        agg.evidence.push(rid);
                     }
                     None => counted = false,
                 }
@@ -249,7 +249,7 @@ impl FailureKey {
                 m.errors_logs += 1;
                 m.top.add("error_type", inv.error_type.as_deref().unwrap_or(""), 1);
                 if let Some(rid) = inv.request_id.as_deref() {
-                    push_evidence(&mut m.evidence, rid);
+                    m.evidence.push(rid);
                 }
             }
         }
@@ -542,7 +542,7 @@ fn add_loss(ep: &mut Episode, l: &LossAgg) {
             top.add("metric", metric, n.round() as u64);
         }
     }
-    ep.absorb(&top, &[]);
+    ep.absorb(&top, &Ids::default());
     ep.severity = if ep.observed > 0.0 { Severity::High } else { Severity::Medium };
 }
 
@@ -626,7 +626,7 @@ pub struct PoolAgg {
     /// Account-level `ClaimedAccountConcurrency` / `ConcurrentExecutions` maximum.
     pub account_peak: f64,
     /// Event ids of throttled Invoke calls.
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 impl PoolAgg {
@@ -682,7 +682,7 @@ pub struct Pool {
 impl Pool {
     pub fn observe_throttled_invoke(&mut self, function: &str, t: EpochMillis, message: Option<&str>, event_id: &str) {
         let Some(agg) = self.win.at(t, WIDTH) else { return };
-        push_evidence(&mut agg.evidence, event_id);
+        agg.evidence.push(event_id);
         let Some(u) = agg.function(function) else { return };
         u.throttled_calls += 1;
         match ThrottleReason::of(message) {

@@ -11,7 +11,7 @@ use crate::config::RateRule;
 use crate::event::{ApiCall, Invocation, InvocationStatus};
 use crate::stats::{peak_overlap, BoundedSet, LogHistogram, Moments};
 use crate::window::{
-    num, push_evidence, window_start, Episode, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE,
+    num, push_evidence, window_start, Episode, Ids, Series, Subject, Tracker, Verdict, Windows, HOUR, MINUTE,
 };
 
 /// Concurrency and invocation rate are judged per minute.
@@ -29,7 +29,7 @@ pub struct MinuteAgg {
     pub cost: f64,
     /// `ConcurrentExecutions` maximum from the metric stream.
     pub metric_peak: f64,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 /// Cost and call volume are also judged per 5 minutes: a function whose invocations run ten
@@ -50,7 +50,7 @@ pub struct CostAgg {
     pub billed_ms: f64,
     pub invocations: u64,
     pub cost: f64,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ pub struct QuarterAgg {
     pub invocations: u64,
     pub timeouts: u64,
     pub durations: LogHistogram,
-    pub evidence: Vec<String>,
+    pub evidence: Ids,
 }
 
 /// Invokers a function has seen.
@@ -129,7 +129,7 @@ struct SpikeWindow<'a> {
     unit: &'a str,
     /// Extra cost of the window in USD.
     extra: f64,
-    evidence: &'a [String],
+    evidence: &'a Ids,
     /// Whether the episode was closed before this window.
     fresh: bool,
     early: bool,
@@ -158,7 +158,7 @@ fn step_spike(
         if let Some(ep) = t.episode_mut() {
             if !x.fresh && !x.early && ep.start != span.0 {
                 ep.cost = Some(ep.cost.unwrap_or(0.0) + x.extra);
-                for e in x.evidence {
+                for e in x.evidence.iter() {
                     push_evidence(&mut ep.evidence, e);
                 }
             }
@@ -217,12 +217,15 @@ impl FunctionKey {
         while m < end {
             if let Some(agg) = self.minutes.at(m, MINUTE_WIDTH) {
                 if agg.intervals.len() < MAX_INTERVALS {
+                    if agg.intervals.capacity() == 0 {
+                        agg.intervals.reserve(8);
+                    }
                     agg.intervals.push((start, end));
                 }
                 if m == window_start(start, MINUTE_WIDTH) {
                     agg.invocations += 1;
                     agg.cost += cost;
-                    push_evidence(&mut agg.evidence, evidence);
+                    agg.evidence.push(evidence);
                 }
                 counted = true;
             }
@@ -234,7 +237,7 @@ impl FunctionKey {
                 c.gb_seconds += inv.billed_ms / 1000.0 * inv.memory_mb / 1024.0;
                 c.billed_ms += inv.billed_ms;
                 c.cost += cost;
-                push_evidence(&mut c.evidence, evidence);
+                c.evidence.push(evidence);
             }
         }
         let qw = ctx.cfg.timeouts.window_minutes as i64 * MINUTE;
@@ -243,7 +246,7 @@ impl FunctionKey {
             q.durations.add(inv.duration_ms.max(0.01));
             if inv.status == InvocationStatus::Timeout {
                 q.timeouts += 1;
-                push_evidence(&mut q.evidence, evidence);
+                q.evidence.push(evidence);
             }
         }
         if let Some(h) = self.hours.at(inv.end, HOUR) {
@@ -693,14 +696,14 @@ impl FunctionKey {
                 Some(t) => format!("{detail}; timeout {} s", t / 1000.0),
                 None => detail.to_string(),
             };
-            ep.evidence = q.evidence.clone();
+            ep.evidence = q.evidence.to_vec();
             ep.severity = if rate >= 0.5 { Severity::High } else { Severity::Medium };
             ep.top.add("timeouts", &q.timeouts.to_string(), q.timeouts);
             ep.top.add("p95_ms", &format!("{p95:.0}"), q.invocations);
         });
         if v.anomalous && !fresh && !early {
             if let Some(ep) = self.to_ep.episode_mut() {
-                for e in &q.evidence {
+                for e in q.evidence.iter() {
                     push_evidence(&mut ep.evidence, e);
                 }
                 if rate >= 0.5 {

@@ -425,7 +425,7 @@ impl PrincipalKey {
                     .find(|(_, a)| a.denials > 0)
                     .map(|(s, _)| *s)
                     .unwrap_or(win.open[0].0);
-                let end = win.open.last().map(|(s, _)| s + WIDTH).unwrap_or(start + WIDTH);
+                let end = win.open.back().map(|(s, _)| s + WIDTH).unwrap_or(start + WIDTH);
                 let s = Subject {
                     account: ctx.account,
                     region: ctx.region,

@@ -197,7 +197,10 @@ fn compacted_ranges(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Resu
     else {
         return Ok(None);
     };
-    let list: Vec<(String, u64)> = serde_json::from_str(v).map_err(|e| format!("compacted sources: {e}"))?;
+    // Borrowed where the JSON has no escapes: a compacted file lists thousands of sources.
+    let list: Vec<(Cow<str>, u64)> = serde_json::from_str::<Vec<(Borrowed, u64)>>(v)
+        .map(|l| l.into_iter().map(|(s, n)| (s.0, n)).collect())
+        .map_err(|e| format!("compacted sources: {e}"))?;
     Ok(Some(list.into_iter().map(|(stem, n)| (crate::stats::hash_str(&stem), n as usize)).collect()))
 }
 
@@ -294,11 +297,34 @@ fn get(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
 
+/// A string borrowed from the JSON text when it has no escapes, else owned. (serde's own `Cow`
+/// support borrows only a bare `Cow`, not one inside an `Option` or a tuple.)
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Borrowed<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 /// What detectors read from Lambda's request parameters.
 #[derive(Deserialize)]
 struct LambdaParams<'a> {
     #[serde(rename = "functionName", borrow, default)]
-    function_name: Option<Cow<'a, str>>,
+    function_name: Option<Borrowed<'a>>,
     #[serde(default)]
     timeout: Option<f64>,
     #[serde(rename = "reservedConcurrentExecutions", default)]
@@ -338,7 +364,7 @@ pub fn lambda_params<'a>(event_source: &str, request_parameters: Option<&'a str>
     }
     match request_parameters.and_then(|p| serde_json::from_str::<LambdaParams>(p).ok()) {
         Some(p) => LambdaRequest {
-            function: p.function_name.map(|f| match f {
+            function: p.function_name.map(|f| match f.0 {
                 Cow::Borrowed(f) => Cow::Borrowed(function_name(f)),
                 Cow::Owned(f) => Cow::Owned(function_name(&f).to_string()),
             }),

@@ -10,6 +10,10 @@ pub mod convert;
 pub mod decompress;
 pub mod error;
 pub mod handler;
+mod json;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod legacy;
 mod object;
 pub mod platform;
 pub mod split;

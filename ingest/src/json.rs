@@ -81,16 +81,25 @@ impl Level {
     #[inline]
     fn find(&self, key: &str) -> Option<usize> {
         let k = key.as_bytes();
-        let first = *k.first()?;
-        self.by_len.get(k.len())?.iter().map(|&i| usize::from(i)).find(|&i| {
-            let j = self.cols[i].json.as_bytes();
-            j[0] == first && j == k
-        })
+        self.by_len.get(k.len())?.iter().map(|&i| usize::from(i)).find(|&i| same(self.cols[i].json.as_bytes(), k))
     }
 
     fn sub(&self, i: usize) -> &Level {
         self.subs[i].as_ref().expect("struct and list columns have a level")
     }
+}
+
+/// Whether two keys of the same length are equal, compared inline: keys are short, and a call to
+/// `memcmp` per member was 3% of ingest.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        if u64::from_ne_bytes(p.try_into().expect("8 bytes")) != u64::from_ne_bytes(q.try_into().expect("8 bytes")) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 fn tree() -> &'static Level {

@@ -54,6 +54,8 @@ struct Level {
     subs: Vec<Option<Level>>,
     /// The column whose bad value rejects the record (`event_time`, top level only).
     required: Option<usize>,
+    /// How deep objects and arrays of the known columns nest, counting this level's object.
+    depth: usize,
 }
 
 impl Level {
@@ -75,7 +77,16 @@ impl Level {
             })
             .collect();
         let required = top.then(|| cols.iter().position(|c| c.name == "event_time")).flatten();
-        Level { cols, by_len, subs, required }
+        let depth = 1 + cols
+            .iter()
+            .zip(&subs)
+            .filter_map(|(c, sub): (&Col, &Option<Level>)| {
+                let list = usize::from(matches!(c.kind, Kind::ListOfStruct(_)));
+                sub.as_ref().map(|l| l.depth + list)
+            })
+            .max()
+            .unwrap_or(0);
+        Level { cols, by_len, subs, required, depth }
     }
 
     #[inline]
@@ -243,6 +254,8 @@ struct Frames {
     bits: u64,
     len: usize,
     deep: Vec<bool>,
+    /// The most containers open at once.
+    max: usize,
 }
 
 impl Frames {
@@ -257,6 +270,7 @@ impl Frames {
             self.deep.push(object);
         }
         self.len += 1;
+        self.max = self.max.max(self.len);
     }
 
     fn pop(&mut self) {
@@ -281,6 +295,8 @@ struct Cursor<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
+    /// The most containers a skipped value opened at once.
+    skipped_depth: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -455,7 +471,10 @@ impl<'a> Cursor<'a> {
             }
             // After a value: close what ends here, then move to the next value.
             loop {
-                let Some(object) = frames.top() else { return Ok(()) };
+                let Some(object) = frames.top() else {
+                    self.skipped_depth = self.skipped_depth.max(frames.max);
+                    return Ok(());
+                };
                 self.ws();
                 match self.peek() {
                     Some(b',') => {
@@ -674,16 +693,40 @@ fn expected(kind: Kind) -> &'static str {
 
 /// Parses one record's text into a row.
 pub(crate) fn parse_row(text: &str) -> Result<Row<'_>, Fail> {
+    let (row, _) = parse(text, true)?;
+    Ok(row)
+}
+
+/// Parses the record that starts `text` (at its `{`), wherever it ends; returns the row and the
+/// record's length in bytes. `None` when the record is not a valid row (or does not end within
+/// `text`) or may nest deeper than `max_depth`: [`crate::split::Splitter::records_in_place`]
+/// leaves such records to the splitter, which copies them out and reports what is wrong.
+pub(crate) fn parse_prefix(text: &str, max_depth: u32) -> Option<(Row<'_>, usize)> {
+    let (row, (len, skipped_depth)) = parse(text, false).ok()?;
+    // At most the known columns' nesting, the containers a skipped value opened, and one empty
+    // container inside the deepest of them.
+    (tree().depth + skipped_depth < max_depth as usize).then_some((row, len))
+}
+
+/// The record parser over `text`; `whole` when the text must hold the record and nothing else.
+/// Returns the row, where it ended, and the depth of its skipped values.
+fn parse(text: &str, whole: bool) -> Result<(Row<'_>, (usize, usize)), Fail> {
     let tree = tree();
-    let mut p = RecordParser { c: Cursor { s: text, b: text.as_bytes(), i: 0 }, unknown: Vec::new(), reject: None };
+    let mut p = RecordParser {
+        c: Cursor { s: text, b: text.as_bytes(), i: 0, skipped_depth: 0 },
+        unknown: Vec::new(),
+        reject: None,
+    };
     let mut values = vec![Val::Null; tree.cols.len()];
     let ok = (|| {
         p.c.ws();
         p.c.eat(b'{')?;
         let ok = p.object(tree, &PathRef::ROOT, &mut values)?;
-        p.c.ws();
-        if p.c.i != text.len() {
-            return Err(Invalid);
+        if whole {
+            p.c.ws();
+            if p.c.i != text.len() {
+                return Err(Invalid);
+            }
         }
         Ok(ok)
     })();
@@ -697,7 +740,7 @@ pub(crate) fn parse_row(text: &str) -> Result<Row<'_>, Fail> {
         Some(Val::Time(ms)) => *ms,
         _ => return Err(Fail::Reject(Reject("eventTime: missing".into()))),
     };
-    Ok(Row { values, unknown: p.unknown, event_time })
+    Ok((Row { values, unknown: p.unknown, event_time }, (p.c.i, p.c.skipped_depth)))
 }
 
 #[cfg(test)]
@@ -786,14 +829,14 @@ mod tests {
         ];
         for s in cases {
             let ours = {
-                let mut c = Cursor { s, b: s.as_bytes(), i: 0 };
+                let mut c = Cursor { s, b: s.as_bytes(), i: 0, skipped_depth: 0 };
                 c.skip_value().is_ok() && c.i == s.len()
             };
             let theirs = serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok();
             assert_eq!(ours, theirs, "{s}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        let mut c = Cursor { s: &deep, b: deep.as_bytes(), i: 0 };
+        let mut c = Cursor { s: &deep, b: deep.as_bytes(), i: 0, skipped_depth: 0 };
         assert_eq!(c.skip_value().unwrap().len(), deep.len());
     }
 

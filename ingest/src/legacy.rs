@@ -204,4 +204,28 @@ pub fn assert_same(text: &str) {
         (Err(new), Err(old)) => assert_eq!(new.to_string(), old.to_string(), "error for {text:?}"),
         (new, old) => panic!("the parsers disagree on {text:?}:\nnew: {new:?}\nold: {old:?}"),
     }
+    assert_prefix_agrees(text);
+}
+
+/// The in-place path (`json::parse_prefix`, given the text from the record's `{` on and whatever
+/// follows it) takes a record exactly when the whole-text parser accepts it, and builds the same row.
+fn assert_prefix_agrees(text: &str) {
+    let t = text.trim_start_matches([' ', '\n', '\t', '\r']);
+    if !t.starts_with('{') {
+        return;
+    }
+    let whole = crate::json::parse_row(t);
+    match crate::json::parse_prefix(t, 64) {
+        Some((row, len)) => {
+            let alone = crate::json::parse_row(&t[..len]).expect("a record parse_prefix took parses alone");
+            assert_eq!(row.values, alone.values, "values of {t:?}");
+            assert_eq!(row.unknown, alone.unknown, "unknown members of {t:?}");
+            if let Ok(whole) = whole {
+                assert_eq!(len, t.trim_end_matches([' ', '\n', '\t', '\r']).len(), "end of {t:?}");
+                assert_eq!(row.values, whole.values, "values of {t:?}");
+            }
+        }
+        // Declined: invalid, or possibly deeper than the limit (only then may a valid one be).
+        None => assert!(whole.is_err() || t.bytes().filter(|b| matches!(b, b'{' | b'[')).count() > 50, "{t:?}"),
+    }
 }

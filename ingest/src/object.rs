@@ -19,8 +19,9 @@ use crate::cloudwatch::{
 use crate::convert::{self, CloudTrailBatch, RawObject};
 use crate::decompress::{self, Encoding};
 use crate::error::{BadKind, IngestError};
+use crate::json;
 use crate::platform::{self, LogEvent};
-use crate::split::{RecordMeta, SplitError, Splitter};
+use crate::split::{InPlaceError, RecordMeta, SplitError, Splitter};
 use crate::writer::{self, PartitionedWriter, RejectLine, RejectWriter, Staged, TableBatch, MAX_REJECT_TEXT};
 use crate::{Config, ObjectReport, Outcome};
 
@@ -147,15 +148,7 @@ impl<'a> Sinks<'a> {
     fn cloudtrail_checked(&mut self, text: &str, m: &RecordMeta, owner: Option<&str>) -> Result<bool, IngestError> {
         match convert::parse_record_text(text) {
             Ok(row) => {
-                if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight") {
-                    self.skipped += 1;
-                    return Ok(true);
-                }
-                let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
-                let region = self.hints.region.as_deref().or(row.aws_region());
-                let p = Partition::new(account, region, utc_date(row.event_time));
-                self.future.check(row.event_time);
-                writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, &row, text.len())?;
+                self.cloudtrail_row(&row, text.len(), owner)?;
                 Ok(true)
             }
             Err(e) => {
@@ -163,6 +156,26 @@ impl<'a> Sinks<'a> {
                 Ok(!matches!(e, convert::RecordError::Json(_)))
             }
         }
+    }
+
+    /// A record the splitter offers in place (see [`Splitter::records_in_place`]): its length
+    /// when it is a valid row, `None` to leave it to the splitter and [`Sinks::cloudtrail_checked`].
+    fn cloudtrail_in_place(&mut self, text: &str) -> Result<Option<usize>, IngestError> {
+        let Some((row, len)) = json::parse_prefix(text, self.cfg.split.max_depth) else { return Ok(None) };
+        self.cloudtrail_row(&row, len, None)?;
+        Ok(Some(len))
+    }
+
+    fn cloudtrail_row(&mut self, row: &convert::Row<'_>, size: usize, owner: Option<&str>) -> Result<(), IngestError> {
+        if matches!(&row.values[event_type_index()], convert::Val::Str(t) if t == "AwsCloudTrailInsight") {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
+        let region = self.hints.region.as_deref().or(row.aws_region());
+        let p = Partition::new(account, region, utc_date(row.event_time));
+        self.future.check(row.event_time);
+        writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, row, size)
     }
 
     /// The Lambda invocations (and CloudTrail records) in one log stream's events.
@@ -413,9 +426,11 @@ fn io_error(uri: &str, line: u64, source: std::io::Error) -> IngestError {
     if decompress::is_bomb(&source) {
         return IngestError::BadObject { uri, kind: BadKind::Bomb, detail: source.to_string() };
     }
+    // Line 0: the stream failed before its first line was decoded.
+    let at = if line == 0 { "at its start".to_string() } else { format!("at line {line}") };
     let detail = match source.kind() {
-        std::io::ErrorKind::UnexpectedEof => format!("truncated at line {line} (the stream ends mid-member)"),
-        _ => format!("{source} (at line {line})"),
+        std::io::ErrorKind::UnexpectedEof => format!("truncated {at} (the stream ends mid-member)"),
+        _ => format!("{source} ({at})"),
     };
     IngestError::BadObject { uri, kind: BadKind::Gzip, detail }
 }
@@ -574,7 +589,21 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
     let mut valid_json = 0u64;
     let mut first_json_error = None;
     let mut kinesis_elements = None;
-    while let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? {
+    // Records left to the copying path before the in-place one is tried again: one after each
+    // try (the record cut by the end of the buffer), more when a try took none, so input the fast
+    // path keeps declining costs little.
+    let mut copied_next = 0u32;
+    loop {
+        if copied_next == 0 && sinks.recognised > 0 && kinesis_elements == Some(false) {
+            let took = splitter.records_in_place(|text, _| sinks.cloudtrail_in_place(text)).map_err(|e| match e {
+                InPlaceError::Split(e) => split_error(&uri, e),
+                InPlaceError::Sink(e) => e,
+            })?;
+            valid_json += took;
+            copied_next = if took == 0 { 16 } else { 1 };
+        }
+        copied_next = copied_next.saturating_sub(1);
+        let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? else { break };
         if let Some(size) = m.oversized {
             let cap = cfg.split.max_record_bytes;
             sinks.reject(

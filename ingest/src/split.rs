@@ -41,8 +41,32 @@ enum State {
     /// Between top-level values.
     Top,
     /// Inside an array of records; `envelope` when it is the value of `"Records"`.
-    Array { envelope: bool, first: bool },
+    Array { envelope: bool, slot: Slot },
 }
+
+/// Where in an array the splitter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Before the first element (or the `]` of an empty array).
+    First,
+    /// After an element: a `,` or the `]` comes next.
+    AfterValue,
+    /// After a `,` (taken by [`Splitter::records_in_place`]): an element comes next.
+    AfterComma,
+}
+
+/// Why [`Splitter::records_in_place`] stopped early.
+#[derive(Debug)]
+pub enum InPlaceError<E> {
+    Split(SplitError),
+    /// The caller's function failed.
+    Sink(E),
+}
+
+/// The part of the buffered input [`Splitter::records_in_place`] looks at per call: records are
+/// validated as UTF-8 a window at a time, so a caller that keeps declining costs at most this per
+/// call, not the whole buffer.
+const IN_PLACE_WINDOW: usize = 64 << 10;
 
 /// Limits the splitter enforces.
 #[derive(Debug, Clone, Copy)]
@@ -219,11 +243,11 @@ impl<R: BufRead> Splitter<R> {
         buf.clear();
         loop {
             match self.state {
-                State::Array { envelope, first } => {
+                State::Array { envelope, slot } => {
                     let Some(b) = self.peek()? else {
                         return Err(SplitError::Truncated { line: self.line });
                     };
-                    if b == b']' {
+                    if b == b']' && slot != Slot::AfterComma {
                         self.r.consume(1);
                         self.state = State::Top;
                         if envelope {
@@ -231,7 +255,7 @@ impl<R: BufRead> Splitter<R> {
                         }
                         continue;
                     }
-                    if !first {
+                    if slot == Slot::AfterValue {
                         if b != b',' {
                             return Err(SplitError::Envelope {
                                 line: self.line,
@@ -244,7 +268,7 @@ impl<R: BufRead> Splitter<R> {
                             return Err(SplitError::Truncated { line: self.line });
                         }
                     }
-                    self.state = State::Array { envelope, first: false };
+                    self.state = State::Array { envelope, slot: Slot::AfterValue };
                     let line = self.line;
                     let (oversized, too_deep) = self.read_value(buf, 0)?;
                     return Ok(Some(self.meta(line, false, oversized, too_deep)));
@@ -257,7 +281,7 @@ impl<R: BufRead> Splitter<R> {
                     match b {
                         b'[' => {
                             self.r.consume(1);
-                            self.state = State::Array { envelope: false, first: true };
+                            self.state = State::Array { envelope: false, slot: Slot::First };
                         }
                         b'{' => {
                             self.r.consume(1);
@@ -270,7 +294,7 @@ impl<R: BufRead> Splitter<R> {
                                     if self.peek()? == Some(b'[') {
                                         self.r.consume(1);
                                         buf.clear();
-                                        self.state = State::Array { envelope: true, first: true };
+                                        self.state = State::Array { envelope: true, slot: Slot::First };
                                         continue;
                                     }
                                     buf.push(b':');
@@ -284,6 +308,72 @@ impl<R: BufRead> Splitter<R> {
                 }
             }
         }
+    }
+
+    /// Offers the array elements that lie whole in the buffered input to `f` in place, as text,
+    /// without copying them: `f` returns `Ok(Some(len))` when it took the record that starts its
+    /// text (its first `len` bytes) and `Ok(None)` to leave it to [`Splitter::next_record`].
+    /// Returns how many records `f` took; 0 when it declined the first, or the splitter is not
+    /// inside an array, or the next element does not start in the buffer. The text `f` sees is
+    /// cut at the record size cap, and `f` must decline records nested deeper than
+    /// [`Limits::max_depth`], so what it takes is what `next_record` would have returned whole.
+    ///
+    /// This is ingest's fast path: the record parser finds where a record ends as it parses it,
+    /// so the bytes of records are neither scanned for their end first nor copied.
+    pub fn records_in_place<E>(
+        &mut self,
+        mut f: impl FnMut(&str, RecordMeta) -> Result<Option<usize>, E>,
+    ) -> Result<u64, InPlaceError<E>> {
+        let State::Array { envelope, mut slot } = self.state else { return Ok(0) };
+        let Some(b) = self.peek().map_err(InPlaceError::Split)? else { return Ok(0) };
+        if slot == Slot::AfterValue {
+            if b != b',' {
+                return Ok(0);
+            }
+            self.r.consume(1);
+            slot = Slot::AfterComma;
+            self.state = State::Array { envelope, slot };
+            if self.peek().map_err(InPlaceError::Split)?.is_none() {
+                return Ok(0);
+            }
+        }
+        // `peek` left the next element's first byte at the start of the buffer.
+        let Ok(chunk) = self.r.fill_buf() else { return Ok(0) };
+        let window = &chunk[..chunk.len().min(IN_PLACE_WINDOW)];
+        let text = window.utf8_chunks().next().map_or("", |c| c.valid());
+        let b = text.as_bytes();
+        let (mut pos, mut line, mut taken) = (0, self.line, 0);
+        while b.get(pos) == Some(&b'{') {
+            let mut end = (pos + self.limits.max_record_bytes).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let meta = RecordMeta { index: self.index, line, top_level: false, oversized: None, too_deep: false };
+            let Some(len) = f(&text[pos..end], meta).map_err(InPlaceError::Sink)? else { break };
+            // A record has no raw newline inside its strings (JSON forbids it), so every newline
+            // in it is one `read_value` would have counted.
+            line += memchr::memchr_iter(b'\n', &b[pos..pos + len]).count() as u64;
+            pos += len;
+            self.index += 1;
+            taken += 1;
+            slot = Slot::AfterValue;
+            let (n, lines) = skip_ws(&b[pos..]);
+            if b.get(pos + n) != Some(&b',') {
+                break;
+            }
+            let (m, more) = skip_ws(&b[pos + n + 1..]);
+            if b.get(pos + n + 1 + m) != Some(&b'{') {
+                // Leave the comma for `next_record`, which reports what follows it.
+                break;
+            }
+            pos += n + 1 + m;
+            line += lines + more;
+            slot = Slot::AfterComma;
+        }
+        self.r.consume(pos);
+        self.line = line;
+        self.state = State::Array { envelope, slot };
+        Ok(taken)
     }
 
     /// After the Records array: skips any other members of the envelope up to its closing brace.
@@ -318,6 +408,19 @@ impl<R: BufRead> Splitter<R> {
     }
 }
 
+/// The JSON whitespace at the start of `b`: its length and how many newlines it holds.
+fn skip_ws(b: &[u8]) -> (usize, u64) {
+    let mut lines = 0;
+    let n = b
+        .iter()
+        .take_while(|&&c| {
+            lines += u64::from(c == b'\n');
+            matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+        })
+        .count();
+    (n, lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +444,75 @@ mod tests {
             assert_eq!(other, reference, "bufsize {bufsize}");
         }
         Ok(reference.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// Splits with the in-place path wherever it takes records, taking every record whose text
+    /// starts with a JSON value (serde_json finds where it ends) unless `decline` says otherwise.
+    fn split_in_place(
+        input: &[u8],
+        bufsize: usize,
+        decline: impl Fn(u64) -> bool,
+    ) -> Result<Vec<(String, RecordMeta)>, SplitError> {
+        let r = io::BufReader::with_capacity(bufsize, input);
+        let mut s = Splitter::new(r, Limits { max_record_bytes: 100, max_depth: 8 });
+        let (mut out, mut buf) = (Vec::new(), Vec::new());
+        loop {
+            let took = s.records_in_place(|text, m| {
+                if decline(m.index) {
+                    return Ok::<_, ()>(None);
+                }
+                let mut values = serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
+                Ok(match values.next() {
+                    Some(Ok(v)) => {
+                        out.push((v.get().to_string(), m));
+                        Some(values.byte_offset())
+                    }
+                    _ => None,
+                })
+            });
+            match took {
+                Ok(_) => {}
+                Err(InPlaceError::Split(e)) => return Err(e),
+                Err(InPlaceError::Sink(())) => unreachable!(),
+            }
+            match s.next_record(&mut buf)? {
+                Some(m) => out.push((String::from_utf8_lossy(&buf).into_owned(), m)),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn records_in_place_are_the_records_next_record_returns() {
+        let inputs = [
+            "{\"Records\": [ {\"a\":1} ,\n {\"b\":\"x]}\\\"\"},{\"c\":[{}]}\n,\n{\"d\":\"\u{e9}\u{6f22}\"} ]}",
+            "{\"Records\":[{\"a\":1}],\"x\":{\"y\":[1]}}\n{\"Records\":[]}{\"Records\":[{\"c\":3}, 7, {\"d\":4}]}",
+            "[{\"a\":1},\n{\"a\":2}, {\"a\":3}\n]\n[{\"e\":5}]",
+            "[{\"a\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},{\"b\":1}]",
+            "[{\"a\":1},{\"b\" 2},{\"c\":3}]",
+            "[{\"a\":1},]",
+            "[{\"a\":1},{\"b\":2}",
+            "[{\"a\":1}{\"b\":2}]",
+        ];
+        for input in inputs {
+            let reference = split_with(input.as_bytes(), 100, 8192);
+            for bufsize in [1, 2, 3, 7, 16, 64, 8192] {
+                for every in [u64::MAX, 2, 1] {
+                    let other = split_in_place(input.as_bytes(), bufsize, |i| every != u64::MAX && i % every == 0);
+                    match (&reference, &other) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{input:?} bufsize {bufsize} declining every {every}"),
+                        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{input:?} bufsize {bufsize}"),
+                        _ => panic!("{input:?} bufsize {bufsize}: {reference:?} against {other:?}"),
+                    }
+                }
+            }
+        }
+        // The large buffer takes records in place: the path is exercised, not just declined.
+        let r = io::BufReader::with_capacity(8192, inputs[2].as_bytes());
+        let mut s = Splitter::new(r, Limits::default());
+        assert!(s.next_record(&mut Vec::new()).unwrap().is_some());
+        let took = s.records_in_place(|text, _| Ok::<_, ()>(text.find('}').map(|i| i + 1))).unwrap();
+        assert_eq!((took, s.records_seen(), s.line), (2, 3, 2));
     }
 
     #[test]

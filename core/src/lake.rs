@@ -156,13 +156,24 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 /// indices, and interning their strings was 4% of ingest.
 const UNIQUE_COLUMNS: [&str; 4] = ["event_id", "request_id", "shared_event_id", "log_event_id"];
 
+/// Free text besides the JSON columns: no query narrows them by range, so their min/max would
+/// prune nothing (and comparing every value for them was 1.5% of ingest).
+const TEXT_COLUMNS: [&str; 3] = ["user_agent", "error_message", "unknown_fields"];
+
 /// Parquet settings for every file in the lake: zstd, chunk statistics for predicate pushdown,
-/// dictionary encoding (Parquet falls back to plain per page when a dictionary stops paying),
-/// except for [`UNIQUE_COLUMNS`].
+/// dictionary encoding (Parquet falls back to plain per page when a dictionary stops paying);
+/// no dictionary for [`UNIQUE_COLUMNS`], no statistics for them, [`TEXT_COLUMNS`] and the
+/// CloudTrail columns that hold JSON.
 pub fn writer_properties() -> WriterProperties {
-    let builder = UNIQUE_COLUMNS.iter().fold(WriterProperties::builder(), |b, c| {
-        b.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(*c), false)
-    });
+    use parquet::schema::types::ColumnPath;
+    let json = crate::schema::CLOUDTRAIL.iter().filter(|c| matches!(c.kind, crate::schema::Kind::Json)).map(|c| c.name);
+    let mut builder = WriterProperties::builder();
+    for c in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    for c in UNIQUE_COLUMNS.into_iter().chain(TEXT_COLUMNS).chain(json) {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
     builder
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
@@ -178,6 +189,22 @@ pub fn writer_properties() -> WriterProperties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_and_free_text_carry_no_statistics_and_ids_no_dictionary() {
+        use parquet::schema::types::ColumnPath;
+        let p = writer_properties();
+        let col = |c: &str| ColumnPath::from(c);
+        for c in ["event_name", "event_time", "recipient_account_id", "error_code"] {
+            assert_eq!(p.statistics_enabled(&col(c)), EnabledStatistics::Chunk, "{c}");
+            assert!(p.dictionary_enabled(&col(c)), "{c}");
+        }
+        for c in ["event_id", "request_parameters", "user_agent", "unknown_fields", "log_event_id"] {
+            assert_eq!(p.statistics_enabled(&col(c)), EnabledStatistics::None, "{c}");
+        }
+        assert!(!p.dictionary_enabled(&col("event_id")));
+        assert!(p.dictionary_enabled(&col("request_parameters")));
+    }
 
     #[test]
     fn partitions_sanitise_values() {

@@ -340,7 +340,11 @@ impl<R: BufRead> Splitter<R> {
         // `peek` left the next element's first byte at the start of the buffer.
         let Ok(chunk) = self.r.fill_buf() else { return Ok(0) };
         let window = &chunk[..chunk.len().min(IN_PLACE_WINDOW)];
-        let text = window.utf8_chunks().next().map_or("", |c| c.valid());
+        // Not `utf8_chunks`, which checks byte by byte: `from_utf8` takes ASCII a word at a time.
+        let text = match std::str::from_utf8(window) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&window[..e.valid_up_to()]).unwrap_or_default(),
+        };
         let b = text.as_bytes();
         let (mut pos, mut line, mut taken) = (0, self.line, 0);
         while b.get(pos) == Some(&b'{') {

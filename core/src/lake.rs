@@ -78,6 +78,13 @@ impl Partition {
         }
     }
 
+    /// Whether [`Partition::new`] would give these values this partition's account and region:
+    /// a writer reuses the previous row's partition instead of building (and hashing) one a row.
+    pub fn same_place(&self, account_id: Option<&str>, region: Option<&str>) -> bool {
+        self.account_id == account_id.filter(|a| is_account_id(a)).unwrap_or(UNKNOWN)
+            && self.region == region.filter(|r| is_region(r)).unwrap_or(UNKNOWN)
+    }
+
     /// The folder of this partition in `table`, relative to the lake root.
     pub fn dir(&self, table: &str) -> String {
         format!("{table}/account_id={}/region={}/date={}", self.account_id, self.region, self.date)

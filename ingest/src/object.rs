@@ -93,6 +93,8 @@ struct Sinks<'a> {
     /// A region named by a key segment (Firehose prefixes such as `.../eu-west-1/...`).
     key_region: Option<String>,
     cloudtrail: Option<PartitionedWriter<CloudTrailBatch>>,
+    /// The partition of the last CloudTrail row and its day: most rows share their neighbour's.
+    last_partition: Option<(i64, Partition)>,
     invocations: Option<PartitionedWriter<InvocationBatch>>,
     metrics: Option<PartitionedWriter<MetricBatch>>,
     rejects: RejectWriter,
@@ -173,7 +175,11 @@ impl<'a> Sinks<'a> {
         }
         let account = self.hints.account_id.as_deref().or(row.recipient_account_id()).or(owner);
         let region = self.hints.region.as_deref().or(row.aws_region());
-        let p = Partition::new(account, region, utc_date(row.event_time));
+        let day = row.event_time.div_euclid(86_400_000);
+        let p = match &mut self.last_partition {
+            Some((d, p)) if *d == day && p.same_place(account, region) => p,
+            last => &last.insert((day, Partition::new(account, region, utc_date(row.event_time)))).1,
+        };
         self.future.check(row.event_time);
         writer(&mut self.cloudtrail, self.lake, &self.uri, self.cfg)?.push(p, row, size)
     }
@@ -211,7 +217,7 @@ impl<'a> Sinks<'a> {
             let p = Partition::new(Some(owner), region.as_deref(), utc_date(inv.end_time));
             let row = InvocationRow { inv: &inv, log_group: group, log_stream: stream };
             self.future.check(inv.end_time);
-            writer(&mut self.invocations, self.lake, &self.uri, self.cfg)?.push(p, &row, 256)?;
+            writer(&mut self.invocations, self.lake, &self.uri, self.cfg)?.push(&p, &row, 256)?;
         }
         Ok(())
     }
@@ -250,7 +256,7 @@ impl<'a> Sinks<'a> {
         let region = d.region.as_deref().or(self.key_region.as_deref());
         let p = Partition::new(account, region, utc_date(d.timestamp));
         self.future.check(d.timestamp);
-        writer(&mut self.metrics, self.lake, &self.uri, self.cfg)?.push(p, d, size)
+        writer(&mut self.metrics, self.lake, &self.uri, self.cfg)?.push(&p, d, size)
     }
 
     /// A payload carried as base64 (of gzip, usually): a Lambda subscription event's
@@ -535,6 +541,7 @@ pub(crate) fn ingest_stream(
         hints: cloudtrail_key_hints(key),
         key_region: key.split('/').find(|s| is_region(s)).map(str::to_string),
         cloudtrail: None,
+        last_partition: None,
         invocations: None,
         metrics: None,
         rejects: RejectWriter::new(dir.path(), &uri),

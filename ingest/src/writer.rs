@@ -150,10 +150,10 @@ impl<B: TableBatch> PartitionedWriter<B> {
         self.spilled.len()
     }
 
-    pub fn push(&mut self, p: Partition, row: &B::Row<'_>, size: usize) -> Result<(), IngestError> {
+    pub fn push(&mut self, p: &Partition, row: &B::Row<'_>, size: usize) -> Result<(), IngestError> {
         self.rows += 1;
         self.buffered += size;
-        if !self.open.contains_key(&p) && !self.spilled_index.contains_key(&p) {
+        if !self.open.contains_key(p) && !self.spilled_index.contains_key(p) {
             if self.open.len() < self.limits.max_open_partitions {
                 let path = self.dir.path().join(format!("{}.parquet", self.open.len()));
                 let writer = parquet_file::<B>(&self.uri, &path)?;
@@ -163,7 +163,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
                 self.spilled.push((p.clone(), Vec::new()));
             }
         }
-        if let Some(open) = self.open.get_mut(&p) {
+        if let Some(open) = self.open.get_mut(p) {
             open.batch.push(row, size);
             if open.batch.len() >= self.limits.batch_rows {
                 self.buffered -= open.batch.approx_bytes();
@@ -173,7 +173,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
         } else {
             let buf = &mut self.spill_buffer;
             buf.batch.push(row, size);
-            buf.parts.push(self.spilled_index[&p]);
+            buf.parts.push(self.spilled_index[p]);
             if buf.batch.len() >= self.limits.batch_rows {
                 self.buffered -= buf.batch.approx_bytes();
                 self.flush_spill()?;
@@ -457,7 +457,7 @@ mod tests {
             let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
             let row = parse_record(&raw).unwrap();
             let p = Partition::new(Some("111122223333"), Some("eu-west-1"), day.clone());
-            w.push(p, &row, 10).unwrap();
+            w.push(&p, &row, 10).unwrap();
             want.entry(format!("cloudtrail/account_id=111122223333/region=eu-west-1/date={day}/stem.parquet"))
                 .or_default()
                 .push(format!("e{i}"));

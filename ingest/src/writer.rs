@@ -82,7 +82,8 @@ struct SpillBuffer<B> {
     parts: Vec<u32>,
 }
 
-/// The spill file: Arrow IPC (LZ4 frames: no codec context to build per buffer, unlike zstd),
+/// The spill file: Arrow IPC (LZ4 frames; zstd, though arrow-ipc keeps its contexts, builds
+/// entropy tables per buffer and was no faster), written only when the spill buffer fills,
 /// one record batch per partition per flush of the spill buffer.
 struct Spill {
     writer: FileWriter<BufWriter<File>>,
@@ -260,6 +261,24 @@ impl<B: TableBatch> PartitionedWriter<B> {
             }
             open.writer.close().map_err(|e| encode_err(&uri, e))?;
             closed.push((p, open.path));
+        }
+        if self.spill.is_none() {
+            // Every spilled row is still in the spill buffer (the common case: an object of a
+            // few thousand rows over many partitions): each partition is written from it, with
+            // no round trip through the spill file.
+            let batch = self.spill_buffer.batch.finish();
+            let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.spilled.len()];
+            for (row, part) in std::mem::take(&mut self.spill_buffer.parts).into_iter().enumerate() {
+                rows[part as usize].push(row as u32);
+            }
+            for (i, ((p, _), idx)) in std::mem::take(&mut self.spilled).into_iter().zip(rows).enumerate() {
+                let path = self.dir.path().join(format!("spilled-{i}.parquet"));
+                let mut writer = parquet_file::<B>(&uri, &path)?;
+                let part_rows = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| encode_err(&uri, e))?;
+                writer.write(&part_rows).map_err(|e| encode_err(&uri, e))?;
+                writer.close().map_err(|e| encode_err(&uri, e))?;
+                closed.push((p, path));
+            }
         }
         self.flush_spill()?;
         let mut reader = match self.spill.take() {
@@ -441,13 +460,21 @@ mod tests {
     }
 
     /// Rows of many partitions, interleaved, with room for two Parquet writers and buffers that
-    /// spill often: still one file per partition, every row once, in the order it came.
+    /// spill often (through the spill file) or never (the rows stay in the spill buffer): either
+    /// way one file per partition, every row once, in the order it came.
     #[test]
     fn partitions_beyond_the_open_limit_still_get_one_file_each() {
+        let on_disk =
+            WriterLimits { batch_rows: 2, max_buffered_bytes: 25, max_open_partitions: 2, max_writer_bytes: 1 };
+        let in_memory = WriterLimits { batch_rows: 1024, max_buffered_bytes: 1 << 20, ..on_disk };
+        for limits in [on_disk, in_memory] {
+            one_file_per_partition(limits);
+        }
+    }
+
+    fn one_file_per_partition(limits: WriterLimits) {
         let dir = tempfile::tempdir().unwrap();
         let lake = LocalLake::new(dir.path());
-        let limits =
-            WriterLimits { batch_rows: 2, max_buffered_bytes: 25, max_open_partitions: 2, max_writer_bytes: 1 };
         let mut w = PartitionedWriter::<crate::convert::CloudTrailBatch>::new(&lake, "test", limits).unwrap();
         let days = 7;
         let mut want: std::collections::BTreeMap<String, Vec<String>> = Default::default();

@@ -153,7 +153,7 @@ impl fmt::Display for RecordError {
 pub fn parse_record_text(text: &str) -> Result<Row<'_>, RecordError> {
     json::parse_row(text).map_err(|e| match e {
         json::Fail::Reject(r) => RecordError::Reject(r),
-        json::Fail::Invalid => invalid(text),
+        json::Fail::Invalid | json::Fail::Cut => invalid(text),
     })
 }
 

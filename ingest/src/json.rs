@@ -36,6 +36,8 @@ pub(crate) enum Fail {
     Invalid,
     /// Valid JSON, but not a usable record.
     Reject(Reject),
+    /// The text ended inside the record (only when parsing a prefix).
+    Cut,
 }
 
 /// The text is not valid JSON (internal to the parser; becomes [`Fail::Invalid`]).
@@ -707,14 +709,19 @@ pub(crate) fn parse_row(text: &str) -> Result<Row<'_>, Fail> {
 }
 
 /// Parses the record that starts `text` (at its `{`), wherever it ends; returns the row and the
-/// record's length in bytes. `None` when the record is not a valid row (or does not end within
-/// `text`) or may nest deeper than `max_depth`: [`crate::split::Splitter::records_in_place`]
-/// leaves such records to the splitter, which copies them out and reports what is wrong.
-pub(crate) fn parse_prefix(text: &str, max_depth: u32) -> Option<(Row<'_>, usize)> {
-    let (row, (len, skipped_depth)) = parse(text, false).ok()?;
+/// record's length in bytes. Otherwise whether the text ended inside the record (`Err(true)`), or
+/// the record is not a valid row or may nest deeper than `max_depth` (`Err(false)`):
+/// [`crate::split::Splitter::records_in_place`] leaves such records to the splitter, which copies
+/// them out and reports what is wrong.
+pub(crate) fn parse_prefix(text: &str, max_depth: u32) -> Result<(Row<'_>, usize), bool> {
+    let (row, (len, skipped_depth)) = parse(text, false).map_err(|e| matches!(e, Fail::Cut))?;
     // At most the known columns' nesting, the containers a skipped value opened, and one empty
     // container inside the deepest of them.
-    (tree().depth + skipped_depth < max_depth as usize).then_some((row, len))
+    if tree().depth + skipped_depth < max_depth as usize {
+        Ok((row, len))
+    } else {
+        Err(false)
+    }
 }
 
 /// The record parser over `text`; `whole` when the text must hold the record and nothing else.
@@ -740,7 +747,8 @@ fn parse(text: &str, whole: bool) -> Result<(Row<'_>, (usize, usize)), Fail> {
         Ok(ok)
     })();
     if !matches!(ok, Ok(true)) {
-        return Err(Fail::Invalid);
+        // Every failure at the end of the text is the text ending: the parser stops where it fails.
+        return Err(if !whole && p.c.i >= text.len() { Fail::Cut } else { Fail::Invalid });
     }
     if let Some(r) = p.reject {
         return Err(Fail::Reject(r));

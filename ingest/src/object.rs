@@ -161,11 +161,19 @@ impl<'a> Sinks<'a> {
     }
 
     /// A record the splitter offers in place (see [`Splitter::records_in_place`]): its length
-    /// when it is a valid row, `None` to leave it to the splitter and [`Sinks::cloudtrail_checked`].
-    fn cloudtrail_in_place(&mut self, text: &str) -> Result<Option<usize>, IngestError> {
-        let Some((row, len)) = json::parse_prefix(text, self.cfg.split.max_depth) else { return Ok(None) };
-        self.cloudtrail_row(&row, len, None)?;
-        Ok(Some(len))
+    /// when it is a valid row, `None` to leave it to the splitter and [`Sinks::cloudtrail_checked`];
+    /// `declined` is set when it was left for a reason other than the text ending inside it.
+    fn cloudtrail_in_place(&mut self, text: &str, declined: &mut bool) -> Result<Option<usize>, IngestError> {
+        match json::parse_prefix(text, self.cfg.split.max_depth) {
+            Ok((row, len)) => {
+                self.cloudtrail_row(&row, len, None)?;
+                Ok(Some(len))
+            }
+            Err(cut) => {
+                *declined = !cut;
+                Ok(None)
+            }
+        }
     }
 
     fn cloudtrail_row(&mut self, row: &convert::Row<'_>, size: usize, owner: Option<&str>) -> Result<(), IngestError> {
@@ -432,11 +440,13 @@ fn io_error(uri: &str, line: u64, source: std::io::Error) -> IngestError {
     if decompress::is_bomb(&source) {
         return IngestError::BadObject { uri, kind: BadKind::Bomb, detail: source.to_string() };
     }
-    // Line 0: the stream failed before its first line was decoded.
-    let at = if line == 0 { "at its start".to_string() } else { format!("at line {line}") };
-    let detail = match source.kind() {
-        std::io::ErrorKind::UnexpectedEof => format!("truncated {at} (the stream ends mid-member)"),
-        _ => format!("{source} ({at})"),
+    // Line 0: the caller does not know the line (the stream failed before the splitter
+    // counted any, or an export file's reader failed).
+    let detail = match (source.kind(), line) {
+        (std::io::ErrorKind::UnexpectedEof, 0) => "truncated (the stream ends mid-member)".to_string(),
+        (std::io::ErrorKind::UnexpectedEof, _) => format!("truncated at line {line} (the stream ends mid-member)"),
+        (_, 0) => source.to_string(),
+        _ => format!("{source} (at line {line})"),
     };
     IngestError::BadObject { uri, kind: BadKind::Gzip, detail }
 }
@@ -596,18 +606,21 @@ fn json_values(reader: &mut dyn BufRead, sinks: &mut Sinks) -> Result<Option<u64
     let mut valid_json = 0u64;
     let mut first_json_error = None;
     let mut kinesis_elements = None;
-    // Records left to the copying path before the in-place one is tried again: one after each
-    // try (the record cut by the end of the buffer), more when a try took none, so input the fast
-    // path keeps declining costs little.
+    // Records left to the copying path before the in-place one is tried again: one after a try
+    // that stopped at the end of its window (the record cut there), more after the parser
+    // declined a record, so input the fast path keeps declining costs little.
     let mut copied_next = 0u32;
     loop {
         if copied_next == 0 && sinks.recognised > 0 && kinesis_elements == Some(false) {
-            let took = splitter.records_in_place(|text, _| sinks.cloudtrail_in_place(text)).map_err(|e| match e {
-                InPlaceError::Split(e) => split_error(&uri, e),
-                InPlaceError::Sink(e) => e,
-            })?;
+            let mut declined = false;
+            let took = splitter.records_in_place(|text, _| sinks.cloudtrail_in_place(text, &mut declined)).map_err(
+                |e| match e {
+                    InPlaceError::Split(e) => split_error(&uri, e),
+                    InPlaceError::Sink(e) => e,
+                },
+            )?;
             valid_json += took;
-            copied_next = if took == 0 { 16 } else { 1 };
+            copied_next = if declined || took == 0 { 16 } else { 1 };
         }
         copied_next = copied_next.saturating_sub(1);
         let Some(m) = splitter.next_record(&mut buf).map_err(|e| split_error(&uri, e))? else { break };

@@ -82,6 +82,23 @@ struct SpillBuffer<B> {
     parts: Vec<u32>,
 }
 
+impl<B: TableBatch> SpillBuffer<B> {
+    /// Empties the buffer: its rows as one batch, and each partition's row indices into it (in
+    /// the order the rows came), by partition index.
+    fn drain(&mut self) -> (RecordBatch, BTreeMap<u32, Vec<u32>>) {
+        let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (row, part) in std::mem::take(&mut self.parts).into_iter().enumerate() {
+            rows.entry(part).or_default().push(row as u32);
+        }
+        (self.batch.finish(), rows)
+    }
+}
+
+/// The rows `idx` of `batch`.
+fn take_rows(uri: &str, batch: &RecordBatch, idx: Vec<u32>) -> Result<RecordBatch, IngestError> {
+    take_record_batch(batch, &UInt32Array::from(idx)).map_err(|e| encode_err(uri, e))
+}
+
 /// The spill file: Arrow IPC (LZ4 frames; zstd, though arrow-ipc keeps its contexts, builds
 /// entropy tables per buffer and was no faster), written only when the spill buffer fills,
 /// one record batch per partition per flush of the spill buffer.
@@ -204,11 +221,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
             return Ok(());
         }
         let uri = &self.uri;
-        let batch = self.spill_buffer.batch.finish();
-        let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (row, part) in std::mem::take(&mut self.spill_buffer.parts).into_iter().enumerate() {
-            rows.entry(part).or_default().push(row as u32);
-        }
+        let (batch, rows) = self.spill_buffer.drain();
         if self.spill.is_none() {
             let path = self.dir.path().join("spill.arrow");
             let file = File::create(&path).map_err(|e| staging_err(uri, &path, e))?;
@@ -221,8 +234,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
         }
         let s = self.spill.as_mut().expect("made above");
         for (part, idx) in rows {
-            let part_rows = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| encode_err(uri, e))?;
-            s.writer.write(&part_rows).map_err(|e| encode_err(uri, e))?;
+            s.writer.write(&take_rows(uri, &batch, idx)?).map_err(|e| encode_err(uri, e))?;
             self.spilled[part as usize].1.push(s.batches);
             s.batches += 1;
         }
@@ -266,16 +278,12 @@ impl<B: TableBatch> PartitionedWriter<B> {
             // Every spilled row is still in the spill buffer (the common case: an object of a
             // few thousand rows over many partitions): each partition is written from it, with
             // no round trip through the spill file.
-            let batch = self.spill_buffer.batch.finish();
-            let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.spilled.len()];
-            for (row, part) in std::mem::take(&mut self.spill_buffer.parts).into_iter().enumerate() {
-                rows[part as usize].push(row as u32);
-            }
-            for (i, ((p, _), idx)) in std::mem::take(&mut self.spilled).into_iter().zip(rows).enumerate() {
+            let (batch, mut rows) = self.spill_buffer.drain();
+            for (i, (p, _)) in std::mem::take(&mut self.spilled).into_iter().enumerate() {
                 let path = self.dir.path().join(format!("spilled-{i}.parquet"));
                 let mut writer = parquet_file::<B>(&uri, &path)?;
-                let part_rows = take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| encode_err(&uri, e))?;
-                writer.write(&part_rows).map_err(|e| encode_err(&uri, e))?;
+                let idx = rows.remove(&(i as u32)).unwrap_or_default();
+                writer.write(&take_rows(&uri, &batch, idx)?).map_err(|e| encode_err(&uri, e))?;
                 writer.close().map_err(|e| encode_err(&uri, e))?;
                 closed.push((p, path));
             }

@@ -85,3 +85,42 @@ fn cloudtrail_rows_read_back_borrowed_and_owned_where_derived() {
     });
     assert_eq!(stop.map(|a| (&*a.name, &*a.source)), Some(("StopLogging", "cloudtrail.amazonaws.com")));
 }
+
+/// Over the lake as ingest wrote it, a run decodes each table's schema once and reuses it for
+/// every later file of that schema (`footer::Schemas`): the files of three tables, read in turn
+/// through one cache, give exactly the events each gives read alone.
+#[test]
+fn files_read_through_one_schema_cache_give_what_they_give_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LocalLake::new(dir.path());
+    for input in ["cloudtrail", "cloudwatch/metric-stream", "cloudwatch/firehose", "cloudwatch/export"] {
+        for obj in LocalFiles.list("", testdata().join(input).to_str().unwrap()).unwrap() {
+            let _ = trailwatch_ingest::ingest_object(&LocalFiles, &obj, &lake, &Default::default());
+        }
+    }
+    let mut files = Vec::new();
+    for (table, t) in [
+        ("cloudtrail", Table::CloudTrail),
+        ("lambda_invocations", Table::Invocations),
+        ("lambda_metrics", Table::Metrics),
+    ] {
+        let listed = LocalFiles.list("", dir.path().join(table).to_str().unwrap()).unwrap();
+        assert!(!listed.is_empty(), "ingest wrote no {table} file");
+        files.extend(listed.into_iter().map(|f| (std::fs::read(&f.key).unwrap(), t)));
+    }
+    // Interleave the tables, so a hit must pick its own table's schema.
+    files.sort_by_key(|(bytes, _)| trailwatch_core::lake::hex(&bytes[bytes.len() - 12..bytes.len() - 8]));
+    assert!(files.len() > 3, "{} files", files.len());
+    let rules = Default::default();
+    let mut schemas = trailwatch_detect::footer::Schemas::default();
+    let mut events = 0;
+    for (bytes, t) in &files {
+        let shared = Decoded::read(bytes.clone().into(), *t, &rules, &mut schemas).unwrap();
+        let alone = Decoded::new(bytes.clone().into(), *t).unwrap();
+        let (a, b) = (events_of(std::slice::from_ref(&shared), 1), events_of(std::slice::from_ref(&alone), 1));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        events += a.len();
+    }
+    assert!(events > 20, "{events} events");
+    assert_eq!(schemas.len(), 3, "one schema a table");
+}

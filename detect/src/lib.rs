@@ -11,6 +11,7 @@ pub mod detectors;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod footer;
 pub mod handler;
 pub mod output;
 pub mod read;

@@ -9,9 +9,11 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetStatisticsPolicy;
 use serde::Deserialize;
 
 use crate::event::{function_name, ApiCall, Event, Invocation, InvocationStatus, MetricPoint, Table};
+use crate::footer::Schemas;
 use crate::sigma::record::BatchView;
 use crate::sigma::Rules;
 use trailwatch_core::time::EpochMillis;
@@ -106,9 +108,15 @@ impl Decoded {
     /// Decodes the columns detectors and `rules` read; each CloudTrail event carries the rules
     /// its record matches.
     pub fn with_rules(data: Bytes, table: Table, rules: &Rules) -> Result<Decoded, String> {
+        Decoded::read(data, table, rules, &mut Schemas::default())
+    }
+
+    /// [`Decoded::with_rules`], reusing the schemas of earlier files of a run: for the many
+    /// small files of a lake as ingest wrote it.
+    pub fn read(data: Bytes, table: Table, rules: &Rules, schemas: &mut Schemas) -> Result<Decoded, String> {
         let (mut batches, mut parts) = (Vec::new(), Vec::new());
         let extra = if table == Table::CloudTrail && !rules.is_empty() { rules.columns() } else { vec![] };
-        read_batches(data, table, &extra, |bi, src, b, rows| {
+        read_batches(data, table, &extra, schemas, |bi, src, b, rows| {
             if bi == batches.len() {
                 batches.push(b.clone());
             }
@@ -212,12 +220,27 @@ fn read_batches(
     data: Bytes,
     table: Table,
     extra: &[Vec<&'static str>],
+    schemas: &mut Schemas,
     mut each: impl FnMut(usize, Option<u64>, &RecordBatch, Range<usize>) -> Result<(), String>,
 ) -> Result<(), String> {
     // The Arrow schema ingest embeds (base64 flatbuffers) is not decoded: the Parquet types say
     // all the reader needs, and decoding it for every small file cost ~4% of a run.
-    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    // Nor are column statistics: nothing here prunes on them.
+    let mut options = ArrowReaderOptions::new()
+        .with_skip_arrow_metadata(true)
+        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll);
+    let raw = crate::footer::schema_range(&data).map(|r| data.slice(r));
+    let known = raw.as_ref().and_then(|r| schemas.get(r));
+    let seen = known.is_some();
+    if let Some(s) = known {
+        options = options.with_parquet_schema(s);
+    }
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(data, options).map_err(|e| e.to_string())?;
+    if let (Some(raw), false) = (&raw, seen) {
+        schemas.insert(raw, builder.metadata().file_metadata().schema_descr_ptr());
+    }
     let wanted = match table {
         Table::CloudTrail => CLOUDTRAIL_COLS,
         Table::Invocations => INVOCATION_COLS,

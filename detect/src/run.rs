@@ -246,13 +246,14 @@ pub fn detect_lake_reporting(
     }
 
     let before: Counters = total(&engine);
+    let mut schemas = crate::footer::Schemas::default();
     progress.listed(by_date.values().map(|f| f.len() as u64).sum());
     for (_, files) in by_date {
         // Decode the day's files, then make events that borrow their text from the batches.
         let mut decoded: Vec<(&LakeFile, String, Decoded)> = Vec::new();
         for f in &files {
             let known = engine.shards.get(&(f.account.clone(), f.region.clone())).and_then(|s| s.manifest.get(&f.rel));
-            match read_one(src, f, known, &cfg.ruleset) {
+            match read_one(src, f, known, &cfg.ruleset, &mut schemas) {
                 Ok(None) => run.files_unchanged += 1,
                 Ok(Some((version, d))) => decoded.push((f, version, d)),
                 Err(e) => {
@@ -445,6 +446,7 @@ fn read_one(
     f: &LakeFile,
     known: Option<&String>,
     rules: &crate::sigma::Rules,
+    schemas: &mut crate::footer::Schemas,
 ) -> Result<Option<(String, Decoded)>, DetectError> {
     let body = src.open(&f.obj)?;
     let mut buf = Vec::with_capacity(f.obj.size.unwrap_or(0) as usize);
@@ -465,7 +467,7 @@ fn read_one(
     if known == Some(&version) {
         return Ok(None);
     }
-    let d = Decoded::with_rules(bytes::Bytes::from(buf), f.table, rules)
+    let d = Decoded::read(bytes::Bytes::from(buf), f.table, rules, schemas)
         .map_err(|message| DetectError::BadLakeFile { uri: f.obj.uri(), message })?;
     Ok(Some((version, d)))
 }

@@ -69,7 +69,9 @@ impl Default for WriterLimits {
 }
 
 struct OpenPart<B> {
-    writer: ArrowWriter<File>,
+    /// Made when the rows are first encoded: a partition whose rows all arrive before the object
+    /// ends is written whole, without dictionaries when small ([`lake::small_file_properties`]).
+    writer: Option<ArrowWriter<File>>,
     batch: B,
     path: PathBuf,
 }
@@ -174,8 +176,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
         if !self.open.contains_key(p) && !self.spilled_index.contains_key(p) {
             if self.open.len() < self.limits.max_open_partitions {
                 let path = self.dir.path().join(format!("{}.parquet", self.open.len()));
-                let writer = parquet_file::<B>(&self.uri, &path)?;
-                self.open.insert(p.clone(), OpenPart { writer, batch: B::default(), path });
+                self.open.insert(p.clone(), OpenPart { writer: None, batch: B::default(), path });
             } else {
                 self.spilled_index.insert(p.clone(), self.spilled.len() as u32);
                 self.spilled.push((p.clone(), Vec::new()));
@@ -244,12 +245,18 @@ impl<B: TableBatch> PartitionedWriter<B> {
     /// Closes row groups early, largest first, while the writers hold more than their budget.
     fn bound_writers(&mut self) -> Result<(), IngestError> {
         loop {
-            let total: usize = self.open.values().map(|o| o.writer.memory_size()).sum();
+            let mut writers = self.open.values_mut().filter_map(|o| o.writer.as_mut());
+            let total: usize = writers.by_ref().map(|w| w.memory_size()).sum();
             if total <= self.limits.max_writer_bytes {
                 return Ok(());
             }
-            let largest = self.open.values_mut().max_by_key(|o| o.writer.memory_size()).expect("writers hold memory");
-            largest.writer.flush().map_err(|e| encode_err(&self.uri, e))?;
+            let largest = self
+                .open
+                .values_mut()
+                .filter_map(|o| o.writer.as_mut())
+                .max_by_key(|w| w.memory_size())
+                .expect("writers hold memory");
+            largest.flush().map_err(|e| encode_err(&self.uri, e))?;
         }
     }
 
@@ -268,10 +275,16 @@ impl<B: TableBatch> PartitionedWriter<B> {
         let uri = self.uri.clone();
         let mut closed = Vec::with_capacity(self.open.len() + self.spilled.len());
         for (p, mut open) in std::mem::take(&mut self.open) {
+            if open.writer.is_none() && open.batch.len() <= lake::PLAIN_FILE_ROWS {
+                // Every row of the file is here: a small one is written without dictionaries.
+                open.writer = Some(parquet_file::<B>(&uri, &open.path, lake::small_file_properties())?);
+            }
             if !open.batch.is_empty() {
                 write(&uri, &mut open)?;
             }
-            open.writer.close().map_err(|e| encode_err(&uri, e))?;
+            if let Some(w) = open.writer {
+                w.close().map_err(|e| encode_err(&uri, e))?;
+            }
             closed.push((p, open.path));
         }
         if self.spill.is_none() {
@@ -281,8 +294,13 @@ impl<B: TableBatch> PartitionedWriter<B> {
             let (batch, mut rows) = self.spill_buffer.drain();
             for (i, (p, _)) in std::mem::take(&mut self.spilled).into_iter().enumerate() {
                 let path = self.dir.path().join(format!("spilled-{i}.parquet"));
-                let mut writer = parquet_file::<B>(&uri, &path)?;
                 let idx = rows.remove(&(i as u32)).unwrap_or_default();
+                let props = if idx.len() <= lake::PLAIN_FILE_ROWS {
+                    lake::small_file_properties()
+                } else {
+                    lake::writer_properties()
+                };
+                let mut writer = parquet_file::<B>(&uri, &path, props)?;
                 writer.write(&take_rows(&uri, &batch, idx)?).map_err(|e| encode_err(&uri, e))?;
                 writer.close().map_err(|e| encode_err(&uri, e))?;
                 closed.push((p, path));
@@ -300,7 +318,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
         };
         for (i, (p, blocks)) in std::mem::take(&mut self.spilled).into_iter().enumerate() {
             let path = self.dir.path().join(format!("spilled-{i}.parquet"));
-            let mut writer = parquet_file::<B>(&uri, &path)?;
+            let mut writer = parquet_file::<B>(&uri, &path, lake::writer_properties())?;
             for block in blocks {
                 let r = reader.as_mut().expect("a partition with spilled blocks has a spill file");
                 r.set_index(block).map_err(|e| encode_err(&uri, e))?;
@@ -353,15 +371,22 @@ pub fn store_all(lake: &dyn LakeStore, uri: &str, files: &[(String, PathBuf)]) -
 }
 
 /// A staged Parquet file of table `B`, with the lake's writer properties.
-fn parquet_file<B: TableBatch>(uri: &str, path: &Path) -> Result<ArrowWriter<File>, IngestError> {
+fn parquet_file<B: TableBatch>(
+    uri: &str,
+    path: &Path,
+    props: parquet::file::properties::WriterProperties,
+) -> Result<ArrowWriter<File>, IngestError> {
     let file = File::create(path).map_err(|e| staging_err(uri, path, e))?;
-    ArrowWriter::try_new(file, B::schema(), Some(lake::writer_properties())).map_err(|e| encode_err(uri, e))
+    ArrowWriter::try_new(file, B::schema(), Some(props)).map_err(|e| encode_err(uri, e))
 }
 
-/// Encodes a partition's buffered rows.
+/// Encodes a partition's buffered rows; a file still growing gets dictionaries.
 fn write<B: TableBatch>(uri: &str, open: &mut OpenPart<B>) -> Result<(), IngestError> {
+    if open.writer.is_none() {
+        open.writer = Some(parquet_file::<B>(uri, &open.path, lake::writer_properties())?);
+    }
     let batch = open.batch.finish();
-    open.writer.write(&batch).map_err(|e| encode_err(uri, e))
+    open.writer.as_mut().expect("made above").write(&batch).map_err(|e| encode_err(uri, e))
 }
 
 /// One rejected record or object, as written under `_rejected/`.
@@ -504,5 +529,41 @@ mod tests {
         for (k, ids) in &want {
             assert_eq!(&event_ids(&dir.path().join(k)), ids, "{k}");
         }
+    }
+
+    /// Whether every column chunk of a file has a dictionary page, or none has.
+    fn dictionaries(path: &Path) -> (usize, usize) {
+        let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        let chunks: Vec<_> = meta.row_groups().iter().flat_map(|g| g.columns()).collect();
+        (chunks.iter().filter(|c| c.dictionary_page_offset().is_some()).count(), chunks.len())
+    }
+
+    /// A file written whole with few rows has no dictionary (every reader pays a page and a
+    /// decoder per column for one); a partition that outgrows its buffer keeps them, spilled or
+    /// not.
+    #[test]
+    fn small_files_are_written_without_dictionaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalLake::new(dir.path());
+        let limits = WriterLimits { batch_rows: 8, max_open_partitions: 2, ..Default::default() };
+        let mut w = PartitionedWriter::<crate::convert::CloudTrailBatch>::new(&lake, "test", limits).unwrap();
+        // Day 1: 3 rows (small, open); day 2: 20 rows (outgrows its buffer, open); day 3: 3 rows
+        // (spilled, small).
+        for (day, n) in [(1, 3), (2, 20), (3, 3)] {
+            for i in 0..n {
+                let text =
+                    format!(r#"{{"eventTime":"2024-01-0{day}T00:00:00Z","eventID":"e{day}-{i}","eventName":"Get"}}"#);
+                let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+                let p = Partition::new(Some("111122223333"), Some("eu-west-1"), format!("2024-01-0{day}"));
+                w.push(&p, &parse_record(&raw).unwrap(), 10).unwrap();
+            }
+        }
+        let keys = w.commit(&lake, "stem").unwrap();
+        let found: Vec<(usize, usize)> = keys.iter().map(|k| dictionaries(&dir.path().join(k))).collect();
+        assert_eq!(found[0].0, 0, "{found:?}");
+        assert!(found[1].0 > found[1].1 / 2, "{found:?}");
+        assert_eq!(found[2].0, 0, "{found:?}");
+        assert_eq!(event_ids(&dir.path().join(&keys[1])).len(), 20);
     }
 }

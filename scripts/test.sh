@@ -18,4 +18,12 @@ cargo test -p trailwatch-cli --features baseline --test baseline
 cargo build -p trailwatch-cli
 cargo build -p trailwatch-alert --example email
 target_dir=$(cargo metadata --format-version 1 --no-deps | python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q tests/python
+# The scenario replays write lakes of tens of thousands of small files, ~3 GB a run: pytest works
+# in a folder of its own, emptied when a run starts and removed after a passing one. Replays that
+# runs from before this left under pytest's default folder (which keeps three runs) go too; a CI
+# machine once ran out of disk with them.
+tmp=${TMPDIR:-/tmp}
+rm -rf "$tmp"/pytest-of-"$(id -un)"/pytest-*/scenario-*
+basetemp="$tmp/trailwatch-pytest"
+TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q --basetemp "$basetemp" tests/python
+rm -rf "$basetemp"

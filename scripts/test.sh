@@ -19,11 +19,15 @@ cargo build -p trailwatch-cli
 cargo build -p trailwatch-alert --example email
 target_dir=$(cargo metadata --format-version 1 --no-deps | python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 # The scenario replays write lakes of tens of thousands of small files, ~3 GB a run: pytest works
-# in a folder of its own, emptied when a run starts and removed after a passing one. Replays that
-# runs from before this left under pytest's default folder (which keeps three runs) go too; a CI
-# machine once ran out of disk with them.
+# in a folder of its own, removed after a passing run (a failing run's stays for a look, and goes
+# after half a day). Replays that runs from before this left under pytest's default folder (which
+# keeps three runs whatever their outcome) go too: a CI machine once ran out of disk with them.
 tmp=${TMPDIR:-/tmp}
 rm -rf "$tmp"/pytest-of-"$(id -un)"/pytest-*/scenario-*
-basetemp="$tmp/trailwatch-pytest"
-TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q --basetemp "$basetemp" tests/python
+find "$tmp" -maxdepth 1 -name 'trailwatch-pytest.*' -mmin +720 -exec rm -rf {} + 2>/dev/null || true
+basetemp=$(mktemp -d "$tmp/trailwatch-pytest.XXXXXX")
+if ! TRAILWATCH_BIN="$target_dir/debug/trailwatch" python -m pytest -q --basetemp "$basetemp" tests/python; then
+  echo "pytest failed; its temporary files are in $basetemp" >&2
+  exit 1
+fi
 rm -rf "$basetemp"

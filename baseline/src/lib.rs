@@ -18,7 +18,7 @@ use trailwatch_core::store::{LocalFiles, ObjectSource};
 use trailwatch_detect::engine::Engine;
 use trailwatch_detect::event::{ApiCall, Event, Invocation, InvocationStatus};
 use trailwatch_detect::read::{lambda_params, partition_of, principal};
-use trailwatch_detect::run::{content_version, feed_day, source_of, version_of};
+use trailwatch_detect::run::{feed_day, local_version, source_of, version_of};
 use trailwatch_detect::state::StateStore;
 use trailwatch_detect::{DetectConfig, DetectError};
 
@@ -89,8 +89,8 @@ pub fn learn(lake: &Path, store: &dyn StateStore, cfg: &DetectConfig, now: i64) 
             // The version detect records for a local file: a hash of its bytes.
             let bytes =
                 std::fs::read(&obj.key).map_err(|e| BaselineError::Read { path: obj.key.clone(), source: e })?;
-            let version = version_of(&obj).unwrap_or_else(|| content_version(&bytes));
             let known = engine.shards.get(&(account.clone(), region.clone())).and_then(|s| s.manifest.get(&rel));
+            let version = version_of(&obj).unwrap_or_else(|| local_version(known.map(String::as_str), &bytes));
             if known == Some(&version) {
                 continue;
             }

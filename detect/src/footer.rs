@@ -68,18 +68,41 @@ pub fn schema_range(file: &[u8]) -> Option<Range<usize>> {
     let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().ok()?) as usize;
     let start = (n - 8).checked_sub(len)?;
     let mut c = Cursor { b: &file[start..n - 8], pos: 0 };
+    // Parquet's own decoder reads known fields by their id, whatever type the header gives: the
+    // skip agrees with it only where the types are the ones the format says. So the range is
+    // given only for a footer that starts `version: i32`, then `schema: list<SchemaElement>`
+    // whose elements' known fields have their format's types; anything else decodes as usual.
     let mut last: i16 = 0;
-    loop {
-        let (id, ty) = c.field_header(&mut last)?;
-        if id == 2 {
-            if ty != LIST {
-                return None;
-            }
-            let from = c.pos;
-            c.skip(ty, 0)?;
-            return Some(start + from..start + c.pos);
-        }
-        c.skip_field(ty, 0)?;
+    if c.field_header(&mut last)? != (1, I32) {
+        return None;
+    }
+    c.skip(I32, 0)?;
+    if c.field_header(&mut last)? != (2, LIST) {
+        return None;
+    }
+    let from = c.pos;
+    let h = c.byte()?;
+    let (mut size, et) = ((h >> 4) as u64, h & 0x0f);
+    if size == 15 {
+        size = c.varint()?;
+    }
+    if et != STRUCT || size > (c.b.len() - c.pos) as u64 {
+        return None;
+    }
+    for _ in 0..size {
+        c.schema_element()?;
+    }
+    Some(start + from..start + c.pos)
+}
+
+/// The format's type of a `SchemaElement` field, by id: type, type_length, repetition_type,
+/// name, num_children, converted_type, scale, precision, field_id, logicalType.
+fn schema_element_type(id: i16) -> Option<u8> {
+    match id {
+        1..=3 | 5..=9 => Some(I32),
+        4 => Some(BINARY),
+        10 => Some(STRUCT),
+        _ => None,
     }
 }
 
@@ -128,6 +151,22 @@ impl Cursor<'_> {
         };
         *last = id;
         Some((id, ty))
+    }
+
+    /// One `SchemaElement`, its known fields checked against their types.
+    fn schema_element(&mut self) -> Option<()> {
+        let mut last = 0;
+        loop {
+            if self.b.get(self.pos) == Some(&0) {
+                self.pos += 1;
+                return Some(());
+            }
+            let (id, ty) = self.field_header(&mut last)?;
+            if schema_element_type(id).is_some_and(|want| want != ty) {
+                return None;
+            }
+            self.skip_field(ty, 1)?;
+        }
     }
 
     /// A field's value: a boolean field keeps its value in the header's type.
@@ -289,6 +328,20 @@ mod tests {
                 assert!(r.end <= t.len());
             }
         }
+        // A version field typed as anything but i32, or a schema name typed as an i32: parquet
+        // would read them by id, so no range is offered.
+        let meta_start =
+            good.len() - 8 - u32::from_le_bytes(good[good.len() - 8..good.len() - 4].try_into().unwrap()) as usize;
+        assert_eq!(good[meta_start], 0x15, "version: field 1, i32");
+        let mut retyped = good.clone();
+        retyped[meta_start] = 0x16;
+        assert_eq!(schema_range(&retyped), None);
+        let r = schema_range(&good).unwrap();
+        // The list header, then the root element's first field: its name (id 4, binary).
+        assert_eq!(good[r.start + 1], 0x48, "name: field 4, binary");
+        let mut renamed = good.clone();
+        renamed[r.start + 1] = 0x45;
+        assert_eq!(schema_range(&renamed), None);
         let mut long = good.clone();
         let n = long.len();
         long[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());

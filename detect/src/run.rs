@@ -127,16 +127,19 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("xxh3:{:032x}", twox_hash::XxHash3_128::oneshot(bytes))
 }
 
-/// [`content_version`] in the form `known` was recorded in: state written before XXH3 holds
-/// SHA-256 versions, and its files are not read again for that alone.
-pub fn content_version_as(known: Option<&str>, bytes: &[u8]) -> String {
-    match known {
-        Some(k) if k.starts_with("sha256:") => {
-            use sha2::Digest;
-            format!("sha256:{}", trailwatch_core::lake::hex(&sha2::Sha256::digest(bytes)))
+/// The version to compare with `known` and record for a local file: [`content_version`], unless
+/// `known` is a SHA-256 version (state written before XXH3) of these very bytes, which is
+/// returned so the file is not read again for the change of hash alone. A changed file gets
+/// its XXH3 version.
+pub fn local_version(known: Option<&str>, bytes: &[u8]) -> String {
+    if let Some(k) = known.filter(|k| k.starts_with("sha256:")) {
+        use sha2::Digest;
+        let sha = format!("sha256:{}", trailwatch_core::lake::hex(&sha2::Sha256::digest(bytes)));
+        if sha == k {
+            return sha;
         }
-        _ => content_version(bytes),
     }
+    content_version(bytes)
 }
 
 /// Reads the lake's new objects and runs every detector over them. `now` is the processing wall
@@ -476,7 +479,7 @@ fn read_one(
     let version = match (&f.version, body.etag) {
         (Some(v), _) => v.clone(),
         (None, Some(e)) => e.trim_matches('"').to_string(),
-        (None, None) => content_version_as(known.map(String::as_str), &buf),
+        (None, None) => local_version(known.map(String::as_str), &buf),
     };
     if known == Some(&version) {
         return Ok(None);
@@ -499,9 +502,10 @@ mod tests {
         // A manifest written before XXH3 recorded SHA-256: the same bytes still match it.
         use sha2::Digest;
         let old = format!("sha256:{}", trailwatch_core::lake::hex(&sha2::Sha256::digest(a)));
-        assert_eq!(content_version_as(Some(&old), a), old);
-        assert_ne!(content_version_as(Some(&old), b), old);
-        assert_eq!(content_version_as(Some("xxh3:0"), a), content_version(a));
-        assert_eq!(content_version_as(None, a), content_version(a));
+        assert_eq!(local_version(Some(&old), a), old);
+        // Changed since: its new version is XXH3.
+        assert_eq!(local_version(Some(&old), b), content_version(b));
+        assert_eq!(local_version(Some("xxh3:0"), a), content_version(a));
+        assert_eq!(local_version(None, a), content_version(a));
     }
 }

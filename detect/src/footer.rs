@@ -155,6 +155,11 @@ impl Cursor<'_> {
 
     /// One `SchemaElement`, its known fields checked against their types.
     fn schema_element(&mut self) -> Option<()> {
+        self.skip_struct(1, schema_element_type)
+    }
+
+    /// A struct's fields up to its stop byte; a field whose id `typed` knows must have that type.
+    fn skip_struct(&mut self, depth: u32, typed: fn(i16) -> Option<u8>) -> Option<()> {
         let mut last = 0;
         loop {
             if self.b.get(self.pos) == Some(&0) {
@@ -162,10 +167,10 @@ impl Cursor<'_> {
                 return Some(());
             }
             let (id, ty) = self.field_header(&mut last)?;
-            if schema_element_type(id).is_some_and(|want| want != ty) {
+            if typed(id).is_some_and(|want| want != ty) {
                 return None;
             }
-            self.skip_field(ty, 1)?;
+            self.skip_field(ty, depth)?;
         }
     }
 
@@ -221,17 +226,7 @@ impl Cursor<'_> {
                 }
                 Some(())
             }
-            STRUCT => {
-                let mut last = 0;
-                loop {
-                    if self.b.get(self.pos) == Some(&0) {
-                        self.pos += 1;
-                        return Some(());
-                    }
-                    let (_, ty) = self.field_header(&mut last)?;
-                    self.skip_field(ty, depth + 1)?;
-                }
-            }
+            STRUCT => self.skip_struct(depth + 1, |_| None),
             _ => None,
         }
     }

@@ -245,8 +245,7 @@ impl<B: TableBatch> PartitionedWriter<B> {
     /// Closes row groups early, largest first, while the writers hold more than their budget.
     fn bound_writers(&mut self) -> Result<(), IngestError> {
         loop {
-            let mut writers = self.open.values_mut().filter_map(|o| o.writer.as_mut());
-            let total: usize = writers.by_ref().map(|w| w.memory_size()).sum();
+            let total: usize = self.open.values().filter_map(|o| o.writer.as_ref()).map(|w| w.memory_size()).sum();
             if total <= self.limits.max_writer_bytes {
                 return Ok(());
             }

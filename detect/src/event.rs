@@ -198,9 +198,28 @@ impl Event<'_> {
         match self {
             Event::Api(a) => key.parts(&["ct", &a.event_id]),
             Event::Invocation(i) => key.parts(&["inv", &i.log_event_id]),
-            Event::Metric(m) => key.parts(&["m", &m.metric, &m.function, &m.time.to_string()]),
+            Event::Metric(m) => key.parts(&["m", &m.metric, &m.function, decimal(m.time, &mut [0; 20])]),
         }
     }
+}
+
+/// `n` in decimal, as `to_string` writes it, without allocating (a metric's dedup key).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
 }
 
 /// The bare function name from what Lambda's API accepts: a name, `account:function:name`, or
@@ -216,6 +235,13 @@ pub fn function_name(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_those_to_string_writes() {
+        for n in [0, 7, -7, 10, 1_767_225_600_000, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
 
     #[test]
     fn function_names_from_every_form() {

@@ -88,9 +88,26 @@ impl HashKey {
     }
 
     /// The keyed hash of several parts, length-prefixed so `("ab","c")` and `("a","bc")` differ.
+    ///
+    /// The parts are laid end to end in a stack buffer and hashed in one pass when they fit:
+    /// the same bytes, so the same hash, as writing them one by one, which went through
+    /// SipHash's slow partial-word path twice a part (a twentieth of a run over a compacted lake).
     pub fn parts(&self, parts: &[&str]) -> u64 {
         use std::hash::Hasher;
-        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        const ROOM: usize = 256;
+        let sip = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        let total: usize = parts.iter().map(|p| 4 + p.len()).sum();
+        if total <= ROOM {
+            let mut buf = [0u8; ROOM];
+            let mut at = 0;
+            for p in parts {
+                buf[at..at + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
+                buf[at + 4..at + 4 + p.len()].copy_from_slice(p.as_bytes());
+                at += 4 + p.len();
+            }
+            return sip.hash(&buf[..at]);
+        }
+        let mut h = sip;
         for p in parts {
             h.write(&(p.len() as u32).to_le_bytes());
             h.write(p.as_bytes());
@@ -388,6 +405,36 @@ mod tests {
         assert_eq!(HashKey::from_hex(&r.to_hex()), Some(r));
         assert_eq!(HashKey::from_hex("xyz"), None);
         assert!(!format!("{r:?}").contains(&r.to_hex()[..8]), "the key must not be logged");
+    }
+
+    /// State saved before the one-pass hash holds keys hashed part by part: both paths (parts
+    /// that fit the buffer and parts that do not) must give what part-by-part writes give.
+    #[test]
+    fn keyed_hashes_are_those_of_part_by_part_writes() {
+        use std::hash::Hasher;
+        let key = HashKey::new(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+        let streamed = |parts: &[&str]| {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(key.k0, key.k1);
+            for p in parts {
+                h.write(&(p.len() as u32).to_le_bytes());
+                h.write(p.as_bytes());
+            }
+            h.finish()
+        };
+        let long = "x".repeat(300);
+        let fits = "y".repeat(248);
+        for parts in [
+            &["ct", "3a1b2c3d-0000-4000-8000-0123456789ab"][..],
+            &[][..],
+            &[""][..],
+            &["fn", "orders", "arn:aws:iam::111122223333:role/ci"][..],
+            &[fits.as_str()][..],
+            &[fits.as_str(), "z"][..],
+            &[long.as_str()][..],
+            &["a", long.as_str(), "b"][..],
+        ] {
+            assert_eq!(key.parts(parts), streamed(parts), "{parts:?}");
+        }
     }
     use proptest::prelude::*;
 

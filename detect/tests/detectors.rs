@@ -294,6 +294,44 @@ fn concurrency_spike_estimates_the_extra_cost() {
     assert!(closed.end.unwrap() >= at + 29 * MIN);
 }
 
+/// Most minutes of a batch function hold nothing. They are learned as zeros without being
+/// judged, but while an episode is open they must still be judged, or it would never close.
+#[test]
+fn a_spike_of_a_mostly_idle_function_closes_over_its_empty_minutes() {
+    let mut sim = Sim::new(DetectConfig::default());
+    // Five invocations every tenth minute for four days; another function keeps time moving.
+    let mut ev: Vec<_> = (0..4 * 144)
+        .flat_map(|k| {
+            (0..5).map(move |i| {
+                inv(
+                    t0() + k * 10 * MIN + i * 1000 + 30_000,
+                    "batch",
+                    200.0,
+                    InvocationStatus::Success,
+                    (k * 10 + i) as u64,
+                )
+            })
+        })
+        .collect();
+    ev.extend(steady_invocations(5, "clock", 50_000_000));
+    let at = t0() + 4 * DAY + 3 * 3_600_000 + 2 * MIN;
+    let mut id = 10_000_000;
+    for m in 0..5 {
+        for i in 0..200 {
+            id += 1;
+            ev.push(inv(at + m * MIN + i * 250 + 5000, "batch", 5000.0, InvocationStatus::Success, id));
+        }
+    }
+    // After the spike `batch` is silent: only empty minutes follow.
+    sim.feed(ev);
+    let f: Vec<_> = sim.of("concurrency_spike").into_iter().filter(|f| f.subject == "batch").collect();
+    assert_eq!(f.iter().map(|f| f.status).collect::<Vec<_>>(), [Status::Open, Status::Closed], "{f:#?}");
+    assert_eq!(f[0].id, f[1].id);
+    let end = f[1].end.unwrap();
+    assert!(end >= at + 4 * MIN && end <= at + 30 * MIN, "closed at {end}, spike from {at}");
+    assert!(sim.of("concurrency_spike").iter().all(|f| f.subject == "batch"), "{:#?}", sim.out);
+}
+
 #[test]
 fn timeouts_fire_on_rate_and_stay_quiet_on_a_few() {
     let mut sim = Sim::new(DetectConfig::default());

@@ -230,8 +230,16 @@ impl ApiKey {
     /// Closes windows the watermark has passed, judging and then learning each.
     pub fn advance(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
         let alpha = alpha_for(ctx.cfg.baseline.alpha, WIDTH);
+        // A window without calls is below both minimums, so never anomalous, and with no episode
+        // open judging it steps nothing: learn its zeros without judging.
+        let quiet_is_normal = ctx.cfg.api_call_rate.min_count > 0.0 && ctx.cfg.api_error_rate.min_count > 0.0;
         let mut win = std::mem::take(&mut self.win);
         win.finalize(final_before, WIDTH, |w, agg| {
+            if quiet_is_normal && agg.calls == 0 && agg.errors == 0 && !self.busy() {
+                self.calls.learn(w, 0.0, alpha, WIDTH);
+                self.errors.learn(w, 0.0, alpha, WIDTH);
+                return;
+            }
             let (vc, ve) = self.check(ctx, w, &agg, 1.0, false);
             if !vc.anomalous {
                 self.calls.learn(w, vc.observed, alpha, WIDTH);
@@ -379,7 +387,23 @@ impl PrincipalKey {
         let mut win = std::mem::take(&mut self.win);
         // Taken and put back, not cloned: this runs for every principal on every advance.
         let label = std::mem::take(&mut self.label);
+        let quiet_is_normal = rule.min_count > 0.0 && ctx.cfg.enumeration.min_distinct_denied_apis > 0;
         win.finalize(final_before, WIDTH, |w, agg| {
+            // A window without calls, in a span without denials, is below every bar, and with no
+            // episode open judging it steps nothing: learn its zeros without judging.
+            if quiet_is_normal
+                && agg.calls == 0
+                && agg.denials == 0
+                && !self.busy()
+                && self.recent.iter().all(|(_, a)| a.denials == 0 && a.denied_apis.items.is_empty())
+            {
+                self.calls.learn(w, 0.0, alpha, WIDTH);
+                self.recent.push((w, agg));
+                let drop = self.recent.len().saturating_sub(span_windows);
+                self.recent.drain(..drop);
+                self.denied.learn(w, 0.0, alpha, WIDTH);
+                return;
+            }
             let s = Subject {
                 account: ctx.account,
                 region: ctx.region,

@@ -32,6 +32,13 @@ pub struct MinuteAgg {
     pub evidence: Ids,
 }
 
+impl MinuteAgg {
+    /// Nothing ran, started or was reported in the minute: its peak and invocations are 0.
+    fn is_quiet(&self) -> bool {
+        self.invocations == 0 && self.intervals.is_empty() && self.metric_peak <= 0.0 && self.cost == 0.0
+    }
+}
+
 /// Cost and call volume are also judged per 5 minutes: a function whose invocations run ten
 /// times longer at its usual call rate, or whose calls rise steadily without a per-minute peak,
 /// never clears the per-minute minimums.
@@ -461,8 +468,18 @@ impl FunctionKey {
 
     fn finalize_minutes(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
         let alpha = alpha_for(ctx.cfg.baseline.alpha, MINUTE_WIDTH);
+        let (conc_rule, rate_rule) = inv_rule(ctx);
+        let quiet_is_normal = conc_rule.min_count > 0.0 && rate_rule.min_count > 0.0;
         let mut minutes = std::mem::take(&mut self.minutes);
         minutes.finalize(final_before, MINUTE_WIDTH, |w, agg| {
+            // Most of a function's minutes hold nothing. Such a minute is below both minimums, so
+            // never anomalous, and with no episode open judging it steps nothing: learn its zeros
+            // without judging (a fifth of a run over a compacted lake went to judging them).
+            if quiet_is_normal && agg.is_quiet() && !self.conc_ep.is_open() {
+                self.concurrency.learn(w, 0.0, alpha, MINUTE_WIDTH);
+                self.rate.learn(w, 0.0, alpha, MINUTE_WIDTH);
+                return;
+            }
             let (vc, vr) = self.judge_minute(ctx, w, &agg, 1.0, false);
             if !vc.anomalous && !vr.anomalous {
                 self.concurrency.learn(w, vc.observed, alpha, MINUTE_WIDTH);
@@ -533,8 +550,15 @@ impl FunctionKey {
 
     fn finalize_fives(&mut self, ctx: &mut Ctx, final_before: EpochMillis) {
         let alpha = alpha_for(ctx.cfg.baseline.alpha, COST_WIDTH);
+        let quiet_is_normal = ctx.cfg.concurrency.min_window_invocations > 0.0;
         let mut fives = std::mem::take(&mut self.fives);
         fives.finalize(final_before, COST_WIDTH, |w, agg| {
+            // As for minutes: no invocations is below the bars, so learn the zeros unjudged.
+            if quiet_is_normal && agg.invocations == 0 && agg.gb_seconds == 0.0 && !self.cost_ep.is_open() {
+                self.gbs.learn(w, 0.0, alpha, COST_WIDTH);
+                self.calls5.learn(w, 0.0, alpha, COST_WIDTH);
+                return;
+            }
             let (vg, vi) = self.judge_five(ctx, w, &agg, 1.0, EpochMillis::MAX);
             self.report_five(ctx, w, &agg, (vg, vi), false);
             if !vg.anomalous && !vi.anomalous {

@@ -599,17 +599,26 @@ impl Engine {
 
     /// Feeds an event read from `source` (a hash of the lake source object it came from).
     pub fn observe_from(&mut self, cfg: &DetectConfig, ev: &Event, source: u64) {
+        self.observe_routed(cfg, ev, source, false);
+    }
+
+    /// [`Engine::observe_from`], told by the caller when `ev`'s account and region are the same
+    /// text as the last event's (the same live bytes, not merely equal ones): then the last
+    /// event's shard is taken without comparing the names again, which were a twentieth of a
+    /// run over a compacted lake in `memcmp` calls.
+    pub(crate) fn observe_routed(&mut self, cfg: &DetectConfig, ev: &Event, source: u64, same_shard: bool) {
         let (account, region) = ev.shard();
-        if (self.scratch.0.as_str(), self.scratch.1.as_str()) != (account, region) {
+        if !same_shard && (self.scratch.0.as_str(), self.scratch.1.as_str()) != (account, region) {
             self.scratch.0.clear();
             self.scratch.0.push_str(account);
             self.scratch.1.clear();
             self.scratch.1.push_str(region);
         }
-        if !self.shards.contains_key(&self.scratch) {
-            self.shards.insert(self.scratch.clone(), Shard::new(account, region));
-        }
-        let shard = self.shards.get_mut(&self.scratch).expect("inserted above");
+        // One lookup when the shard exists, as it almost always does.
+        let shard = match self.shards.get_mut(&self.scratch) {
+            Some(s) => s,
+            None => self.shards.entry(self.scratch.clone()).or_insert_with(|| Shard::new(account, region)),
+        };
         let input = Input { source, clock: self.confirmed, now: self.now, key: self.key };
         if let Some(c) = shard.observe(cfg, &mut self.findings, ev, input) {
             self.confirmed = Some(self.confirmed.map_or(c, |x| x.max(c)));

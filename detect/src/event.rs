@@ -111,6 +111,22 @@ pub enum Event<'a> {
     Metric(MetricPoint<'a>),
 }
 
+impl<'a> Event<'a> {
+    /// The account and region when the event borrows them (from decoded lake rows that outlive
+    /// it), with that lifetime: two events whose text is the same borrowed bytes share a shard.
+    pub fn borrowed_shard(&self) -> Option<(&'a str, &'a str)> {
+        let (account, region) = match self {
+            Event::Api(a) => (&a.account, &a.region),
+            Event::Invocation(i) => (&i.account, &i.region),
+            Event::Metric(m) => (&m.account, &m.region),
+        };
+        match (account, region) {
+            (Cow::Borrowed(a), Cow::Borrowed(r)) => Some((*a, *r)),
+            _ => None,
+        }
+    }
+}
+
 impl Event<'_> {
     /// Event time: when the call was made, when the invocation ended, the datapoint's minute.
     pub fn time(&self) -> EpochMillis {

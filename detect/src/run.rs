@@ -390,10 +390,16 @@ pub fn feed_parts(
     // (time, part, row): ties keep the order read, as in `feed_day`.
     order.sort_unstable();
     let mut fed = 0u64;
+    // The last event's account and region, borrowed from `views`: the same bytes (pointer and
+    // length) mean the same shard, so the engine need not compare the names.
+    let mut last: Option<(&str, &str)> = None;
     for &(_, p, i) in &order {
         let part = &parts[p as usize];
         let Some(ev) = views[part.batch].event(i as usize) else { continue };
-        engine.observe_from(cfg, &ev, part.source);
+        let now = ev.borrowed_shard();
+        let same = matches!((last, now), (Some((a, r)), Some((b, s))) if std::ptr::eq(a, b) && std::ptr::eq(r, s));
+        engine.observe_routed(cfg, &ev, part.source, same);
+        last = now;
         fed += 1;
         if fed.is_multiple_of(50_000) {
             engine.advance(cfg);

@@ -630,14 +630,16 @@ pub struct PoolAgg {
 }
 
 impl PoolAgg {
-    fn function(&mut self, name: &str) -> Option<&mut PoolUse> {
-        if !self.functions.contains_key(name) {
-            if self.functions.len() >= POOL_FUNCTIONS {
-                return None;
-            }
-            self.functions.insert(name.to_string(), PoolUse::default());
+    /// Hands `name`'s use to `f`, adding the function while there is room. A closure rather than
+    /// a returned reference, so the function is searched once when it is already there, as it
+    /// mostly is (twice was 3% of a run over a compacted lake).
+    fn with_function(&mut self, name: &str, f: impl FnOnce(&mut PoolUse)) {
+        let full = self.functions.len() >= POOL_FUNCTIONS;
+        match self.functions.get_mut(name) {
+            Some(u) => f(u),
+            None if full => {}
+            None => f(self.functions.entry(name.to_string()).or_default()),
         }
-        self.functions.get_mut(name)
     }
 }
 
@@ -683,13 +685,14 @@ impl Pool {
     pub fn observe_throttled_invoke(&mut self, function: &str, t: EpochMillis, message: Option<&str>, event_id: &str) {
         let Some(agg) = self.win.at(t, WIDTH) else { return };
         agg.evidence.push(event_id);
-        let Some(u) = agg.function(function) else { return };
-        u.throttled_calls += 1;
-        match ThrottleReason::of(message) {
-            ThrottleReason::Reserved => u.reserved_reason += 1,
-            ThrottleReason::Account => u.account_reason += 1,
-            ThrottleReason::Unknown => {}
-        }
+        agg.with_function(function, |u| {
+            u.throttled_calls += 1;
+            match ThrottleReason::of(message) {
+                ThrottleReason::Reserved => u.reserved_reason += 1,
+                ThrottleReason::Account => u.account_reason += 1,
+                ThrottleReason::Unknown => {}
+            }
+        });
     }
 
     /// `function` empty: an account-level datapoint.
@@ -699,19 +702,16 @@ impl Pool {
             agg.account_peak = agg.account_peak.max(max);
             return;
         }
-        let Some(u) = agg.function(function) else { return };
-        match metric {
+        agg.with_function(function, |u| match metric {
             "Throttles" => u.throttles_metric += sum,
             "ConcurrentExecutions" => u.peak = u.peak.max(max),
             _ => {}
-        }
+        });
     }
 
     pub fn observe_invocation(&mut self, inv: &Invocation) {
         let Some(agg) = self.win.at(inv.end, WIDTH) else { return };
-        if let Some(u) = agg.function(&inv.function) {
-            u.billed_ms += inv.billed_ms;
-        }
+        agg.with_function(&inv.function, |u| u.billed_ms += inv.billed_ms);
     }
 
     /// PutFunctionConcurrency sets it, DeleteFunctionConcurrency removes it.

@@ -124,3 +124,58 @@ fn files_read_through_one_schema_cache_give_what_they_give_alone() {
     assert!(events > 20, "{events} events");
     assert_eq!(schemas.len(), 3, "one schema a table");
 }
+
+/// A large file (a compacted partition) is read with its strings as views into the decoded pages
+/// and dictionaries (`detect::strs`), a small one as plain strings: the same rows give the same
+/// events, and the same Sigma rule matches, either way.
+#[test]
+fn large_files_read_as_string_views_give_what_plain_strings_give() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LocalLake::new(dir.path());
+    for input in ["cloudtrail", "cloudwatch/metric-stream", "cloudwatch/firehose", "cloudwatch/export"] {
+        for obj in LocalFiles.list("", testdata().join(input).to_str().unwrap()).unwrap() {
+            let _ = trailwatch_ingest::ingest_object(&LocalFiles, &obj, &lake, &Default::default());
+        }
+    }
+    let mut set = trailwatch_detect::sigma::RuleSet::default();
+    set.add_bundled(&Default::default());
+    set.finish();
+    let rules = trailwatch_detect::sigma::Rules::new(set);
+    assert!(!rules.is_empty(), "trailwatch's own rules");
+    for (table, t) in [
+        ("cloudtrail", Table::CloudTrail),
+        ("lambda_invocations", Table::Invocations),
+        ("lambda_metrics", Table::Metrics),
+    ] {
+        let mut batches = Vec::new();
+        for f in LocalFiles.list("", dir.path().join(table).to_str().unwrap()).unwrap() {
+            let bytes = bytes::Bytes::from(std::fs::read(&f.key).unwrap());
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            batches.extend(reader.map(Result::unwrap));
+        }
+        // The table's rows over and over, past the size that reads views, in one file.
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert!(rows > 0, "ingest wrote no {table} rows");
+        let repeated: Vec<_> = batches.iter().cycle().take(batches.len() * (1100 / rows + 1)).cloned().collect();
+        let total: usize = repeated.iter().map(|b| b.num_rows()).sum();
+        assert!(total > 1024, "{total} rows");
+        let mut big = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut big, repeated[0].schema(), None).unwrap();
+        for b in &repeated {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+        let viewed = Decoded::with_rules(big.into(), t, &rules).unwrap();
+        let plain = Decoded::from_batches(t, repeated, &rules);
+        let (a, b) = (events_of(std::slice::from_ref(&viewed), 1), events_of(std::slice::from_ref(&plain), 1));
+        assert!(a.len() > 1000 || t == Table::Metrics, "{table}: {} events", a.len());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{table}");
+        if t == Table::CloudTrail {
+            let matched = a.iter().filter(|(_, e)| matches!(e, Event::Api(c) if !c.rules.is_empty())).count();
+            assert!(matched > 0, "some fixture matches a bundled rule");
+        }
+    }
+}

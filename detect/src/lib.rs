@@ -19,6 +19,7 @@ pub mod run;
 pub mod sigma;
 pub mod state;
 pub mod stats;
+pub mod strs;
 
 #[cfg(feature = "aws")]
 pub mod aws;

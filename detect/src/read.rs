@@ -5,9 +5,9 @@ use std::ops::Range;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetStatisticsPolicy;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use crate::event::{function_name, ApiCall, Event, Invocation, InvocationStatus, 
 use crate::footer::Schemas;
 use crate::sigma::record::BatchView;
 use crate::sigma::Rules;
+use crate::strs::Strs;
 use trailwatch_core::time::EpochMillis;
 
 /// The account and region of a lake file, from its Hive path (`.../account_id=X/region=Y/...`).
@@ -212,6 +213,9 @@ fn compacted_ranges(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Resu
     Ok(Some(list.into_iter().map(|(stem, n)| (crate::stats::hash_str(&stem), n as usize)).collect()))
 }
 
+/// Files with more rows than this (compacted ones) read their strings as views.
+const VIEW_ROWS: i64 = trailwatch_core::lake::PLAIN_FILE_ROWS as i64;
+
 /// Decodes the columns detectors read (and the leaves below `extra` paths, lake names from the
 /// root, which rules read), batch by batch; `each` gets a batch, a range of its rows (a compacted
 /// file's rows of one source; ranges, not slices, since a slice per delivered object cost
@@ -237,9 +241,19 @@ fn read_batches(
     if let Some(s) = known {
         options = options.with_parquet_schema(s);
     }
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(data, options).map_err(|e| e.to_string())?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(data.clone(), options.clone())
+        .map_err(|e| e.to_string())?;
     if let (Some(raw), false) = (&raw, seen) {
         schemas.insert(raw, builder.metadata().file_metadata().schema_descr_ptr());
+    }
+    // A large file's strings are read as views into its decoded pages and dictionaries
+    // (`Strs`), not copied value by value into growing buffers: 4.5% fewer instructions over a
+    // compacted lake. A small file's pages are too short for that to pay for building the views.
+    if builder.metadata().file_metadata().num_rows() > VIEW_ROWS {
+        let hint = std::sync::Arc::new(crate::strs::with_views(builder.schema()));
+        let meta = ArrowReaderMetadata::try_new(builder.metadata().clone(), options.with_schema(hint))
+            .map_err(|e| e.to_string())?;
+        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(data, meta);
     }
     let wanted = match table {
         Table::CloudTrail => CLOUDTRAIL_COLS,
@@ -308,16 +322,16 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
     b.column_by_name(name).ok_or_else(|| format!("no column {name}"))
 }
 
-fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
-    col(b, name)?.as_string_opt::<i32>().ok_or_else(|| format!("column {name} is not a string"))
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<Strs<'a>, String> {
+    Strs::of(col(b, name)?.as_ref()).ok_or_else(|| format!("column {name} is not a string"))
 }
 
-fn child<'a>(s: &'a StructArray, name: &str) -> Option<&'a StringArray> {
-    s.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())
+fn child<'a>(s: &'a StructArray, name: &str) -> Option<Strs<'a>> {
+    s.column_by_name(name).and_then(|c| Strs::of(c.as_ref()))
 }
 
-fn get(a: Option<&StringArray>, i: usize) -> Option<&str> {
-    a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
+fn get<'a>(a: Option<Strs<'a>>, i: usize) -> Option<&'a str> {
+    a.and_then(|a| a.get(i))
 }
 
 /// A string borrowed from the JSON text when it has no escapes, else owned. (serde's own `Cow`
@@ -405,20 +419,20 @@ pub struct CloudTrailRows<'a> {
     rules: &'a Rules,
     view: Option<BatchView<'a>>,
     time: &'a arrow_array::TimestampMillisecondArray,
-    source: &'a StringArray,
-    name: &'a StringArray,
-    err: &'a StringArray,
-    msg: &'a StringArray,
-    ip: &'a StringArray,
-    ua: &'a StringArray,
-    id: &'a StringArray,
-    params: &'a StringArray,
-    ui_type: Option<&'a StringArray>,
-    ui_arn: Option<&'a StringArray>,
-    ui_acct: Option<&'a StringArray>,
-    ui_by: Option<&'a StringArray>,
-    ui_pid: Option<&'a StringArray>,
-    issuer: Option<&'a StringArray>,
+    source: Strs<'a>,
+    name: Strs<'a>,
+    err: Strs<'a>,
+    msg: Strs<'a>,
+    ip: Strs<'a>,
+    ua: Strs<'a>,
+    id: Strs<'a>,
+    params: Strs<'a>,
+    ui_type: Option<Strs<'a>>,
+    ui_arn: Option<Strs<'a>>,
+    ui_acct: Option<Strs<'a>>,
+    ui_by: Option<Strs<'a>>,
+    ui_pid: Option<Strs<'a>>,
+    issuer: Option<Strs<'a>>,
 }
 
 impl<'a> CloudTrailRows<'a> {
@@ -506,11 +520,11 @@ pub struct InvocationRows<'a> {
     timeout: &'a arrow_array::Float64Array,
     billed: &'a arrow_array::Int64Array,
     mem: &'a arrow_array::Int64Array,
-    func: &'a StringArray,
-    status: &'a StringArray,
-    leid: &'a StringArray,
-    rid: &'a StringArray,
-    error_type: &'a StringArray,
+    func: Strs<'a>,
+    status: Strs<'a>,
+    leid: Strs<'a>,
+    rid: Strs<'a>,
+    error_type: Strs<'a>,
 }
 
 impl<'a> InvocationRows<'a> {
@@ -567,13 +581,13 @@ impl<'a> InvocationRows<'a> {
 pub struct MetricRows<'a> {
     account: &'a str,
     region: &'a str,
-    name: &'a StringArray,
+    name: Strs<'a>,
     ts: &'a arrow_array::TimestampMillisecondArray,
     sum: &'a arrow_array::Float64Array,
     max: &'a arrow_array::Float64Array,
     dims: &'a arrow_array::MapArray,
-    keys: &'a StringArray,
-    values: &'a StringArray,
+    keys: Strs<'a>,
+    values: Strs<'a>,
 }
 
 impl<'a> MetricRows<'a> {
@@ -588,8 +602,8 @@ impl<'a> MetricRows<'a> {
                 .ok_or("timestamp is not a timestamp")?,
             sum: col(b, "value_sum")?.as_primitive_opt::<Float64Type>().ok_or("value_sum is not a double")?,
             max: col(b, "value_max")?.as_primitive_opt::<Float64Type>().ok_or("value_max is not a double")?,
-            keys: dims.keys().as_string_opt::<i32>().ok_or("dimension names are not strings")?,
-            values: dims.values().as_string_opt::<i32>().ok_or("dimension values are not strings")?,
+            keys: Strs::of(dims.keys().as_ref()).ok_or("dimension names are not strings")?,
+            values: Strs::of(dims.values().as_ref()).ok_or("dimension values are not strings")?,
             dims,
         })
     }

@@ -314,13 +314,11 @@ impl RuleSet {
 
     /// The rules each row of a lake CloudTrail batch matches (`rules test`, tests).
     pub fn matches_batch(&self, batch: &arrow_array::RecordBatch) -> Vec<Vec<usize>> {
-        use arrow_array::cast::AsArray;
-        use arrow_array::Array;
         let view = record::BatchView::new(batch, &self.fields);
-        let names = batch.column_by_name("event_name").and_then(|c| c.as_string_opt::<i32>());
+        let names = batch.column_by_name("event_name").and_then(|c| crate::strs::Strs::of(c.as_ref()));
         (0..batch.num_rows())
             .map(|i| {
-                let name = names.filter(|n| n.is_valid(i)).map_or("", |n| n.value(i));
+                let name = names.and_then(|n| n.get(i)).unwrap_or("");
                 let mut out = Vec::new();
                 self.matches(&view.row(i), name, &mut out);
                 out

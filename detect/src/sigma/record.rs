@@ -13,7 +13,9 @@ use std::cell::OnceCell;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
-use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StructArray};
+use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StructArray};
+
+use crate::strs::Strs;
 use arrow_buffer::NullBuffer;
 use serde_json::Value;
 use trailwatch_core::schema::{Col, Kind, CLOUDTRAIL, UNKNOWN_FIELDS};
@@ -166,12 +168,12 @@ impl Record for JsonRecord<'_> {
 
 /// One resolved field's arrays in a batch.
 enum Column<'a> {
-    Text(&'a StringArray, Option<NullBuffer>),
+    Text(Strs<'a>, Option<NullBuffer>),
     Bool(&'a BooleanArray, Option<NullBuffer>),
     Time(&'a PrimitiveArray<TimestampMillisecondType>, Option<NullBuffer>),
     /// A JSON-text column: its index among the view's JSON columns (for the parse cache).
-    Json(&'a StringArray, Option<NullBuffer>, usize),
-    Members(&'a ListArray, &'a StringArray),
+    Json(Strs<'a>, Option<NullBuffer>, usize),
+    Members(&'a ListArray, Strs<'a>),
     Struct(&'a StructArray, Option<NullBuffer>, &'static [Col]),
     List(&'a ListArray, &'a StructArray, &'static [Col]),
     Missing,
@@ -184,7 +186,7 @@ fn valid(n: &Option<NullBuffer>, i: usize) -> bool {
 /// A batch of the lake's CloudTrail table, with the columns of a rule set's fields looked up once.
 pub struct BatchView<'a> {
     cols: Vec<Column<'a>>,
-    unknown: Option<&'a StringArray>,
+    unknown: Option<Strs<'a>>,
 }
 
 /// The column at `path` (lake names) and the nulls of it and every struct above it.
@@ -212,10 +214,10 @@ impl<'a> BatchView<'a> {
                     (Some((a, n)), Kind::Time) => {
                         a.as_primitive_opt::<TimestampMillisecondType>().map_or(Column::Missing, |t| Column::Time(t, n))
                     }
-                    (Some((a, n)), _) => a.as_string_opt::<i32>().map_or(Column::Missing, |s| Column::Text(s, n)),
+                    (Some((a, n)), _) => Strs::of(a.as_ref()).map_or(Column::Missing, |s| Column::Text(s, n)),
                     (None, _) => Column::Missing,
                 },
-                LakePath::Json(p, _) => match find(batch, p).and_then(|(a, n)| Some((a.as_string_opt::<i32>()?, n))) {
+                LakePath::Json(p, _) => match find(batch, p).and_then(|(a, n)| Some((Strs::of(a.as_ref())?, n))) {
                     Some((s, n)) => {
                         let slot = json_paths.iter().position(|q| *q == p.as_slice()).unwrap_or_else(|| {
                             json_paths.push(p);
@@ -231,7 +233,7 @@ impl<'a> BatchView<'a> {
                 },
                 LakePath::ListMember(p, m) => find(batch, p)
                     .and_then(|(a, _)| a.as_list_opt::<i32>())
-                    .and_then(|l| Some((l, l.values().as_struct_opt()?.column_by_name(m)?.as_string_opt::<i32>()?)))
+                    .and_then(|l| Some((l, Strs::of(l.values().as_struct_opt()?.column_by_name(m)?.as_ref())?)))
                     .map_or(Column::Missing, |(l, s)| Column::Members(l, s)),
                 LakePath::Struct(p, cols) => find(batch, p)
                     .and_then(|(a, n)| Some((a.as_struct_opt()?, n)))
@@ -243,7 +245,7 @@ impl<'a> BatchView<'a> {
                 LakePath::Unknown => Column::Missing,
             })
             .collect();
-        let unknown = batch.column_by_name(UNKNOWN_FIELDS).and_then(|c| c.as_string_opt::<i32>());
+        let unknown = batch.column_by_name(UNKNOWN_FIELDS).and_then(|c| Strs::of(c.as_ref()));
         BatchView { cols, unknown }
     }
 
@@ -383,12 +385,12 @@ fn render_struct(st: &StructArray, cols: &[Col], i: usize, out: &mut String) {
 
 fn render_value(a: &ArrayRef, kind: Kind, i: usize, out: &mut String) {
     match kind {
-        Kind::Str => match a.as_string_opt::<i32>() {
+        Kind::Str => match Strs::of(a.as_ref()) {
             Some(s) => out.push_str(&serde_json::to_string(s.value(i)).expect("a string serializes")),
             None => out.push_str("null"),
         },
         // Kept as written; compacted through serde_json so it reads like the record's own.
-        Kind::Json => match a.as_string_opt::<i32>().and_then(|s| serde_json::from_str::<Value>(s.value(i)).ok()) {
+        Kind::Json => match Strs::of(a.as_ref()).and_then(|s| serde_json::from_str::<Value>(s.value(i)).ok()) {
             Some(v) => out.push_str(&v.to_string()),
             None => out.push_str("null"),
         },

@@ -26,6 +26,19 @@ fn round_trip(input: &Path, table: &str, t: Table) -> Vec<Decoded> {
     files.iter().map(|f| Decoded::new(std::fs::read(&f.key).unwrap().into(), t).unwrap()).collect()
 }
 
+/// A fresh lake holding every table, ingested from the CloudTrail and CloudWatch fixtures.
+fn every_table_ingested() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LocalLake::new(dir.path());
+    for input in ["cloudtrail", "cloudwatch/metric-stream", "cloudwatch/firehose", "cloudwatch/export"] {
+        for obj in LocalFiles.list("", testdata().join(input).to_str().unwrap()).unwrap() {
+            // Some fixtures are deliberately unreadable; their neighbours still land.
+            let _ = trailwatch_ingest::ingest_object(&LocalFiles, &obj, &lake, &Default::default());
+        }
+    }
+    dir
+}
+
 /// Every decoded file's events, read from `source`, borrowing from `decoded`.
 fn events_of(decoded: &[Decoded], source: u64) -> Vec<(u64, Event<'_>)> {
     let mut events = Vec::new();
@@ -91,13 +104,7 @@ fn cloudtrail_rows_read_back_borrowed_and_owned_where_derived() {
 /// through one cache, give exactly the events each gives read alone.
 #[test]
 fn files_read_through_one_schema_cache_give_what_they_give_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LocalLake::new(dir.path());
-    for input in ["cloudtrail", "cloudwatch/metric-stream", "cloudwatch/firehose", "cloudwatch/export"] {
-        for obj in LocalFiles.list("", testdata().join(input).to_str().unwrap()).unwrap() {
-            let _ = trailwatch_ingest::ingest_object(&LocalFiles, &obj, &lake, &Default::default());
-        }
-    }
+    let dir = every_table_ingested();
     let mut files = Vec::new();
     for (table, t) in [
         ("cloudtrail", Table::CloudTrail),
@@ -133,13 +140,7 @@ fn large_files_read_as_string_views_give_what_plain_strings_give() {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
 
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LocalLake::new(dir.path());
-    for input in ["cloudtrail", "cloudwatch/metric-stream", "cloudwatch/firehose", "cloudwatch/export"] {
-        for obj in LocalFiles.list("", testdata().join(input).to_str().unwrap()).unwrap() {
-            let _ = trailwatch_ingest::ingest_object(&LocalFiles, &obj, &lake, &Default::default());
-        }
-    }
+    let dir = every_table_ingested();
     let mut set = trailwatch_detect::sigma::RuleSet::default();
     set.add_bundled(&Default::default());
     set.finish();

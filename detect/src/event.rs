@@ -115,15 +115,24 @@ impl<'a> Event<'a> {
     /// The account and region when the event borrows them (from decoded lake rows that outlive
     /// it), with that lifetime: two events whose text is the same borrowed bytes share a shard.
     pub fn borrowed_shard(&self) -> Option<(&'a str, &'a str)> {
-        let (account, region) = match self {
-            Event::Api(a) => (&a.account, &a.region),
-            Event::Invocation(i) => (&i.account, &i.region),
-            Event::Metric(m) => (&m.account, &m.region),
-        };
-        match (account, region) {
+        match self.shard_text() {
             (Cow::Borrowed(a), Cow::Borrowed(r)) => Some((*a, *r)),
             _ => None,
         }
+    }
+
+    /// The account and region, as held.
+    fn shard_text(&self) -> (&Cow<'a, str>, &Cow<'a, str>) {
+        match self {
+            Event::Api(a) => (&a.account, &a.region),
+            Event::Invocation(i) => (&i.account, &i.region),
+            Event::Metric(m) => (&m.account, &m.region),
+        }
+    }
+
+    pub fn shard(&self) -> (&str, &str) {
+        let (account, region) = self.shard_text();
+        (account, region)
     }
 }
 
@@ -142,14 +151,6 @@ impl Event<'_> {
             Event::Api(_) => Table::CloudTrail,
             Event::Invocation(_) => Table::Invocations,
             Event::Metric(_) => Table::Metrics,
-        }
-    }
-
-    pub fn shard(&self) -> (&str, &str) {
-        match self {
-            Event::Api(a) => (&a.account, &a.region),
-            Event::Invocation(i) => (&i.account, &i.region),
-            Event::Metric(m) => (&m.account, &m.region),
         }
     }
 

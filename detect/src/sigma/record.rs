@@ -14,12 +14,12 @@ use std::cell::OnceCell;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StructArray};
-
-use crate::strs::Strs;
 use arrow_buffer::NullBuffer;
 use serde_json::Value;
 use trailwatch_core::schema::{Col, Kind, CLOUDTRAIL, UNKNOWN_FIELDS};
 use trailwatch_core::time::format_rfc3339_millis;
+
+use crate::strs::Strs;
 
 /// One value of a field, as text: strings as they are, numbers and booleans as JSON writes them,
 /// objects as their JSON text (so `requestParameters|contains: x` searches the whole object).

@@ -1,8 +1,10 @@
 //! `trailwatch run` hands the lake files its ingest just wrote to its detect in memory: the lake
 //! is still written and remains the record, but detect does not read (or, for an S3 lake, GET)
 //! them back. Bytes, not Arrow batches: ingest spills partitions to disk to keep its memory
-//! bounded, so the files are what exists whole; detect still lists the lake, which is how it
-//! learns their versions and finds what other writers added.
+//! bounded, so the files are what exists whole; detect still lists the lake to find what other
+//! writers added. A handed file carries the version its put returned (S3's ETag of those very
+//! bytes), not the one the listing shows: another writer may have replaced the object in
+//! between, and recording the listed version would mark bytes never read as read.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -25,7 +27,7 @@ pub struct Tee<'a> {
 
 #[derive(Default)]
 struct Kept {
-    files: HashMap<String, Bytes>,
+    files: HashMap<String, HandedFile>,
     bytes: usize,
     /// Set once a file did not fit: later files are not kept either, so what detect gets in
     /// memory is a prefix of the run, never a sample.
@@ -38,13 +40,13 @@ impl<'a> Tee<'a> {
     }
 
     /// The files kept, by key relative to the lake root.
-    pub fn into_files(self) -> HashMap<String, Bytes> {
+    pub fn into_files(self) -> HashMap<String, HandedFile> {
         self.kept.into_inner().unwrap_or_else(|e| e.into_inner()).files
     }
 }
 
 impl LakeStore for Tee<'_> {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         // Read before storing: a local lake renames the staged file into place.
         let bytes = {
             let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -54,21 +56,24 @@ impl LakeStore for Tee<'_> {
                 .flatten()
                 .and_then(|_| std::fs::read(local).ok())
         };
-        self.inner.put_file(key, local)?;
+        let version = self.inner.put_file(key, local)?;
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         // A key stored again replaces what was kept of it, or drops it when the new one did not fit.
         if let Some(old) = kept.files.remove(key) {
-            kept.bytes -= old.len();
+            kept.bytes -= old.bytes.len();
         }
+        // A store that names versions but named none for this put: detect reads the file from
+        // the lake, where the version it gets describes the bytes it gets.
+        let unversioned = version.is_none() && self.inner.root_uri().starts_with("s3://");
         match bytes {
-            Some(b) => {
+            Some(b) if !unversioned => {
                 kept.bytes += b.len();
-                kept.files.insert(key.to_string(), Bytes::from(b));
+                kept.files.insert(key.to_string(), HandedFile { bytes: Bytes::from(b), version: version.clone() });
             }
-            None if key.ends_with(".parquet") => kept.full = true,
-            None => {}
+            _ if key.ends_with(".parquet") => kept.full = true,
+            _ => {}
         }
-        Ok(())
+        Ok(version)
     }
 
     fn staging_dir(&self) -> std::path::PathBuf {
@@ -86,26 +91,34 @@ impl LakeStore for Tee<'_> {
     fn delete_file(&self, key: &str) -> Result<(), StoreError> {
         // An object whose files were taken back is not handed over either.
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = kept.files.remove(key) {
-            kept.bytes -= b.len();
+        if let Some(f) = kept.files.remove(key) {
+            kept.bytes -= f.bytes.len();
         }
         drop(kept);
         self.inner.delete_file(key)
     }
 }
 
+/// A file `trailwatch run` just stored: its bytes, and the version the store gave them.
+#[derive(Debug, Clone)]
+pub struct HandedFile {
+    pub bytes: Bytes,
+    /// The put's ETag on S3; `None` on a local lake, where detect hashes the bytes.
+    pub version: Option<String>,
+}
+
 /// The lake as detect sees it, with the files `trailwatch run` just wrote served from memory.
 pub struct Handed<'a> {
     pub inner: &'a dyn ObjectSource,
     pub lake: LakeLocation,
-    pub files: HashMap<String, Bytes>,
+    pub files: HashMap<String, HandedFile>,
 }
 
 impl ObjectSource for Handed<'_> {
     fn open(&self, obj: &ObjectRef) -> Result<ObjectBody<'_>, StoreError> {
         if obj.bucket == self.lake.bucket {
-            if let Some(b) = self.files.get(self.lake.relative(&obj.key)) {
-                return Ok(ObjectBody { reader: Box::new(Cursor::new(b.clone())), etag: None });
+            if let Some(f) = self.files.get(self.lake.relative(&obj.key)) {
+                return Ok(ObjectBody { reader: Box::new(Cursor::new(f.bytes.clone())), etag: f.version.clone() });
             }
         }
         self.inner.open(obj)
@@ -171,5 +184,44 @@ mod tests {
         let mut body = String::new();
         handed.open(&ObjectRef::local(&other)).unwrap().reader.read_to_string(&mut body).unwrap();
         assert_eq!(body, "three");
+    }
+
+    /// Against moto's S3: an object replaced between this run's put and detect's listing is
+    /// handed over with the version of the bytes this run wrote, so detect does not record the
+    /// replacement as read, and a later run reads it.
+    #[test]
+    fn a_handed_file_carries_the_version_of_its_own_bytes_not_the_listed_one() {
+        use trailwatch_core::s3::{S3Lake, S3Source};
+        let moto = trailwatch_core::testing::Moto::start();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+        let s3 = trailwatch_core::aws::s3(&shared, None);
+        rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let lake = S3Lake::new(s3.clone(), rt.handle().clone(), "lake", "", staging.path().to_path_buf());
+        let tee = Tee::new(&lake);
+        let key = "cloudtrail/account_id=111122223333/region=eu-west-1/date=2026-01-05/a.parquet";
+        let staged = staging.path().join("staged");
+        std::fs::write(&staged, "written by this run").unwrap();
+        let put = tee.put_file(key, &staged).unwrap().expect("S3 names the version it stored");
+
+        // A re-delivery replaces the object before detect lists the lake.
+        rt.block_on(s3.put_object().bucket("lake").key(key).body(b"a re-delivery".to_vec().into()).send()).unwrap();
+        let src = S3Source::new(s3.clone(), rt.handle().clone());
+        let listed = src.list("lake", "cloudtrail/").unwrap();
+        assert_eq!(listed.len(), 1);
+        let listed_version = listed[0].etag.as_deref().unwrap().trim_matches('"').to_string();
+        assert_ne!(listed_version, put, "the listing shows the replacement");
+
+        let handed = Handed {
+            inner: &src,
+            lake: LakeLocation { bucket: "lake".into(), prefix: String::new() },
+            files: tee.into_files(),
+        };
+        let body = handed.open(&listed[0]).unwrap();
+        assert_eq!(body.etag.as_deref(), Some(put.as_str()));
+        let mut text = String::new();
+        { body }.reader.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "written by this run");
     }
 }

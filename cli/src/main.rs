@@ -694,7 +694,7 @@ impl trailwatch_detect::run::Progress for DetectBar {
     }
 }
 
-fn detect(args: &DetectArgs, handed: HashMap<String, bytes::Bytes>, progress: bool) -> Result<ExitCode> {
+fn detect(args: &DetectArgs, handed: HashMap<String, handoff::HandedFile>, progress: bool) -> Result<ExitCode> {
     let mut cfg = load_config(args.config.as_deref())?;
     if !args.rules.is_empty() {
         cfg.ruleset = rules::load(&args.rules, &cfg.rules)?;
@@ -895,7 +895,7 @@ fn ingest(
     cfg: &Config,
     keep: bool,
     progress: bool,
-) -> Result<(ExitCode, HashMap<String, bytes::Bytes>)> {
+) -> Result<(ExitCode, HashMap<String, handoff::HandedFile>)> {
     let needs_s3 = parse_s3(lake_arg).is_some() || inputs.iter().any(|i| parse_s3(i).is_some());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let s3 = needs_s3.then(|| rt.block_on(trailwatch_core::s3::client(endpoint)));

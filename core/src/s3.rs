@@ -227,7 +227,7 @@ impl S3Lake {
 }
 
 impl LakeStore for S3Lake {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         let full = format!("{}{key}", self.prefix);
         let uri = format!("s3://{}/{full}", self.bucket);
         let body = self.handle.block_on(ByteStream::from_path(local)).map_err(|e| StoreError {
@@ -236,11 +236,12 @@ impl LakeStore for S3Lake {
             message: e.to_string(),
             retryable: false,
         })?;
-        self.handle
+        let out = self
+            .handle
             .block_on(self.client.put_object().bucket(&self.bucket).key(&full).body(body).send())
             .map_err(|e| classify("put", uri, e))?;
         let _ = std::fs::remove_file(local);
-        Ok(())
+        Ok(out.e_tag().map(|e| e.trim_matches('"').to_string()))
     }
 
     fn delete_file(&self, key: &str) -> Result<(), StoreError> {

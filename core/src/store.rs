@@ -120,7 +120,10 @@ pub trait ObjectSource: Sync {
 /// Where the lake lives.
 pub trait LakeStore: Sync {
     /// Stores the local file at `key` (relative to the lake root), replacing any object there.
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError>;
+    /// Returns the stored version when the store names versions (S3's ETag of exactly these
+    /// bytes, which a later listing may no longer show if another writer replaced the object);
+    /// `None` for local files, whose version is a hash of their content.
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError>;
     /// A local folder where files are staged before [`LakeStore::put_file`].
     fn staging_dir(&self) -> PathBuf;
     /// The lake's root as a user would write it (`./lake`, `s3://bucket/prefix`).
@@ -245,7 +248,7 @@ impl LocalLake {
 }
 
 impl LakeStore for LocalLake {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         let dest = self.root.join(key);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| local_err("mkdir", parent, e))?;
@@ -255,7 +258,7 @@ impl LakeStore for LocalLake {
         // late delivery.
         if same_bytes(local, &dest) {
             let _ = fs::remove_file(local);
-            return Ok(());
+            return Ok(None);
         }
         if fs::rename(local, &dest).is_err() {
             // Staging on another filesystem: copy to a sibling, then rename atomically.
@@ -264,7 +267,7 @@ impl LakeStore for LocalLake {
             fs::rename(&tmp, &dest).map_err(|e| local_err("rename", &dest, e))?;
             let _ = fs::remove_file(local);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn staging_dir(&self) -> PathBuf {

@@ -462,6 +462,17 @@ fn total(e: &Engine) -> Counters {
     c
 }
 
+/// The version to record for bytes just read: the ETag the store gave with them, which
+/// describes these bytes, over the one listed or notified before (the object may have been
+/// replaced in between; recording the older one would skip the new bytes, the newer one would
+/// mark bytes never read as read). Without either, a local file's content version.
+fn version_read(listed: Option<&str>, opened: Option<&str>, known: Option<&str>, bytes: &[u8]) -> String {
+    match opened.or(listed) {
+        Some(e) => e.trim_matches('"').to_string(),
+        None => local_version(known, bytes),
+    }
+}
+
 /// Reads and decodes a lake file; returns its version and columns, or `None` when its content is
 /// the version already read (`known`).
 fn read_one(
@@ -482,11 +493,7 @@ fn read_one(
             retryable: true,
         })
     })?;
-    let version = match (&f.version, body.etag) {
-        (Some(v), _) => v.clone(),
-        (None, Some(e)) => e.trim_matches('"').to_string(),
-        (None, None) => local_version(known.map(String::as_str), &buf),
-    };
+    let version = version_read(f.version.as_deref(), body.etag.as_deref(), known.map(String::as_str), &buf);
     if known == Some(&version) {
         return Ok(None);
     }
@@ -498,6 +505,16 @@ fn read_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_recorded_is_that_of_the_bytes_read() {
+        let bytes = b"PAR1 lake file PAR1".as_slice();
+        // Replaced between the listing and the read: the read's ETag names the bytes.
+        assert_eq!(version_read(Some("\"listed\""), Some("\"read\""), None, bytes), "read");
+        assert_eq!(version_read(Some("listed"), None, None, bytes), "listed");
+        assert_eq!(version_read(None, Some("read"), None, bytes), "read");
+        assert_eq!(version_read(None, None, None, bytes), content_version(bytes));
+    }
 
     #[test]
     fn content_versions_tell_bytes_apart_and_keep_the_form_state_recorded() {

@@ -283,7 +283,7 @@ struct FailNthPut<'a> {
 }
 
 impl LakeStore for FailNthPut<'_> {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
             return Err(StoreError {
                 op: "put",

@@ -258,7 +258,7 @@ fn unreadable_messages_are_recorded_and_acknowledged() {
 struct Broken<'a>(&'a LocalLake);
 
 impl LakeStore for Broken<'_> {
-    fn put_file(&self, key: &str, _: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, _: &Path) -> Result<Option<String>, StoreError> {
         Err(StoreError { op: "put", uri: key.into(), message: "SlowDown".into(), retryable: true })
     }
     fn staging_dir(&self) -> PathBuf {
@@ -280,7 +280,7 @@ struct FailNthPut<'a> {
 }
 
 impl LakeStore for FailNthPut<'_> {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
             return Err(StoreError { op: "put", uri: key.into(), message: "connection reset".into(), retryable: true });
         }
@@ -341,7 +341,7 @@ fn an_object_reaches_the_lake_all_or_nothing() {
 struct NoDelete<'a>(FailNthPut<'a>);
 
 impl LakeStore for NoDelete<'_> {
-    fn put_file(&self, key: &str, local: &Path) -> Result<(), StoreError> {
+    fn put_file(&self, key: &str, local: &Path) -> Result<Option<String>, StoreError> {
         self.0.put_file(key, local)
     }
     fn staging_dir(&self) -> PathBuf {

@@ -23,6 +23,12 @@ impl Dedup {
     /// Records `h` at `t`; true when it was seen before.
     pub fn seen(&mut self, t: EpochMillis, h: u64) -> bool {
         let b = window_start(t, DEDUP_BUCKET);
+        // Events come in time order, so nearly all fall in the newest bucket.
+        if let Some((s, set)) = self.buckets.last_mut() {
+            if *s == b {
+                return !set.insert(h);
+            }
+        }
         let i = match self.buckets.binary_search_by_key(&b, |(s, _)| *s) {
             Ok(i) => i,
             Err(i) => {

@@ -381,19 +381,36 @@ pub fn feed_parts(
     parts: &[crate::read::Part],
 ) -> u64 {
     thread_local!(static ORDER: std::cell::RefCell<Vec<(i64, u32, u32)>> = const { std::cell::RefCell::new(Vec::new()) });
+    thread_local!(static PACKED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) });
     let mut order = ORDER.take();
     order.clear();
     for (p, part) in parts.iter().enumerate() {
         let rows = &views[part.batch];
         order.extend(part.range.clone().filter_map(|i| rows.time(i).map(|t| (t, p as u32, i as u32))));
     }
-    // (time, part, row): ties keep the order read, as in `feed_day`.
-    order.sort_unstable();
+    // (time, part, row): ties keep the order read, as in `feed_day`. Packed into one u64 (time
+    // less the day's first, part, row) when the three fit, as they do for a day's partition:
+    // sorting 8-byte integers instead of 16-byte tuples.
+    let mut packed = PACKED.take();
+    packed.clear();
+    let order_of = order_packing(&order);
+    match order_of {
+        Some(k) => {
+            packed.extend(order.iter().map(|&(t, p, i)| k.pack(t, p, i)));
+            packed.sort_unstable();
+        }
+        None => order.sort_unstable(),
+    }
     let mut fed = 0u64;
     // The last event's account and region, borrowed from `views`: the same bytes (pointer and
     // length) mean the same shard, so the engine need not compare the names.
     let mut last: Option<(&str, &str)> = None;
-    for &(_, p, i) in &order {
+    let n = order.len();
+    for at in 0..n {
+        let (p, i) = match order_of {
+            Some(k) => k.unpack(packed[at]),
+            None => (order[at].1, order[at].2),
+        };
         let part = &parts[p as usize];
         let Some(ev) = views[part.batch].event(i as usize) else { continue };
         let now = ev.borrowed_shard();
@@ -407,7 +424,46 @@ pub fn feed_parts(
     }
     engine.advance(cfg);
     ORDER.set(order);
+    PACKED.set(packed);
     fed
+}
+
+/// How (time, part, row) entries pack into one u64 that sorts as they do: time less the
+/// smallest, then part, then row, each in as many bits as its largest value needs.
+#[derive(Debug, Clone, Copy)]
+struct Packing {
+    t0: i64,
+    part_bits: u32,
+    row_bits: u32,
+}
+
+impl Packing {
+    #[inline]
+    fn pack(self, t: i64, p: u32, i: u32) -> u64 {
+        ((((t - self.t0) as u64) << self.part_bits | p as u64) << self.row_bits) | i as u64
+    }
+
+    #[inline]
+    fn unpack(self, k: u64) -> (u32, u32) {
+        let row = k & ((1u64 << self.row_bits) - 1);
+        let part = (k >> self.row_bits) & ((1u64 << self.part_bits) - 1);
+        (part as u32, row as u32)
+    }
+}
+
+/// The packing of `order`, or `None` when its times span too much for the bits left.
+fn order_packing(order: &[(i64, u32, u32)]) -> Option<Packing> {
+    let bits = |x: u64| 64 - x.leading_zeros();
+    let (mut t0, mut t1, mut p1, mut i1) = (i64::MAX, i64::MIN, 0u32, 0u32);
+    for &(t, p, i) in order {
+        (t0, t1, p1, i1) = (t0.min(t), t1.max(t), p1.max(p), i1.max(i));
+    }
+    if order.is_empty() {
+        return None;
+    }
+    let span = t1.checked_sub(t0)? as u64;
+    let (part_bits, row_bits) = (bits(p1 as u64), bits(i1 as u64));
+    (bits(span) + part_bits + row_bits <= 64).then_some(Packing { t0, part_bits, row_bits })
 }
 
 /// Runs the detectors and `cfg`'s rules over CloudTrail batches of the lake schema as one shard,
@@ -505,6 +561,28 @@ fn read_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Packed keys sort as the (time, part, row) entries they pack, and give back part and
+        /// row; entries whose times span too much are not packed.
+        #[test]
+        fn packed_order_sorts_as_the_entries(
+            entries in proptest::collection::vec((-5i64..5, 0u32..40, 0u32..3000), 1..300),
+            scale in proptest::sample::select(vec![1i64, 86_400_000, 1 << 40, i64::MAX / 8]),
+        ) {
+            let order: Vec<(i64, u32, u32)> = entries.iter().map(|&(t, p, i)| (t * scale, p, i)).collect();
+            let Some(k) = order_packing(&order) else {
+                proptest::prop_assert!(scale > 1 << 30, "a day's span packs");
+                return Ok(());
+            };
+            let mut want = order.clone();
+            want.sort_unstable();
+            let mut keys: Vec<u64> = order.iter().map(|&(t, p, i)| k.pack(t, p, i)).collect();
+            keys.sort_unstable();
+            let got: Vec<(u32, u32)> = keys.iter().map(|&x| k.unpack(x)).collect();
+            proptest::prop_assert_eq!(got, want.iter().map(|&(_, p, i)| (p, i)).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn the_version_recorded_is_that_of_the_bytes_read() {

@@ -242,16 +242,45 @@ fn decimal(n: i64, buf: &mut [u8; 20]) -> &str {
 /// The bare function name from what Lambda's API accepts: a name, `account:function:name`, or
 /// an ARN, each optionally with `:qualifier`.
 pub fn function_name(s: &str) -> &str {
-    let mut parts = s.split(':');
-    match parts.position(|p| p == "function").and_then(|_| parts.next()) {
-        Some(name) => name,
-        None => s.split(':').next().unwrap_or(s),
+    // The segment after the first `function` segment, else the first segment, found in one pass
+    // over the bytes: splitting every ARN with `str::split` (or searching it with `str::find`)
+    // cost about 900 instructions a call, 1% of a run over a compacted lake.
+    let b = s.as_bytes();
+    let end_of = |from: usize| b[from..].iter().position(|&c| c == b':').map_or(b.len(), |i| from + i);
+    let mut start = 0;
+    loop {
+        let end = end_of(start);
+        if end == b.len() {
+            break;
+        }
+        if &b[start..end] == b"function" {
+            return &s[end + 1..end_of(end + 1)];
+        }
+        start = end + 1;
     }
+    &s[..end_of(0)]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// As splitting on `:` and taking the segment after the first `function` one (else the
+        /// first segment) gives it.
+        #[test]
+        fn function_names_are_the_segment_after_function(
+            segs in proptest::collection::vec(proptest::sample::select(vec!["function", "fn", "", "a", "function:x", "arn"]), 0..6),
+        ) {
+            let s = segs.join(":");
+            let mut parts = s.split(':');
+            let want = match parts.position(|p| p == "function").and_then(|_| parts.next()) {
+                Some(name) => name,
+                None => s.split(':').next().unwrap_or(&s),
+            };
+            proptest::prop_assert_eq!(function_name(&s), want, "{}", s);
+        }
+    }
 
     #[test]
     fn decimals_are_those_to_string_writes() {

@@ -185,7 +185,36 @@ impl Sip13 {
     }
 
     #[inline(always)]
-    fn bytes(&mut self, mut b: &[u8]) {
+    fn bytes(&mut self, whole: &[u8]) {
+        let n = whole.len();
+        if n < 8 {
+            return self.short_bytes(whole);
+        }
+        // Eight bytes or more: the partial words at either end are read as whole words and
+        // masked or shifted, not assembled byte by byte, whose branches on the length were
+        // mispredicted a million times a run.
+        self.len += n;
+        let mut b = whole;
+        if self.ntail > 0 {
+            let take = 8 - self.ntail;
+            let head =
+                u64::from_le_bytes(whole[..8].try_into().expect("8 bytes")) & (((1u128 << (8 * take)) - 1) as u64);
+            self.compress(self.tail | head << (8 * self.ntail));
+            b = &whole[take..];
+        }
+        let mut words = b.chunks_exact(8);
+        for w in &mut words {
+            self.compress(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        let r = words.remainder().len();
+        let last = u64::from_le_bytes(whole[n - 8..].try_into().expect("8 bytes"));
+        self.tail = ((last as u128) >> (8 * (8 - r))) as u64;
+        self.ntail = r;
+    }
+
+    /// Fewer than eight bytes.
+    #[inline(always)]
+    fn short_bytes(&mut self, mut b: &[u8]) {
         self.len += b.len();
         if self.ntail > 0 {
             let need = 8 - self.ntail;
@@ -198,13 +227,8 @@ impl Sip13 {
             self.compress(self.tail);
             b = &b[take..];
         }
-        let mut words = b.chunks_exact(8);
-        for w in &mut words {
-            self.compress(u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        }
-        let rest = words.remainder();
-        self.tail = Self::load(rest);
-        self.ntail = rest.len();
+        self.tail = Self::load(b);
+        self.ntail = b.len();
     }
 
     #[inline]

@@ -88,3 +88,23 @@ pub mod u64_buckets {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// An id is a duplicate when its bucket already holds it, whatever order times come in
+        /// (the newest bucket is tried first).
+        #[test]
+        fn duplicates_are_ids_seen_in_the_same_bucket(seq in proptest::collection::vec((0i64..60, 0u64..8), 0..300)) {
+            let mut d = Dedup::default();
+            let mut model = std::collections::HashSet::new();
+            for &(m, h) in &seq {
+                let t = m * MINUTE;
+                proptest::prop_assert_eq!(d.seen(t, h), !model.insert((window_start(t, DEDUP_BUCKET), h)));
+            }
+            proptest::prop_assert!(d.buckets.windows(2).all(|w| w[0].0 < w[1].0), "buckets stay sorted");
+        }
+    }
+}

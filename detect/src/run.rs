@@ -519,9 +519,10 @@ fn total(e: &Engine) -> Counters {
 }
 
 /// The version to record for bytes just read: the ETag the store gave with them, which
-/// describes these bytes, over the one listed or notified before (the object may have been
-/// replaced in between; recording the older one would skip the new bytes, the newer one would
-/// mark bytes never read as read). Without either, a local file's content version.
+/// describes these bytes, over the one listed or notified before. The object may have been
+/// replaced in between: recording a version newer than the bytes read (the handed files of
+/// `trailwatch run`) would mark bytes never read as read; one older than them only has them read
+/// again. Without either, a local file's content version.
 fn version_read(listed: Option<&str>, opened: Option<&str>, known: Option<&str>, bytes: &[u8]) -> String {
     match opened.or(listed) {
         Some(e) => e.trim_matches('"').to_string(),
@@ -582,6 +583,26 @@ mod tests {
             let got: Vec<(u32, u32)> = keys.iter().map(|&x| k.unpack(x)).collect();
             proptest::prop_assert_eq!(got, want.iter().map(|&(_, p, i)| (p, i)).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn packing_takes_every_bit_and_not_one_more() {
+        // Part and row of 32 bits each leave no bit for time: a span of 0 packs, a span of 1 not.
+        let wide = [(7, u32::MAX, u32::MAX), (7, 0, 0)];
+        let k = order_packing(&wide).expect("64 bits");
+        assert_eq!((k.part_bits, k.row_bits), (32, 32));
+        assert_eq!(k.unpack(k.pack(7, u32::MAX, u32::MAX)), (u32::MAX, u32::MAX));
+        assert!(order_packing(&[(7, u32::MAX, u32::MAX), (8, 0, 0)]).is_none());
+        // 62 bits of time and one each of part and row: 64.
+        let t = (1i64 << 62) - 1;
+        let k = order_packing(&[(0, 1, 1), (t, 0, 0)]).expect("64 bits");
+        assert!(k.pack(t, 0, 0) > k.pack(0, 1, 1));
+        assert_eq!(k.unpack(k.pack(t, 1, 0)), (1, 0));
+        assert!(order_packing(&[(0, 1, 1), (t + 1, 0, 0)]).is_none(), "65 bits");
+        // Nothing, or all equal: no bits at all.
+        assert!(order_packing(&[]).is_none());
+        let k = order_packing(&[(5, 0, 0)]).expect("0 bits");
+        assert_eq!(k.unpack(k.pack(5, 0, 0)), (0, 0));
     }
 
     #[test]

@@ -224,4 +224,64 @@ mod tests {
         { body }.reader.read_to_string(&mut text).unwrap();
         assert_eq!(text, "written by this run");
     }
+    /// The same race through a whole run: `trailwatch run`'s detect records the version its own
+    /// put returned, so the next run, listing the replacement's version, reads the replacement.
+    #[test]
+    fn a_replacement_between_the_put_and_the_listing_is_read_by_the_next_run() {
+        use trailwatch_core::s3::{S3Lake, S3Source};
+        use trailwatch_core::store::{LocalFiles, LocalLake};
+        use trailwatch_detect::state::DirState;
+        let moto = trailwatch_core::testing::Moto::start();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+        let s3 = trailwatch_core::aws::s3(&shared, None);
+        rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let lake = S3Lake::new(s3.clone(), rt.handle().clone(), "lake", "", staging.path().to_path_buf());
+        let fixture = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/cloudtrail").join(name);
+            ObjectRef::local(&path)
+        };
+        let cfg = trailwatch_ingest::Config::default();
+        let now = trailwatch_core::time::wall_clock_millis();
+
+        // This run's ingest, through the tee.
+        let tee = Tee::new(&lake);
+        let ours = fixture("stratus-aws.discovery.ec2-download-user-data.json");
+        let written = trailwatch_ingest::ingest_object_at(&LocalFiles, &ours, &tee, &cfg, now).unwrap();
+        let key = written.lake_keys.iter().find(|k| k.ends_with(".parquet")).expect("a lake file").clone();
+        let handed = tee.into_files();
+        assert!(handed.contains_key(&key));
+
+        // Another delivery replaces that object before detect lists the lake: other valid rows.
+        let other = tempfile::tempdir().unwrap();
+        let theirs = fixture("stratus-aws.defense-evasion.cloudtrail-stop.json");
+        let r = trailwatch_ingest::ingest_object_at(&LocalFiles, &theirs, &LocalLake::new(other.path()), &cfg, now)
+            .unwrap();
+        let replacement =
+            std::fs::read(other.path().join(r.lake_keys.iter().find(|k| k.ends_with(".parquet")).unwrap())).unwrap();
+        rt.block_on(s3.put_object().bucket("lake").key(&key).body(replacement.into()).send()).unwrap();
+
+        let (state, dcfg) = (tempfile::tempdir().unwrap(), trailwatch_detect::DetectConfig::default());
+        let store = DirState::new(state.path());
+        let loc = LakeLocation { bucket: "lake".into(), prefix: String::new() };
+        let src = S3Source::new(s3.clone(), rt.handle().clone());
+        let first = trailwatch_detect::detect_lake(
+            &Handed { inner: &src, lake: loc.clone(), files: handed },
+            &loc,
+            &store,
+            &dcfg,
+            now,
+        )
+        .unwrap();
+        let read = first.files_read;
+        assert!(read >= 1 && first.files_failed.is_empty(), "{:?}", first.files_failed);
+        first.commit(&store).unwrap();
+        // The next run lists the replacement's version, which no run has read.
+        let second = trailwatch_detect::detect_lake(&src, &loc, &store, &dcfg, now).unwrap();
+        assert_eq!((second.files_read, second.files_failed.len()), (1, 0), "the replacement is read");
+        second.commit(&store).unwrap();
+        let third = trailwatch_detect::detect_lake(&src, &loc, &store, &dcfg, now).unwrap();
+        assert_eq!(third.files_read, 0, "and then known");
+    }
 }

@@ -22,6 +22,8 @@ pub const KEEP_BYTES: usize = 256 << 20;
 /// A lake store that keeps a copy of each file it stores, by key relative to the lake root.
 pub struct Tee<'a> {
     inner: &'a dyn LakeStore,
+    /// The store names versions (S3): a put without one is not handed over.
+    versioned: bool,
     kept: Mutex<Kept>,
 }
 
@@ -36,7 +38,7 @@ struct Kept {
 
 impl<'a> Tee<'a> {
     pub fn new(inner: &'a dyn LakeStore) -> Self {
-        Tee { inner, kept: Mutex::new(Kept::default()) }
+        Tee { inner, versioned: inner.root_uri().starts_with("s3://"), kept: Mutex::new(Kept::default()) }
     }
 
     /// The files kept, by key relative to the lake root.
@@ -64,7 +66,7 @@ impl LakeStore for Tee<'_> {
         }
         // A store that names versions but named none for this put: detect reads the file from
         // the lake, where the version it gets describes the bytes it gets.
-        let unversioned = version.is_none() && self.inner.root_uri().starts_with("s3://");
+        let unversioned = version.is_none() && self.versioned;
         match bytes {
             Some(b) if !unversioned => {
                 kept.bytes += b.len();
@@ -149,6 +151,7 @@ impl ObjectSource for Handed<'_> {
 mod tests {
     use super::*;
     use std::io::Read;
+    use trailwatch_core::s3::{S3Lake, S3Source};
     use trailwatch_core::store::LocalLake;
 
     #[test]
@@ -186,19 +189,34 @@ mod tests {
         assert_eq!(body, "three");
     }
 
+    /// A lake in bucket `lake` of a moto S3 server started for the test (stopped when dropped).
+    struct MotoLake {
+        _moto: trailwatch_core::testing::Moto,
+        rt: tokio::runtime::Runtime,
+        s3: aws_sdk_s3::Client,
+        staging: tempfile::TempDir,
+        lake: S3Lake,
+    }
+
+    impl MotoLake {
+        fn start() -> Self {
+            let moto = trailwatch_core::testing::Moto::start();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
+            let s3 = trailwatch_core::aws::s3(&shared, None);
+            rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
+            let staging = tempfile::tempdir().unwrap();
+            let lake = S3Lake::new(s3.clone(), rt.handle().clone(), "lake", "", staging.path().to_path_buf());
+            MotoLake { _moto: moto, rt, s3, staging, lake }
+        }
+    }
+
     /// Against moto's S3: an object replaced between this run's put and detect's listing is
     /// handed over with the version of the bytes this run wrote, so detect does not record the
     /// replacement as read, and a later run reads it.
     #[test]
     fn a_handed_file_carries_the_version_of_its_own_bytes_not_the_listed_one() {
-        use trailwatch_core::s3::{S3Lake, S3Source};
-        let moto = trailwatch_core::testing::Moto::start();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
-        let s3 = trailwatch_core::aws::s3(&shared, None);
-        rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-        let staging = tempfile::tempdir().unwrap();
-        let lake = S3Lake::new(s3.clone(), rt.handle().clone(), "lake", "", staging.path().to_path_buf());
+        let MotoLake { _moto, rt, s3, staging, lake } = MotoLake::start();
         let tee = Tee::new(&lake);
         let key = "cloudtrail/account_id=111122223333/region=eu-west-1/date=2026-01-05/a.parquet";
         let staged = staging.path().join("staged");
@@ -224,20 +242,14 @@ mod tests {
         { body }.reader.read_to_string(&mut text).unwrap();
         assert_eq!(text, "written by this run");
     }
+
     /// The same race through a whole run: `trailwatch run`'s detect records the version its own
     /// put returned, so the next run, listing the replacement's version, reads the replacement.
     #[test]
     fn a_replacement_between_the_put_and_the_listing_is_read_by_the_next_run() {
-        use trailwatch_core::s3::{S3Lake, S3Source};
         use trailwatch_core::store::{LocalFiles, LocalLake};
         use trailwatch_detect::state::DirState;
-        let moto = trailwatch_core::testing::Moto::start();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let shared = rt.block_on(trailwatch_core::aws::load(Some(&moto.endpoint)));
-        let s3 = trailwatch_core::aws::s3(&shared, None);
-        rt.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-        let staging = tempfile::tempdir().unwrap();
-        let lake = S3Lake::new(s3.clone(), rt.handle().clone(), "lake", "", staging.path().to_path_buf());
+        let MotoLake { _moto, rt, s3, staging: _staging, lake } = MotoLake::start();
         let fixture = |name: &str| {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/cloudtrail").join(name);
             ObjectRef::local(&path)

@@ -174,7 +174,7 @@ pub struct Contribs {
 }
 
 /// Values kept per dimension.
-pub const TOP_K: usize = 5;
+pub const TOP_K: usize = TopK::CAP;
 
 impl Contribs {
     pub fn add(&mut self, dim: &'static str, value: &str, by: u64) {

@@ -37,6 +37,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HIVE = "hive_partitioning = true, hive_types = {'account_id': VARCHAR, 'region': VARCHAR, 'date': DATE}"
 
+# Both flag an API's hours against its mean and deviation alike (the second adds conditions).
+API_FLAGS_SQL = """
+CREATE TEMP TABLE api_flags AS
+  WITH k AS (
+    SELECT account_id, region, event_source, event_name, avg(calls) AS m, stddev_pop(calls) AS s,
+           avg(errors) AS me, stddev_pop(errors) AS se
+    FROM api GROUP BY ALL)
+  SELECT a.* FROM api a JOIN k USING (account_id, region, event_source, event_name)
+  WHERE a.calls > k.m + 4 * k.s + 10 OR a.errors > k.me + 4 * k.se + 5"""
+
+# Both detections read the metric stream alike.
+METRIC_FLAGS_SQL = """
+CREATE TEMP TABLE met_flags AS
+  SELECT account_id, region, metric_name, dimensions['FunctionName'] AS fn, date_trunc('minute', "timestamp") AS minute,
+         sum(value_sum) AS s, max(value_max) AS mx
+  FROM read_parquet('{lake}/lambda_metrics/*/*/*/*.parquet', {hive})
+  WHERE metric_name IN ('Throttles', 'ConcurrentExecutions', 'Errors', 'IteratorAge', 'AsyncEventAge',
+                        'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures', 'ClaimedAccountConcurrency')
+  GROUP BY ALL
+  HAVING (metric_name IN ('Throttles', 'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures') AND sum(value_sum) > 0);
+"""
+
 NARROW_SQL = """
 SET threads = 1;
 CREATE TEMP TABLE api AS
@@ -44,13 +66,7 @@ CREATE TEMP TABLE api AS
          date_trunc('hour', event_time) AS hour, count(*) AS calls, count(error_code) AS errors
   FROM read_parquet('{lake}/cloudtrail/*/*/*/*.parquet', {hive})
   GROUP BY ALL;
-CREATE TEMP TABLE api_flags AS
-  WITH k AS (
-    SELECT account_id, region, event_source, event_name, avg(calls) AS m, stddev_pop(calls) AS s,
-           avg(errors) AS me, stddev_pop(errors) AS se
-    FROM api GROUP BY ALL)
-  SELECT a.* FROM api a JOIN k USING (account_id, region, event_source, event_name)
-  WHERE a.calls > k.m + 4 * k.s + 10 OR a.errors > k.me + 4 * k.se + 5;
+""" + API_FLAGS_SQL + """;
 CREATE TEMP TABLE inv AS
   SELECT account_id, region, function_name, date_trunc('minute', end_time) AS minute, count(*) AS n,
          count(*) FILTER (WHERE status = 'timeout') AS timeouts,
@@ -63,14 +79,7 @@ CREATE TEMP TABLE inv_flags AS
              FROM inv GROUP BY ALL)
   SELECT i.* FROM inv i JOIN k USING (account_id, region, function_name)
   WHERE i.concurrency > k.m + 4 * k.s + 1 OR i.timeouts > 0 OR i.requests < i.n;
-CREATE TEMP TABLE met_flags AS
-  SELECT account_id, region, metric_name, dimensions['FunctionName'] AS fn, date_trunc('minute', "timestamp") AS minute,
-         sum(value_sum) AS s, max(value_max) AS mx
-  FROM read_parquet('{lake}/lambda_metrics/*/*/*/*.parquet', {hive})
-  WHERE metric_name IN ('Throttles', 'ConcurrentExecutions', 'Errors', 'IteratorAge', 'AsyncEventAge',
-                        'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures', 'ClaimedAccountConcurrency')
-  GROUP BY ALL
-  HAVING (metric_name IN ('Throttles', 'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures') AND sum(value_sum) > 0);
+""" + METRIC_FLAGS_SQL + """
 SELECT (SELECT count(*) FROM api_flags), (SELECT count(*) FROM inv_flags), (SELECT count(*) FROM met_flags);
 """
 
@@ -94,13 +103,7 @@ CREATE TEMP TABLE api AS
          count(DISTINCT source_ip_address) AS ips, count(DISTINCT user_agent) AS agents,
          any_value(principal_type) AS principal_type
   FROM ct GROUP BY ALL;
-CREATE TEMP TABLE api_flags AS
-  WITH k AS (
-    SELECT account_id, region, event_source, event_name, avg(calls) AS m, stddev_pop(calls) AS s,
-           avg(errors) AS me, stddev_pop(errors) AS se
-    FROM api GROUP BY ALL)
-  SELECT a.* FROM api a JOIN k USING (account_id, region, event_source, event_name)
-  WHERE a.calls > k.m + 4 * k.s + 10 OR a.errors > k.me + 4 * k.se + 5 OR a.denials >= 10 OR a.throttled > 0;
+""" + API_FLAGS_SQL + """ OR a.denials >= 10 OR a.throttled > 0;
 CREATE TEMP TABLE invoker_flags AS
   SELECT account_id, region, fn, principal, min(event_time) AS first
   FROM ct WHERE fn IS NOT NULL GROUP BY ALL
@@ -126,14 +129,7 @@ CREATE TEMP TABLE inv_flags AS
   SELECT i.* FROM per_minute i JOIN k USING (account_id, region, function_name)
   WHERE i.concurrency > k.m + 4 * k.s + 1 OR i.gb_seconds > k.mg + 4 * k.sg + 1 OR i.timeouts > 0
      OR i.requests < i.n;
-CREATE TEMP TABLE met_flags AS
-  SELECT account_id, region, metric_name, dimensions['FunctionName'] AS fn, date_trunc('minute', "timestamp") AS minute,
-         sum(value_sum) AS s, max(value_max) AS mx
-  FROM read_parquet('{lake}/lambda_metrics/*/*/*/*.parquet', {hive})
-  WHERE metric_name IN ('Throttles', 'ConcurrentExecutions', 'Errors', 'IteratorAge', 'AsyncEventAge',
-                        'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures', 'ClaimedAccountConcurrency')
-  GROUP BY ALL
-  HAVING (metric_name IN ('Throttles', 'AsyncEventsDropped', 'DeadLetterErrors', 'DestinationDeliveryFailures') AND sum(value_sum) > 0);
+""" + METRIC_FLAGS_SQL + """
 SELECT (SELECT count(*) FROM api_flags), (SELECT count(*) FROM invoker_flags), (SELECT count(*) FROM inv_flags), (SELECT count(*) FROM met_flags);
 """
 

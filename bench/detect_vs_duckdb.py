@@ -19,12 +19,14 @@ Two SQL detections run, both naive, neither trailwatch's (no seasonality, no epi
 - NARROW_SQL: per key and hour, call and error counts against the key's mean and standard
   deviation over every hour (API calls); per function and minute, invocations, timeouts and the
   billed time behind concurrency (invocations); throttles and lost events from the metric stream.
-  It reads fewer columns than detect (no event or log event ids, no source IP, user agent,
-  request parameters or start times) and counts a re-delivered record twice.
-- SAME_COLUMNS_SQL: the same, over the columns detect reads, used as detect uses them: records
-  deduplicated by CloudTrail event id and by log event id (re-deliveries are normal), distinct
-  source IPs and user agents, denials and throttling messages, cross-account callers and new
-  invokers of a function, run time, GB-seconds and timeouts near the limit per minute.
+  It reads 5 of the 15 CloudTrail columns detect reads (counting `user_identity`'s six leaves)
+  and 5 of its 11 invocation columns, and counts a re-delivered record twice.
+- SAME_COLUMNS_SQL: reads every column detect reads and flags on what it finds in them. Records
+  are deduplicated by CloudTrail event id and by log event id (re-deliveries are normal); the
+  principal is named as detect names it; per API and hour, calls, errors, denials, throttling
+  messages, distinct source IPs and user agents and cross-account callers; new invokers of a
+  function (named from the request parameters); per function and minute, run time from start to
+  end (concurrency), GB-seconds, timeouts, timeouts near the limit, errors and retried requests.
 """
 import argparse
 import re
@@ -89,10 +91,17 @@ SET threads = 1;
 CREATE TEMP TABLE ct AS
   SELECT DISTINCT ON (event_id)
          account_id, region, event_source, event_name, error_code, error_message, source_ip_address, user_agent,
-         coalesce(user_identity.arn, user_identity.session_context.session_issuer.arn, user_identity.principal_id,
-                  user_identity.invoked_by) AS principal,
+         CASE WHEN user_identity.type = 'AssumedRole' AND user_identity.session_context.session_issuer.arn IS NOT NULL
+              THEN user_identity.session_context.session_issuer.arn
+              ELSE coalesce(user_identity.arn, user_identity.invoked_by,
+                            coalesce(user_identity.type, 'unknown') || ':' || coalesce(user_identity.principal_id, 'unknown'))
+         END AS principal,
          user_identity.type AS principal_type, user_identity.account_id AS principal_account, event_time,
-         CASE WHEN event_source = 'lambda.amazonaws.com' THEN json_extract_string(request_parameters, '$.functionName') END AS fn
+         CASE WHEN event_source = 'lambda.amazonaws.com'
+              THEN coalesce(nullif(regexp_extract(json_extract_string(request_parameters, '$.functionName'),
+                                                  'function:([^:]+)', 1), ''),
+                            split_part(json_extract_string(request_parameters, '$.functionName'), ':', 1))
+         END AS fn
   FROM read_parquet('{lake}/cloudtrail/*/*/*/*.parquet', {hive});
 CREATE TEMP TABLE api AS
   SELECT account_id, region, event_source, event_name, principal, date_trunc('hour', event_time) AS hour,
@@ -103,7 +112,8 @@ CREATE TEMP TABLE api AS
          count(DISTINCT source_ip_address) AS ips, count(DISTINCT user_agent) AS agents,
          any_value(principal_type) AS principal_type
   FROM ct GROUP BY ALL;
-""" + API_FLAGS_SQL + """ OR a.denials >= 10 OR a.throttled > 0;
+""" + API_FLAGS_SQL + """ OR a.denials >= 10 OR a.throttled > 0
+     OR (a.cross_account > 0 AND a.principal_type <> 'AWSService') OR a.ips > 5 OR a.agents > 5;
 CREATE TEMP TABLE invoker_flags AS
   SELECT account_id, region, fn, principal, min(event_time) AS first
   FROM ct WHERE fn IS NOT NULL GROUP BY ALL
@@ -128,7 +138,7 @@ CREATE TEMP TABLE inv_flags AS
              FROM per_minute GROUP BY ALL)
   SELECT i.* FROM per_minute i JOIN k USING (account_id, region, function_name)
   WHERE i.concurrency > k.m + 4 * k.s + 1 OR i.gb_seconds > k.mg + 4 * k.sg + 1 OR i.timeouts > 0
-     OR i.requests < i.n;
+     OR i.near_timeout > 0 OR i.errors > 5 OR i.requests < i.n;
 """ + METRIC_FLAGS_SQL + """
 SELECT (SELECT count(*) FROM api_flags), (SELECT count(*) FROM invoker_flags), (SELECT count(*) FROM inv_flags), (SELECT count(*) FROM met_flags);
 """
